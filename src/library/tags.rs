@@ -1,0 +1,268 @@
+//! Reading tags and audio properties with lofty. The only place (with the
+//! test-library generator) that touches lofty.
+//!
+//! Never trusts the file: lofty runs under `catch_unwind` (it can panic on
+//! hostile input) and with its allocation limit, and every field is
+//! optional. Fallbacks that need the path (title from the file name) are the
+//! caller's job.
+
+use crate::model::{AudioInfo, Tags};
+use lofty::config::{ParseOptions, ParsingMode};
+use lofty::file::{AudioFile, FileType, TaggedFile, TaggedFileExt};
+use lofty::picture::{MimeType, PictureType};
+use lofty::prelude::ItemKey;
+use lofty::tag::Tag;
+use std::io::{Read, Seek};
+
+/// What a file says about itself.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub tags: Tags,
+    pub audio: AudioInfo,
+    /// The best embedded picture: the front cover if any, else the first.
+    pub picture: Option<(String, Vec<u8>)>,
+}
+
+/// Parse tags and properties. `Err` carries a message for the user.
+pub fn read<R: Read + Seek>(reader: R, hint: Option<FileType>) -> Result<Parsed, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_inner(reader, hint))) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(format!("the tag reader crashed on this file ({msg})"))
+        }
+    }
+}
+
+fn read_inner<R: Read + Seek>(mut reader: R, hint: Option<FileType>) -> Result<Parsed, String> {
+    let opts = ParseOptions::new()
+        .parsing_mode(ParsingMode::BestAttempt)
+        .read_cover_art(true);
+    let ft = match hint {
+        Some(ft) => ft,
+        None => lofty::probe::Probe::new(&mut reader)
+            .guess_file_type()
+            .map_err(|e| e.to_string())?
+            .file_type()
+            .ok_or("not a recognised audio format")?,
+    };
+    let err = |e: lofty::error::FileParseError| format!("cannot read {}: {e}", container_name(&ft));
+    let (tagged, codec): (TaggedFile, &'static str) = match ft {
+        FileType::Mp4 => {
+            let f = lofty::mp4::Mp4File::read_from(&mut reader, opts).map_err(err)?;
+            let codec = match f.properties().codec() {
+                Some(lofty::mp4::Mp4Codec::AAC) => "aac",
+                Some(lofty::mp4::Mp4Codec::ALAC) => "alac",
+                Some(lofty::mp4::Mp4Codec::MP3) => "mp3",
+                Some(lofty::mp4::Mp4Codec::FLAC) => "flac",
+                _ => "unknown",
+            };
+            (f.into(), codec)
+        }
+        FileType::Mpeg => {
+            let f = lofty::mpeg::MpegFile::read_from(&mut reader, opts).map_err(err)?;
+            let codec = match f.properties().layer() {
+                lofty::mpeg::Layer::Layer1 => "mp1",
+                lofty::mpeg::Layer::Layer2 => "mp2",
+                _ => "mp3",
+            };
+            (f.into(), codec)
+        }
+        other => {
+            let f = lofty::probe::Probe::with_file_type(&mut reader, other)
+                .options(opts)
+                .read()
+                .map_err(err)?;
+            (f, codec_name(&other))
+        }
+    };
+    let props = tagged.properties();
+    let audio = AudioInfo {
+        codec: codec.to_owned(),
+        container: container_name(&ft).to_owned(),
+        duration_ms: props.duration().as_millis() as u64,
+        sample_rate: props.sample_rate().unwrap_or(0),
+        channels: u32::from(props.channels().unwrap_or(0)),
+        bit_depth: props.bit_depth().map(u32::from).filter(|&b| b > 0),
+        bitrate_kbps: props.audio_bitrate().filter(|&b| b > 0),
+    };
+    if audio.sample_rate == 0 || audio.channels == 0 {
+        return Err(format!(
+            "{} file without a usable audio stream (sample rate {}, channels {})",
+            container_name(&ft),
+            audio.sample_rate,
+            audio.channels
+        ));
+    }
+    // Primary tag first, then the others (ID3v1 behind ID3v2, ...).
+    let mut tags: Vec<&Tag> = Vec::new();
+    if let Some(p) = tagged.primary_tag() {
+        tags.push(p);
+    }
+    tags.extend(tagged.tags().iter().filter(|t| Some(t.tag_type()) != tagged.primary_tag().map(|p| p.tag_type())));
+    Ok(Parsed {
+        tags: tags_from(&tags),
+        audio,
+        picture: best_picture(&tags),
+    })
+}
+
+fn strings<'a>(tags: &[&'a Tag], key: ItemKey) -> Vec<&'a str> {
+    for t in tags {
+        let v: Vec<&str> = t
+            .get_strings(key)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !v.is_empty() {
+            return v;
+        }
+    }
+    vec![]
+}
+
+fn first<'a>(tags: &[&'a Tag], key: ItemKey) -> Option<&'a str> {
+    strings(tags, key).into_iter().next()
+}
+
+/// Leading number of "7", "07/12", "2;5", " 3 ".
+fn leading_number(s: &str) -> Option<u32> {
+    let digits: String = s.trim().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&n| n > 0)
+}
+
+/// Number after a slash in "7/12".
+fn after_slash(s: &str) -> Option<u32> {
+    s.split_once('/').and_then(|(_, t)| leading_number(t))
+}
+
+fn dedup(v: Vec<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in v {
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
+        }
+    }
+    out
+}
+
+fn tags_from(tags: &[&Tag]) -> Tags {
+    let track_raw = first(tags, ItemKey::TrackNumber);
+    let disc_raw = first(tags, ItemKey::DiscNumber);
+    let date = [
+        ItemKey::RecordingDate,
+        ItemKey::Year,
+        ItemKey::ReleaseDate,
+        ItemKey::OriginalReleaseDate,
+    ]
+    .into_iter()
+    .find_map(|k| first(tags, k));
+    let year = date.and_then(|d| {
+        let y: String = d.chars().take_while(char::is_ascii_digit).take(4).collect();
+        y.parse::<u32>().ok().filter(|y| (1000..=9999).contains(y))
+    });
+    let compilation = first(tags, ItemKey::FlagCompilation)
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let mut artists = dedup(strings(tags, ItemKey::TrackArtist));
+    if artists.is_empty() {
+        artists = dedup(strings(tags, ItemKey::TrackArtists));
+    }
+    Tags {
+        title: strings(tags, ItemKey::TrackTitle).join("; "),
+        artists,
+        album: first(tags, ItemKey::AlbumTitle).unwrap_or_default().to_owned(),
+        album_artist: first(tags, ItemKey::AlbumArtist).unwrap_or_default().to_owned(),
+        track: track_raw.and_then(leading_number),
+        track_total: first(tags, ItemKey::TrackTotal)
+            .and_then(leading_number)
+            .or_else(|| track_raw.and_then(after_slash)),
+        disc: disc_raw.and_then(leading_number),
+        disc_total: first(tags, ItemKey::DiscTotal)
+            .and_then(leading_number)
+            .or_else(|| disc_raw.and_then(after_slash)),
+        year,
+        date: date.map(str::to_owned),
+        genres: dedup(strings(tags, ItemKey::Genre)),
+        compilation,
+        title_from_path: false,
+        album_from_path: false,
+    }
+}
+
+fn best_picture(tags: &[&Tag]) -> Option<(String, Vec<u8>)> {
+    let pics = tags.iter().flat_map(|t| t.pictures());
+    let best = pics
+        .clone()
+        .find(|p| p.pic_type() == PictureType::CoverFront)
+        .or_else(|| pics.clone().next())?;
+    if best.data().is_empty() {
+        return None;
+    }
+    let mime = match best.mime_type() {
+        Some(MimeType::Unknown(m)) if !m.is_empty() => m.clone(),
+        Some(MimeType::Unknown(_)) | None => sniff_image_mime(best.data()).to_owned(),
+        Some(m) => m.as_str().to_owned(),
+    };
+    Some((mime, best.data().to_vec()))
+}
+
+/// MIME type of an image from its first bytes.
+pub fn sniff_image_mime(data: &[u8]) -> &'static str {
+    match data {
+        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
+        [b'B', b'M', ..] => "image/bmp",
+        _ => "application/octet-stream",
+    }
+}
+
+pub fn container_name(ft: &FileType) -> &'static str {
+    match ft {
+        FileType::Mpeg => "mpeg",
+        FileType::Flac => "flac",
+        FileType::Vorbis | FileType::Opus | FileType::Speex => "ogg",
+        FileType::Mp4 => "mp4",
+        FileType::Wav => "wav",
+        FileType::Aiff => "aiff",
+        FileType::Aac => "adts",
+        FileType::Ape => "ape",
+        FileType::WavPack => "wavpack",
+        FileType::Mpc => "musepack",
+        _ => "unknown",
+    }
+}
+
+fn codec_name(ft: &FileType) -> &'static str {
+    match ft {
+        FileType::Flac => "flac",
+        FileType::Vorbis => "vorbis",
+        FileType::Opus => "opus",
+        FileType::Speex => "speex",
+        FileType::Wav | FileType::Aiff => "pcm",
+        FileType::Aac => "aac",
+        FileType::Ape => "ape",
+        FileType::WavPack => "wavpack",
+        FileType::Mpc => "musepack",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(leading_number("07/12"), Some(7));
+        assert_eq!(after_slash("07/12"), Some(12));
+        assert_eq!(leading_number("2;5;10"), Some(2));
+        assert_eq!(leading_number("x"), None);
+        assert_eq!(leading_number("0"), None);
+    }
+}
