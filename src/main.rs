@@ -110,7 +110,7 @@ fn main() {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,lofty=error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -439,7 +439,11 @@ fn print_tracks<'a>(tracks: impl Iterator<Item = &'a Track>, json: bool) -> Resu
                 out,
                 "{}  {} — {} — {}{}  ({} {})",
                 &t.id.to_hex()[..12],
-                if artist.is_empty() { "Unknown Artist" } else { &artist },
+                if artist.is_empty() {
+                    "Unknown Artist"
+                } else {
+                    &artist
+                },
                 t.tags.album,
                 t.tags.track.map(|n| format!("{n:02} ")).unwrap_or_default(),
                 t.tags.title,
@@ -467,8 +471,16 @@ fn print_track_details(t: &Track) {
     println!("artist       {}", t.tags.artist());
     println!("album        {}", t.tags.album);
     println!("album artist {}", t.tags.album_artist);
-    println!("track        {}/{}", opt(t.tags.track), opt(t.tags.track_total));
-    println!("disc         {}/{}", opt(t.tags.disc), opt(t.tags.disc_total));
+    println!(
+        "track        {}/{}",
+        opt(t.tags.track),
+        opt(t.tags.track_total)
+    );
+    println!(
+        "disc         {}/{}",
+        opt(t.tags.disc),
+        opt(t.tags.disc_total)
+    );
     println!("date         {}", t.tags.date.as_deref().unwrap_or("-"));
     println!("genre        {}", t.tags.genres.join("; "));
     println!("compilation  {}", t.tags.compilation);

@@ -116,7 +116,11 @@ fn album_key(t: &Track) -> Option<[u8; 16]> {
         search::normalize(&t.tags.album_owner()),
         search::normalize(&t.tags.album)
     );
-    Some(Hash32::of(doc.as_bytes()).0[..16].try_into().expect("16 bytes"))
+    Some(
+        Hash32::of(doc.as_bytes()).0[..16]
+            .try_into()
+            .expect("16 bytes"),
+    )
 }
 
 fn artist_key(name: &str) -> [u8; 16] {
@@ -202,7 +206,9 @@ impl Index {
             }
             Some(v) => {
                 let found = u32::from_le_bytes(
-                    v.as_ref().try_into().map_err(|_| corrupt(&fkey, "bad format marker"))?,
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt(&fkey, "bad format marker"))?,
                 );
                 if found > FORMAT {
                     return Err(IndexError::TooNew { path, found });
@@ -236,7 +242,9 @@ impl Index {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
-        self.tree.scan_prefix(prefix).map(|r| r.map_err(IndexError::from))
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| r.map_err(IndexError::from))
     }
 
     // ----- queries -------------------------------------------------------
@@ -269,7 +277,8 @@ impl Index {
         for r in self.scan_prefix(&key(P, &scope_prefix(scope))) {
             let (k, v) = r?;
             let p: proto::FileState = Self::decode(&k, &v)?;
-            let s = codec::state_from_proto(p).ok_or_else(|| corrupt(&k, "incomplete file state"))?;
+            let s =
+                codec::state_from_proto(p).ok_or_else(|| corrupt(&k, "incomplete file state"))?;
             out.push((path_from_bytes(&k[1..]), s));
         }
         Ok(out)
@@ -525,7 +534,10 @@ impl Index {
             if let Outcome::Track(id) = s.outcome {
                 match tracks.get(&id) {
                     Some(t) if t.paths.contains(&path) => {}
-                    Some(_) => problems.push(format!("{} -> {id}, which does not list it", path.display())),
+                    Some(_) => problems.push(format!(
+                        "{} -> {id}, which does not list it",
+                        path.display()
+                    )),
                     None => problems.push(format!("{} -> missing track {id}", path.display())),
                 }
             }
@@ -543,10 +555,16 @@ impl Index {
                 let split = k.len() - 32;
                 let id = Hash32::from_slice(&k[split..]).ok_or_else(|| corrupt(&k, "bad key"))?;
                 if !tracks.contains_key(&id) {
-                    problems.push(format!("{:?} membership of missing track {id}", member as char));
+                    problems.push(format!(
+                        "{:?} membership of missing track {id}",
+                        member as char
+                    ));
                 }
                 if self.tree.get(key(owner, &k[1..split]))?.is_none() {
-                    problems.push(format!("{:?} membership without its record", member as char));
+                    problems.push(format!(
+                        "{:?} membership without its record",
+                        member as char
+                    ));
                 }
             }
             for r in self.tree.scan_prefix([owner]).keys() {

@@ -73,12 +73,20 @@ pub struct Query {
 impl Query {
     pub fn new(q: &str) -> Query {
         let whole = normalize(q);
-        let tokens: Vec<String> = whole.split(' ').filter(|t| !t.is_empty()).map(String::from).collect();
+        let tokens: Vec<String> = whole
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
         let finders = tokens
             .iter()
             .map(|t| memchr::memmem::Finder::new(t.as_bytes()).into_owned())
             .collect();
-        Query { whole, tokens, finders }
+        Query {
+            whole,
+            tokens,
+            finders,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,7 +164,10 @@ mod tests {
     fn folds_case_and_diacritics() {
         assert_eq!(normalize("Sigur Rós"), "sigur ros");
         assert_eq!(normalize("  Mötley   Crüe!! "), "motley crue");
-        assert_eq!(normalize("Ænima — Øresund Straße"), "aenima oresund strasse");
+        assert_eq!(
+            normalize("Ænima — Øresund Straße"),
+            "aenima oresund strasse"
+        );
         assert_eq!(normalize("砂漠 — Désert 🎵"), "砂漠 desert");
         assert_eq!(normalize("ＡＢＣ"), "abc");
     }

@@ -36,12 +36,54 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "Midnight", "Rós", "Café", "Echo", "Naïve", "Glass", "River", "Ångström", "Neon", "Hollow",
-    "Velvet", "Señor", "Crystal", "Static", "Über", "Summer", "Zoë", "Paper", "Ghost", "Fjörd",
-    "Golden", "Electric", "Silent", "Wild", "Broken", "Distant", "Solar", "Crimson", "Blue",
-    "Morning", "Ocean", "Desert", "Mirror", "Caves", "Storm", "Garden", "Satellite", "Machine",
+    "Midnight",
+    "Rós",
+    "Café",
+    "Echo",
+    "Naïve",
+    "Glass",
+    "River",
+    "Ångström",
+    "Neon",
+    "Hollow",
+    "Velvet",
+    "Señor",
+    "Crystal",
+    "Static",
+    "Über",
+    "Summer",
+    "Zoë",
+    "Paper",
+    "Ghost",
+    "Fjörd",
+    "Golden",
+    "Electric",
+    "Silent",
+    "Wild",
+    "Broken",
+    "Distant",
+    "Solar",
+    "Crimson",
+    "Blue",
+    "Morning",
+    "Ocean",
+    "Desert",
+    "Mirror",
+    "Caves",
+    "Storm",
+    "Garden",
+    "Satellite",
+    "Machine",
 ];
-const GENRES: &[&str] = &["Rock", "Jazz", "Electronic", "Folk", "Ambient", "Classical", "Pop"];
+const GENRES: &[&str] = &[
+    "Rock",
+    "Jazz",
+    "Electronic",
+    "Folk",
+    "Ambient",
+    "Classical",
+    "Pop",
+];
 
 /// The audio part of an MP3 template: everything after its ID3v2 tag.
 fn template_audio(path: &Path) -> Result<Vec<u8>, GenerateError> {
@@ -81,7 +123,12 @@ pub fn generate(
     let mut i = 0;
     let mut album_no = 0;
     while i < count {
-        let artist = format!("{} {} {}", rng.pick(WORDS), rng.pick(WORDS), album_no / albums_per_artist);
+        let artist = format!(
+            "{} {} {}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            album_no / albums_per_artist
+        );
         let album = format!("{} {}", rng.pick(WORDS), rng.pick(WORDS));
         let year = 1960 + (rng.next() % 60) as u32;
         let genre = rng.pick(GENRES);
@@ -91,7 +138,12 @@ pub fn generate(
         std::fs::create_dir_all(&dir).map_err(|e| GenerateError::Io(dir.clone(), e))?;
         let n = tracks_per_album.min(count - i);
         for t in 1..=n {
-            let title = format!("{} {} {}", rng.pick(WORDS), rng.pick(WORDS), rng.pick(WORDS));
+            let title = format!(
+                "{} {} {}",
+                rng.pick(WORDS),
+                rng.pick(WORDS),
+                rng.pick(WORDS)
+            );
             let mut tag = Tag::new(TagType::Id3v2);
             tag.insert_text(ItemKey::TrackTitle, title.clone());
             tag.insert_text(ItemKey::TrackArtist, artist.clone());
@@ -106,10 +158,14 @@ pub fn generate(
             let path = dir.join(format!("{t:02} - {}.mp3", sanitize(&title)));
             let mut buf = Vec::with_capacity(audio.len() + 512);
             tag.dump_to(&mut buf, WriteOptions::default())
-                .map_err(|e| GenerateError::Io(path.clone(), std::io::Error::other(e.to_string())))?;
+                .map_err(|e| {
+                    GenerateError::Io(path.clone(), std::io::Error::other(e.to_string()))
+                })?;
             buf.extend_from_slice(&audio);
-            let mut f = std::fs::File::create(&path).map_err(|e| GenerateError::Io(path.clone(), e))?;
-            f.write_all(&buf).map_err(|e| GenerateError::Io(path.clone(), e))?;
+            let mut f =
+                std::fs::File::create(&path).map_err(|e| GenerateError::Io(path.clone(), e))?;
+            f.write_all(&buf)
+                .map_err(|e| GenerateError::Io(path.clone(), e))?;
             paths.push(path);
             i += 1;
         }
@@ -120,6 +176,12 @@ pub fn generate(
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if matches!(c, '/' | '\\' | ':' | '\0') { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '/' | '\\' | ':' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }

@@ -138,7 +138,7 @@ pub fn scan(
             let _ = walk_tx.send(WalkMsg::Done(done));
         });
         let mut drive = || -> Result<(), ScanError> {
-            while !walk_result.as_ref().is_some_and(|w| done >= w.jobs) {
+            while walk_result.as_ref().is_none_or(|w| done < w.jobs) {
                 crossbeam_channel::select! {
                     recv(pool.results) -> r => {
                         let Ok(r) = r else { break };
@@ -318,7 +318,10 @@ fn walk_all(
             scope,
             &mut visited,
             |dir| {
-                let sig = dir.folder_image.as_ref().map(|(p, m)| image_signature(p, m));
+                let sig = dir
+                    .folder_image
+                    .as_ref()
+                    .map(|(p, m)| image_signature(p, m));
                 let mut folder_cover: Option<Option<Arc<Cover>>> = None;
                 for (path, meta) in dir.files {
                     if cancel.load(Ordering::Relaxed) {
@@ -337,7 +340,11 @@ fn walk_all(
                         continue;
                     }
                     let cover = folder_cover
-                        .get_or_insert_with(|| dir.folder_image.as_ref().and_then(|(p, m)| read_image(p, m)))
+                        .get_or_insert_with(|| {
+                            dir.folder_image
+                                .as_ref()
+                                .and_then(|(p, m)| read_image(p, m))
+                        })
                         .clone();
                     let job = Job {
                         path,
@@ -498,7 +505,10 @@ impl Pool {
                 tracing::warn!(path = %path.display(), "file took too long; skipped");
                 out.push((
                     path,
-                    format!("reading this file took longer than {} s; skipped", limit.as_secs()),
+                    format!(
+                        "reading this file took longer than {} s; skipped",
+                        limit.as_secs()
+                    ),
                 ));
                 stuck.push(i);
             }
@@ -529,8 +539,8 @@ const SKIP_EXTS: &[&str] = &[
 ];
 /// Extensions that promise audio: if the content is not, that is an error.
 const AUDIO_EXTS: &[&str] = &[
-    "mp3", "mp2", "flac", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "aac", "alac", "wav",
-    "aif", "aiff", "aifc", "ape", "wv", "mpc", "spx", "wma",
+    "mp3", "mp2", "flac", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "aac", "alac", "wav", "aif",
+    "aiff", "aifc", "ape", "wv", "mpc", "spx", "wma",
 ];
 
 fn ext_of(path: &Path) -> Option<String> {
@@ -611,21 +621,27 @@ fn read_audio(job: &Job, promised_audio: bool) -> Result<ReadOk, ReadError> {
         let Some(ft) = recognise(&mut cur, buf.len() as u64, promised_audio)? else {
             return Ok(None);
         };
-        probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
+        let comments = probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
         let id = Hash32::of(&buf);
-        (id, tags::read(Cursor::new(&buf), Some(ft)).map_err(ReadError::Bad)?)
+        (
+            id,
+            tags::read(Cursor::new(&buf), ft, comments).map_err(ReadError::Bad)?,
+        )
     } else {
         let mut reader = std::io::BufReader::new(file);
         let Some(ft) = recognise(&mut reader, len, promised_audio)? else {
             return Ok(None);
         };
-        probe::check(&mut reader, len, ft).map_err(ReadError::Bad)?;
+        let comments = probe::check(&mut reader, len, ft).map_err(ReadError::Bad)?;
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         let mut h = blake3::Hasher::new();
         h.update_reader(&mut reader).map_err(io)?;
         let id: Hash32 = h.finalize().into();
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-        (id, tags::read(reader, Some(ft)).map_err(ReadError::Bad)?)
+        (
+            id,
+            tags::read(reader, ft, comments).map_err(ReadError::Bad)?,
+        )
     };
     let cover = match parsed.picture {
         Some((mime, data)) => Some(Arc::new(Cover {
@@ -661,10 +677,14 @@ fn recognise<R: Read + Seek>(
         Some(ft) => Ok(Some(ft)),
         None if promised_audio => {
             let mut head = vec![0u8; 512];
-            r.seek(std::io::SeekFrom::Start(0)).map_err(|e| ReadError::Bad(e.to_string()))?;
+            r.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| ReadError::Bad(e.to_string()))?;
             let n = r.read(&mut head).unwrap_or(0);
             head.truncate(n);
-            Err(ReadError::Bad(format!("not an audio file: {}", probe::describe(&head))))
+            Err(ReadError::Bad(format!(
+                "not an audio file: {}",
+                probe::describe(&head)
+            )))
         }
         None => Ok(None),
     }
@@ -679,7 +699,11 @@ fn apply_fallbacks(tags: &mut Tags, path: &Path) {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (num, rest) = split_track_number(&stem);
-        tags.title = if rest.is_empty() { stem.clone() } else { rest.to_owned() };
+        tags.title = if rest.is_empty() {
+            stem.clone()
+        } else {
+            rest.to_owned()
+        };
         tags.title_from_path = true;
         if tags.track.is_none() {
             tags.track = num;

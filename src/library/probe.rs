@@ -30,7 +30,16 @@ pub fn detect<R: Read + Seek>(r: &mut R, len: u64) -> Result<Option<Format>, Str
     let probe = lofty::probe::Probe::new(&mut *r)
         .guess_file_type()
         .map_err(|e| e.to_string())?;
-    Ok(probe.file_type())
+    let ft = probe.file_type();
+    // lofty guesses MPEG from any frame-sync-like bytes in the first KiB;
+    // random data has plenty. Demand two consecutive valid frame headers.
+    if ft == Some(FileType::Mpeg) {
+        let start = id3v2_end(r);
+        if first_mpeg_frame(r, start).is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(ft)
 }
 
 /// A short description of non-audio content for error messages.
@@ -50,17 +59,266 @@ pub fn describe(head: &[u8]) -> String {
     }
 }
 
+/// Raw Vorbis comments in file order, `(KEY uppercased, value)`.
+pub type Comments = Vec<(String, String)>;
+
 /// Structural checks for a recognised format. `Err` says what is wrong.
-pub fn check<R: Read + Seek>(r: &mut R, len: u64, ft: Format) -> Result<(), String> {
+/// For Vorbis-comment formats, also returns the raw comments in file order
+/// (lofty 0.25 reorders repeated fields such as several TITLEs).
+pub fn check<R: Read + Seek>(r: &mut R, len: u64, ft: Format) -> Result<Option<Comments>, String> {
     match ft {
         FileType::Flac => check_flac(r, len),
-        _ => Ok(()),
+        FileType::Vorbis | FileType::Opus => check_ogg(r, ft),
+        FileType::Mpeg => check_mpeg(r, len).map(|()| None),
+        _ => Ok(None),
     }
     .map_err(|e| format!("{} file: {e}", crate::library::tags::container_name(&ft)))
 }
 
-fn read_at<R: Read + Seek>(r: &mut R, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    r.seek(SeekFrom::Start(pos))?;
+/// Parse a Vorbis comment structure (after any packet-type prefix).
+fn parse_comments(b: &[u8]) -> Option<Comments> {
+    let u32_at = |i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let vendor = u32_at(0)?;
+    let mut i = 4usize.checked_add(vendor)?;
+    let n = u32_at(i)?;
+    i += 4;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = u32_at(i)?;
+        i += 4;
+        let field = b.get(i..i.checked_add(l)?)?;
+        i += l;
+        let field = String::from_utf8_lossy(field);
+        if let Some((k, v)) = field.split_once('=') {
+            out.push((k.to_ascii_uppercase(), v.to_owned()));
+        }
+    }
+    Some(out)
+}
+
+// ----- Ogg --------------------------------------------------------------------
+
+/// Most bytes of one Ogg packet we keep while looking at headers.
+const OGG_PACKET_MAX: usize = 32 << 20;
+
+/// The first `want` packets of the first logical stream.
+fn ogg_packets<R: Read + Seek>(r: &mut R, want: usize) -> Result<Vec<Vec<u8>>, String> {
+    r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    let mut serial = None;
+    let mut header = [0u8; 27];
+    let mut pages = 0usize;
+    while packets.len() < want {
+        let n = read_up_to(r, &mut header).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        if n < 27 || &header[..4] != b"OggS" {
+            return Err(format!("broken Ogg page #{pages} (no capture pattern)"));
+        }
+        pages += 1;
+        let nsegs = usize::from(header[26]);
+        let mut table = vec![0u8; nsegs];
+        if read_up_to(r, &mut table).map_err(|e| e.to_string())? < nsegs {
+            return Err("truncated Ogg page".into());
+        }
+        let body: usize = table.iter().map(|&x| usize::from(x)).sum();
+        let mut data = vec![0u8; body];
+        if read_up_to(r, &mut data).map_err(|e| e.to_string())? < body {
+            return Err("truncated Ogg page".into());
+        }
+        let this_serial = u32::from_le_bytes(header[14..18].try_into().expect("4 bytes"));
+        if *serial.get_or_insert(this_serial) != this_serial {
+            continue; // another logical stream
+        }
+        let mut off = 0;
+        for &seg in &table {
+            let seg = usize::from(seg);
+            if current.len() < OGG_PACKET_MAX {
+                current.extend_from_slice(&data[off..off + seg]);
+            }
+            off += seg;
+            if seg < 255 {
+                packets.push(std::mem::take(&mut current));
+                if packets.len() >= want {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(packets)
+}
+
+fn check_ogg<R: Read + Seek>(r: &mut R, ft: Format) -> Result<Option<Comments>, String> {
+    if ft == FileType::Opus {
+        let p = ogg_packets(r, 2)?;
+        let tags = p
+            .get(1)
+            .filter(|p| p.starts_with(b"OpusTags"))
+            .ok_or("missing OpusTags header")?;
+        return Ok(parse_comments(&tags[8..]));
+    }
+    let p = ogg_packets(r, 4)?;
+    let is_header = |p: &[u8], t: u8| p.len() >= 7 && p[0] == t && &p[1..7] == b"vorbis";
+    if !p.first().is_some_and(|x| is_header(x, 1)) {
+        return Err("missing Vorbis identification header".into());
+    }
+    let comment = p
+        .get(1)
+        .filter(|x| is_header(x, 3))
+        .ok_or("missing Vorbis comment header")?;
+    if !p.get(2).is_some_and(|x| is_header(x, 5)) {
+        return Err("missing Vorbis setup header".into());
+    }
+    // A fourth packet must be audio (even first byte). A header here means
+    // the stream restarts its headers before any audio, which many decoders
+    // (ffmpeg 5.1 among them) refuse.
+    if p.get(3)
+        .is_some_and(|x| x.len() >= 7 && x[0] & 1 == 1 && &x[1..7] == b"vorbis")
+    {
+        return Err(
+            "repeated Vorbis headers before the first audio packet: not a valid stream for \
+             common decoders (ffmpeg cannot open it)"
+                .into(),
+        );
+    }
+    Ok(parse_comments(&comment[7..]))
+}
+
+// ----- MPEG -------------------------------------------------------------------
+
+/// Frame length in bytes of an MPEG audio frame header, if valid.
+fn mpeg_frame_len(h: [u8; 4]) -> Option<usize> {
+    if h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3; // 0 = 2.5, 2 = 2, 3 = 1
+    let layer = (h[1] >> 1) & 3; // 1 = III, 2 = II, 3 = I
+    let br_idx = usize::from(h[2] >> 4);
+    let sr_idx = usize::from((h[2] >> 2) & 3);
+    if version == 1 || layer == 0 || br_idx == 0 || br_idx == 15 || sr_idx == 3 {
+        return None;
+    }
+    let padding = usize::from((h[2] >> 1) & 1);
+    const BR_V1: [[u32; 15]; 3] = [
+        [
+            0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+        ],
+        [
+            0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
+        ],
+        [
+            0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+        ],
+    ];
+    const BR_V2: [[u32; 15]; 2] = [
+        [
+            0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
+        ],
+        [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    ];
+    let sr = [
+        [11025, 12000, 8000],
+        [0, 0, 0],
+        [22050, 24000, 16000],
+        [44100, 48000, 32000],
+    ][usize::from(version)][sr_idx];
+    let layer_i = layer == 3;
+    let br = if version == 3 {
+        BR_V1[usize::from(3 - layer)][br_idx]
+    } else {
+        BR_V2[usize::from(!layer_i)][br_idx]
+    } * 1000;
+    let len = if layer_i {
+        (12 * br / sr + padding as u32) * 4
+    } else {
+        let k = if layer == 1 && version != 3 { 72 } else { 144 };
+        k * br / sr + padding as u32
+    };
+    Some(len as usize)
+}
+
+/// The first MPEG frame (two consecutive valid headers) within 64 KiB of
+/// `start`: its offset and the frame bytes read.
+fn first_mpeg_frame<R: Read + Seek>(r: &mut R, start: u64) -> Option<(u64, Vec<u8>)> {
+    let mut buf = vec![0u8; 64 << 10];
+    let n = read_at(r, start, &mut buf).ok()?;
+    buf.truncate(n);
+    let mut i = 0;
+    while i + 4 <= buf.len() {
+        if buf[i] == 0xFF {
+            if let Some(len) = mpeg_frame_len(buf[i..i + 4].try_into().ok()?) {
+                let next = i + len;
+                let confirmed = match buf.get(next..next + 4) {
+                    Some(h) => mpeg_frame_len(h.try_into().ok()?).is_some(),
+                    // The file or buffer ends right after this frame.
+                    None => next >= buf.len(),
+                };
+                if confirmed {
+                    let end = next.min(buf.len());
+                    return Some((start + i as u64, buf[i..end].to_vec()));
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn id3v2_end<R: Read + Seek>(r: &mut R) -> u64 {
+    let mut h = [0u8; 10];
+    match read_at(r, 0, &mut h) {
+        Ok(10) if &h[..3] == b"ID3" => {
+            let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
+            10 + u64::from(syncsafe(&h[6..10]).unwrap_or(0)) + footer
+        }
+        _ => 0,
+    }
+}
+
+/// Checks that real MPEG frames follow the tag, and that the audio is as
+/// long as the Xing/Info header (written by LAME and most encoders) says.
+fn check_mpeg<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
+    let start = id3v2_end(r);
+    let (pos, frame) = first_mpeg_frame(r, start).ok_or("no valid MPEG audio frame found")?;
+    let Some(x) = memchr::memmem::find(&frame[..frame.len().min(64)], b"Xing")
+        .or_else(|| memchr::memmem::find(&frame[..frame.len().min(64)], b"Info"))
+    else {
+        return Ok(());
+    };
+    let flags = frame
+        .get(x + 4..x + 8)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4")));
+    let Some(flags) = flags else { return Ok(()) };
+    let mut at = x + 8;
+    if flags & 1 != 0 {
+        at += 4; // frame count
+    }
+    if flags & 2 == 0 {
+        return Ok(());
+    }
+    let Some(declared) = frame
+        .get(at..at + 4)
+        .map(|b| u64::from(u32::from_be_bytes(b.try_into().expect("4"))))
+    else {
+        return Ok(());
+    };
+    let present = len - pos;
+    // Encoders differ on whether the byte count includes trailing tags;
+    // allow an ID3v1 tag plus a little slack.
+    if declared > present + 128 + 1024 {
+        return Err(format!(
+            "truncated: the header promises {declared} bytes of audio, only {present} are present ({:.0}%)",
+            present as f64 / declared as f64 * 100.0
+        ));
+    }
+    Ok(())
+}
+
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {
@@ -69,6 +327,11 @@ fn read_at<R: Read + Seek>(r: &mut R, pos: u64, buf: &mut [u8]) -> std::io::Resu
         }
     }
     Ok(n)
+}
+
+fn read_at<R: Read + Seek>(r: &mut R, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    r.seek(SeekFrom::Start(pos))?;
+    read_up_to(r, buf)
 }
 
 fn syncsafe(b: &[u8]) -> Option<u32> {
@@ -89,11 +352,11 @@ struct StreamInfo {
 /// Checks that the metadata blocks fit in the file and that the last audio
 /// frame reaches the sample count STREAMINFO promises (a truncated file's
 /// last frame ends early).
-fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
+fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<Option<Comments>, String> {
     let mut pos = 0u64;
     let mut magic = [0u8; 4];
     read_at(r, 0, &mut magic).map_err(|e| e.to_string())?;
-    if &magic == b"ID3" as &[u8] || magic[..3] == *b"ID3" {
+    if magic[..3] == *b"ID3" {
         let mut h = [0u8; 10];
         read_at(r, 0, &mut h).map_err(|e| e.to_string())?;
         pos = 10 + u64::from(syncsafe(&h[6..10]).unwrap_or(0));
@@ -104,6 +367,7 @@ fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
     }
     pos += 4;
     let mut info = None;
+    let mut comments = None;
     loop {
         let mut bh = [0u8; 4];
         if read_at(r, pos, &mut bh).map_err(|e| e.to_string())? < 4 {
@@ -129,6 +393,11 @@ fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
                 total_samples: packed & 0xF_FFFF_FFFF,
             });
         }
+        if kind == 4 && comments.is_none() && size <= OGG_PACKET_MAX as u64 {
+            let mut block = vec![0u8; size as usize];
+            read_at(r, pos + 4, &mut block).map_err(|e| e.to_string())?;
+            comments = parse_comments(&block);
+        }
         pos += 4 + size;
         if last {
             break;
@@ -139,7 +408,7 @@ fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
         return Err("no audio frames (truncated)".into());
     }
     if info.total_samples == 0 {
-        return Ok(()); // length unknown: nothing to compare against
+        return Ok(comments); // length unknown: nothing to compare against
     }
     // Find the last frame header in the tail and see where it ends.
     let tail_len = (len - pos).min(256 << 10);
@@ -161,7 +430,7 @@ fn check_flac<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
                         info.total_samples
                     ));
                 }
-                return Ok(());
+                return Ok(comments);
             }
         }
         if i == 0 {
@@ -224,7 +493,11 @@ fn frame_end_sample(b: &[u8], fixed: bool, max_block: u32) -> Option<u64> {
     if crc8(b.get(..p)?) != *b.get(p)? {
         return None;
     }
-    let start = if fixed { num * u64::from(max_block) } else { num };
+    let start = if fixed {
+        num * u64::from(max_block)
+    } else {
+        num
+    };
     Some(start + u64::from(block))
 }
 
@@ -233,7 +506,11 @@ fn crc8(data: &[u8]) -> u8 {
     for &byte in data {
         crc ^= byte;
         for _ in 0..8 {
-            crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+            crc = if crc & 0x80 != 0 {
+                (crc << 1) ^ 0x07
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -256,7 +533,10 @@ mod tests {
     #[test]
     fn describes_text() {
         assert_eq!(describe(b"hello world\n"), "its content is text");
-        assert_eq!(describe(&[0, 1, 2, 250, 251]), "its content matches no known audio format");
+        assert_eq!(
+            describe(&[0, 1, 2, 250, 251]),
+            "its content matches no known audio format"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use lofty::prelude::ItemKey;
 use lofty::tag::Tag;
 use std::io::{Read, Seek};
 
+pub use super::probe::Comments;
+
 /// What a file says about itself.
 #[derive(Debug, Default)]
 pub struct Parsed {
@@ -24,8 +26,18 @@ pub struct Parsed {
 }
 
 /// Parse tags and properties. `Err` carries a message for the user.
-pub fn read<R: Read + Seek>(reader: R, hint: Option<FileType>) -> Result<Parsed, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_inner(reader, hint))) {
+///
+/// `comments`, when given, are the file's raw Vorbis comments in file order;
+/// text fields are taken from them instead of lofty's tag view, which
+/// reorders repeated fields.
+pub fn read<R: Read + Seek>(
+    reader: R,
+    ft: FileType,
+    comments: Option<Comments>,
+) -> Result<Parsed, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_inner(reader, ft, comments)
+    })) {
         Ok(r) => r,
         Err(panic) => {
             let msg = panic
@@ -38,18 +50,14 @@ pub fn read<R: Read + Seek>(reader: R, hint: Option<FileType>) -> Result<Parsed,
     }
 }
 
-fn read_inner<R: Read + Seek>(mut reader: R, hint: Option<FileType>) -> Result<Parsed, String> {
+fn read_inner<R: Read + Seek>(
+    mut reader: R,
+    ft: FileType,
+    comments: Option<Comments>,
+) -> Result<Parsed, String> {
     let opts = ParseOptions::new()
         .parsing_mode(ParsingMode::BestAttempt)
         .read_cover_art(true);
-    let ft = match hint {
-        Some(ft) => ft,
-        None => lofty::probe::Probe::new(&mut reader)
-            .guess_file_type()
-            .map_err(|e| e.to_string())?
-            .file_type()
-            .ok_or("not a recognised audio format")?,
-    };
     let err = |e: lofty::error::FileParseError| format!("cannot read {}: {e}", container_name(&ft));
     let (tagged, codec): (TaggedFile, &'static str) = match ft {
         FileType::Mp4 => {
@@ -103,30 +111,89 @@ fn read_inner<R: Read + Seek>(mut reader: R, hint: Option<FileType>) -> Result<P
     if let Some(p) = tagged.primary_tag() {
         tags.push(p);
     }
-    tags.extend(tagged.tags().iter().filter(|t| Some(t.tag_type()) != tagged.primary_tag().map(|p| p.tag_type())));
+    tags.extend(
+        tagged
+            .tags()
+            .iter()
+            .filter(|t| Some(t.tag_type()) != tagged.primary_tag().map(|p| p.tag_type())),
+    );
+    let text = match &comments {
+        Some(c) => tags_from(&Source::Comments(c)),
+        None => tags_from(&Source::Tags(&tags)),
+    };
     Ok(Parsed {
-        tags: tags_from(&tags),
+        tags: text,
         audio,
         picture: best_picture(&tags),
     })
 }
 
-fn strings<'a>(tags: &[&'a Tag], key: ItemKey) -> Vec<&'a str> {
-    for t in tags {
-        let v: Vec<&str> = t
-            .get_strings(key)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !v.is_empty() {
-            return v;
-        }
-    }
-    vec![]
+/// Where text fields come from.
+enum Source<'a> {
+    /// lofty's tags, primary first.
+    Tags(&'a [&'a Tag]),
+    /// Raw Vorbis comments in file order.
+    Comments(&'a Comments),
 }
 
-fn first<'a>(tags: &[&'a Tag], key: ItemKey) -> Option<&'a str> {
-    strings(tags, key).into_iter().next()
+/// Vorbis comment field names for a key, preferred first.
+fn vorbis_names(key: &ItemKey) -> &'static [&'static str] {
+    match key {
+        ItemKey::TrackTitle => &["TITLE"],
+        ItemKey::TrackArtist => &["ARTIST"],
+        ItemKey::TrackArtists => &["ARTISTS"],
+        ItemKey::AlbumTitle => &["ALBUM"],
+        ItemKey::AlbumArtist => &["ALBUMARTIST", "ALBUM ARTIST"],
+        ItemKey::TrackNumber => &["TRACKNUMBER"],
+        ItemKey::TrackTotal => &["TRACKTOTAL", "TOTALTRACKS"],
+        ItemKey::DiscNumber => &["DISCNUMBER"],
+        ItemKey::DiscTotal => &["DISCTOTAL", "TOTALDISCS"],
+        ItemKey::RecordingDate => &["DATE"],
+        ItemKey::Year => &["YEAR"],
+        ItemKey::ReleaseDate => &["RELEASEDATE"],
+        ItemKey::OriginalReleaseDate => &["ORIGINALDATE", "ORIGINALYEAR"],
+        ItemKey::Genre => &["GENRE"],
+        ItemKey::FlagCompilation => &["COMPILATION"],
+        _ => &[],
+    }
+}
+
+fn strings<'a>(src: &Source<'a>, key: ItemKey) -> Vec<&'a str> {
+    let clean = |v: Vec<&'a str>| -> Vec<&'a str> {
+        v.into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    match src {
+        Source::Tags(tags) => {
+            for t in tags.iter() {
+                let v = clean(t.get_strings(key).collect());
+                if !v.is_empty() {
+                    return v;
+                }
+            }
+            vec![]
+        }
+        Source::Comments(c) => {
+            for name in vorbis_names(&key) {
+                let v = clean(
+                    c.iter()
+                        .filter(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                        .collect(),
+                );
+                if !v.is_empty() {
+                    return v;
+                }
+            }
+            vec![]
+        }
+    }
+}
+
+fn first<'a>(src: &Source<'a>, key: ItemKey) -> Option<&'a str> {
+    strings(src, key).into_iter().next()
 }
 
 /// Leading number of "7", "07/12", "2;5", " 3 ".
@@ -150,7 +217,7 @@ fn dedup(v: Vec<&str>) -> Vec<String> {
     out
 }
 
-fn tags_from(tags: &[&Tag]) -> Tags {
+fn tags_from(tags: &Source<'_>) -> Tags {
     let track_raw = first(tags, ItemKey::TrackNumber);
     let disc_raw = first(tags, ItemKey::DiscNumber);
     let date = [
@@ -174,8 +241,12 @@ fn tags_from(tags: &[&Tag]) -> Tags {
     Tags {
         title: strings(tags, ItemKey::TrackTitle).join("; "),
         artists,
-        album: first(tags, ItemKey::AlbumTitle).unwrap_or_default().to_owned(),
-        album_artist: first(tags, ItemKey::AlbumArtist).unwrap_or_default().to_owned(),
+        album: first(tags, ItemKey::AlbumTitle)
+            .unwrap_or_default()
+            .to_owned(),
+        album_artist: first(tags, ItemKey::AlbumArtist)
+            .unwrap_or_default()
+            .to_owned(),
         track: track_raw.and_then(leading_number),
         track_total: first(tags, ItemKey::TrackTotal)
             .and_then(leading_number)

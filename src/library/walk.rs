@@ -84,7 +84,9 @@ pub fn walk(
     if !visited.insert(dev_ino(&meta)) {
         return;
     }
-    let mut stack: Vec<(PathBuf, Rc<Vec<(u64, u64)>>)> =
+    // Each folder to visit, with the (device, inode) chain of its ancestors.
+    type Ancestors = Rc<Vec<(u64, u64)>>;
+    let mut stack: Vec<(PathBuf, Ancestors)> =
         vec![(root.to_path_buf(), Rc::new(vec![dev_ino(&meta)]))];
     while let Some((dir, ancestors)) = stack.pop() {
         let rd = match std::fs::read_dir(&dir) {

@@ -122,7 +122,11 @@ mod tests {
         ]);
         assert_eq!(
             s,
-            vec![PathBuf::from("/m/a"), "/m/ab/3.mp3".into(), "/m/b/2.mp3".into()]
+            vec![
+                PathBuf::from("/m/a"),
+                "/m/ab/3.mp3".into(),
+                "/m/b/2.mp3".into()
+            ]
         );
     }
 }
