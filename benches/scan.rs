@@ -50,11 +50,44 @@ const N_QUERIES: usize = 200;
 
 /// Mirrors `WORDS` in src/library/generate.rs (private there).
 const WORDS: &[&str] = &[
-    "Midnight", "Rós", "Café", "Echo", "Naïve", "Glass", "River", "Ångström", "Neon",
-    "Hollow", "Velvet", "Señor", "Crystal", "Static", "Über", "Summer", "Zoë", "Paper",
-    "Ghost", "Fjörd", "Golden", "Electric", "Silent", "Wild", "Broken", "Distant", "Solar",
-    "Crimson", "Blue", "Morning", "Ocean", "Desert", "Mirror", "Caves", "Storm", "Garden",
-    "Satellite", "Machine",
+    "Midnight",
+    "Rós",
+    "Café",
+    "Echo",
+    "Naïve",
+    "Glass",
+    "River",
+    "Ångström",
+    "Neon",
+    "Hollow",
+    "Velvet",
+    "Señor",
+    "Crystal",
+    "Static",
+    "Über",
+    "Summer",
+    "Zoë",
+    "Paper",
+    "Ghost",
+    "Fjörd",
+    "Golden",
+    "Electric",
+    "Silent",
+    "Wild",
+    "Broken",
+    "Distant",
+    "Solar",
+    "Crimson",
+    "Blue",
+    "Morning",
+    "Ocean",
+    "Desert",
+    "Mirror",
+    "Caves",
+    "Storm",
+    "Garden",
+    "Satellite",
+    "Machine",
 ];
 
 fn main() {
@@ -92,7 +125,9 @@ fn parse_args() -> Res<Args> {
                 }
             }
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench scan -- [--files N (10000)] [--big N (100000)]");
+                println!(
+                    "usage: cargo bench --bench scan -- [--files N (10000)] [--big N (100000)]"
+                );
                 std::process::exit(0);
             }
             // Ignore filters etc. that cargo may forward.
@@ -123,7 +158,11 @@ fn run() -> Res<()> {
 
     println!("tunemesh scan benchmark");
     println!("  binary     {BIN}");
-    println!("  b3sum      {} ({})", b3sum.display(), b3sum_version(&b3sum));
+    println!(
+        "  b3sum      {} ({})",
+        b3sum.display(),
+        b3sum_version(&b3sum)
+    );
     println!("  libraries  {}", libs.display());
     println!("  machine    nproc={nproc}, load avg {}", loadavg());
     println!("  sizes      --files {} --big {}", args.files, args.big);
@@ -138,7 +177,10 @@ fn run() -> Res<()> {
     };
 
     // ---------------------------------------------------------------- 2
-    section(&format!("2. full scan of {} files vs b3sum (warm cache)", args.files));
+    section(&format!(
+        "2. full scan of {} files vs b3sum (warm cache)",
+        args.files
+    ));
     let files = list_files(&small.dir)?;
     if files.len() != args.files {
         return Err(format!(
@@ -228,7 +270,10 @@ fn run() -> Res<()> {
     );
 
     // ---------------------------------------------------------------- 3
-    section(&format!("3. {} files: full scan, then no-change rescans", args.big));
+    section(&format!(
+        "3. {} files: full scan, then no-change rescans",
+        args.big
+    ));
     let big_data = tempfile::Builder::new()
         .prefix("data-big-")
         .tempdir_in(&scratch)
@@ -286,8 +331,10 @@ fn run() -> Res<()> {
     section(&format!("4. search latency on the {}-file index", args.big));
     let queries = build_queries();
     let lat = {
-        let index = tunemesh::index::Index::open(big_data.path())
-            .ctx(format!("opening the index in {}", big_data.path().display()))?;
+        let index = tunemesh::index::Index::open(big_data.path()).ctx(format!(
+            "opening the index in {}",
+            big_data.path().display()
+        ))?;
         let mut times = Vec::with_capacity(queries.len());
         let mut hits = Vec::with_capacity(queries.len());
         for q in &queries {
@@ -296,8 +343,16 @@ fn run() -> Res<()> {
             times.push(t0.elapsed());
             hits.push(h.len());
         }
+        let mut lat = SearchLat::new(&queries, times, hits);
+        // Untimed: how many tracks each sample query matches in all.
+        for (q, _, total) in lat.samples.iter_mut() {
+            *total = index
+                .search(q, usize::MAX)
+                .ctx(format!("searching {q:?}"))?
+                .len();
+        }
         drop(index); // release sled's lock before the CLI runs
-        SearchLat::new(&queries, times, hits)
+        lat
     };
     println!(
         "  in-process, limit 50, {} queries ({} with no hits, {} hitting the limit)",
@@ -318,8 +373,13 @@ fn run() -> Res<()> {
         ms(lat.max),
         lat.slowest
     );
-    for (q, n) in lat.samples.iter() {
-        println!("    sample {:<28} {:>3} hits", format!("{q:?}"), n);
+    for (q, n, total) in lat.samples.iter() {
+        println!(
+            "    sample {:<16} {:>3} hits (of {} matching tracks)",
+            format!("{q:?}"),
+            n,
+            total
+        );
     }
 
     let mut cli = Vec::new();
@@ -356,10 +416,22 @@ fn run() -> Res<()> {
     // ---------------------------------------------------------------- 5
     section("SUMMARY");
     let n = args.files as f64;
-    println!("machine: nproc={nproc} (shared, noisy); load avg at end {}", loadavg());
-    println!("full scan, {} files (median of {ROUNDS}, warm cache, fresh data dir):", args.files);
-    println!("  tunemesh scan       {s_tm:.3} s  ({:.0} files/s; in-process {s_inproc:.3} s)", n / s_tm);
-    println!("  b3sum same files    {s_b3:.3} s  ({:.0} files/s)", n / s_b3);
+    println!(
+        "machine: nproc={nproc} (shared, noisy); load avg at end {}",
+        loadavg()
+    );
+    println!(
+        "full scan, {} files (median of {ROUNDS}, warm cache, fresh data dir):",
+        args.files
+    );
+    println!(
+        "  tunemesh scan       {s_tm:.3} s  ({:.0} files/s; in-process {s_inproc:.3} s)",
+        n / s_tm
+    );
+    println!(
+        "  b3sum same files    {s_b3:.3} s  ({:.0} files/s)",
+        n / s_b3
+    );
     println!("  ratio tunemesh/b3   {s_ratio:.2}x");
     println!("  peak RSS tunemesh   {}", mib(s_rss));
     println!("{} files:", args.big);
@@ -388,13 +460,13 @@ fn run() -> Res<()> {
         ms(lat.p99),
         ms(lat.max)
     );
-    println!("  CLI one-shot        median {:.1} ms (process start + open + search + print)", cli_med * 1000.0);
+    println!(
+        "  CLI one-shot        median {:.1} ms (process start + open + search + print)",
+        cli_med * 1000.0
+    );
     println!(
         "generation: {} files {}, {} files {}",
-        args.files,
-        small.how,
-        args.big,
-        big.how
+        args.files, small.how, args.big, big.how
     );
     Ok(())
 }
@@ -626,9 +698,11 @@ fn find_b3sum() -> Res<PathBuf> {
             }
         }
     }
-    Err("b3sum not found (looked at /usr/bin/b3sum and $PATH): install it with \
+    Err(
+        "b3sum not found (looked at /usr/bin/b3sum and $PATH): install it with \
          `apt install b3sum` (or `cargo install b3sum`), or set B3SUM=/path/to/b3sum"
-        .into())
+            .into(),
+    )
 }
 
 fn b3sum_version(b3: &Path) -> String {
@@ -728,12 +802,7 @@ fn build_queries() -> Vec<String> {
     // Single words, as tagged.
     q.extend(WORDS.iter().map(|w| w.to_string()));
     // Diacritic-free spellings of the words that have diacritics.
-    q.extend(
-        WORDS
-            .iter()
-            .filter(|w| !w.is_ascii())
-            .map(|w| fold(w)),
-    );
+    q.extend(WORDS.iter().filter(|w| !w.is_ascii()).map(|w| fold(w)));
     // Prefixes and misses.
     for p in ["mid", "sat", "cry", "ele", "gol", "mor", "ang", "caf"] {
         q.push(p.into());
@@ -779,7 +848,8 @@ struct SearchLat {
     slowest: String,
     zero_hits: usize,
     full_hits: usize,
-    samples: Vec<(String, usize)>,
+    /// (query, hits at limit 50, all matching tracks)
+    samples: Vec<(String, usize, usize)>,
 }
 
 impl SearchLat {
@@ -792,14 +862,21 @@ impl SearchLat {
             rest[k].0
         };
         let (max, slowest_i) = *rest.last().unwrap_or(&(Duration::ZERO, 0));
-        let pick = ["river glass", "angstrom", "Ångström", "cafe", "mid", "zzzqqq"];
+        let pick = [
+            "river glass",
+            "angstrom",
+            "Ångström",
+            "cafe",
+            "mid",
+            "zzzqqq",
+        ];
         let samples = pick
             .iter()
             .filter_map(|p| {
                 queries
                     .iter()
                     .position(|q| q == p)
-                    .map(|i| (queries[i].clone(), hits[i]))
+                    .map(|i| (queries[i].clone(), hits[i], 0))
             })
             .collect();
         SearchLat {

@@ -6,7 +6,8 @@ use common::*;
 use serde_json::Value;
 
 fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 #[test]
@@ -23,7 +24,10 @@ fn scan_indexes_every_format_with_tags_and_fallbacks() {
     let errors = r["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0]["path"].as_str().unwrap().ends_with("fake.mp3"));
-    assert!(errors[0]["error"].as_str().unwrap().contains("not an audio file"));
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not an audio file"));
 
     let ls = tm.ls();
     assert_eq!(ls.len(), 10);
@@ -33,8 +37,18 @@ fn scan_indexes_every_format_with_tags_and_fallbacks() {
         assert!(codecs.contains(c), "no {c} track in {codecs:?}");
     }
     for key in [
-        "id", "title", "artist", "album", "album_artist", "track", "disc", "duration_ms", "codec",
-        "sample_rate", "channels", "paths",
+        "id",
+        "title",
+        "artist",
+        "album",
+        "album_artist",
+        "track",
+        "disc",
+        "duration_ms",
+        "codec",
+        "sample_rate",
+        "channels",
+        "paths",
     ] {
         assert!(ls.iter().all(|t| t.get(key).is_some()), "ls lacks {key}");
     }
@@ -69,7 +83,10 @@ fn scan_indexes_every_format_with_tags_and_fallbacks() {
     // Recognised by content although it has no extension.
     let noext = by_title(&ls, "No Extension");
     assert_eq!(noext["compilation"], true);
-    assert!(noext["paths"][0].as_str().unwrap().ends_with("song_without_extension"));
+    assert!(noext["paths"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("song_without_extension"));
 
     // No tags: title from the file name, album from the folder.
     let untagged = by_title(&ls, "Untagged");
@@ -88,7 +105,10 @@ fn scan_indexes_every_format_with_tags_and_fallbacks() {
     for t in &ls {
         let path = t["paths"][0].as_str().unwrap();
         let bytes = std::fs::read(path).unwrap();
-        assert_eq!(t["id"].as_str().unwrap(), blake3::hash(&bytes).to_hex().as_str());
+        assert_eq!(
+            t["id"].as_str().unwrap(),
+            blake3::hash(&bytes).to_hex().as_str()
+        );
     }
     tm.verify();
 }
@@ -137,7 +157,10 @@ fn rescan_is_incremental_and_tracks_changes_moves_and_deletions() {
 
     // No change: nothing read again, same root.
     let r = tm.json(&["scan", "--json"]);
-    assert_eq!((num(&r, "added"), num(&r, "changed"), num(&r, "removed")), (0, 0, 0));
+    assert_eq!(
+        (num(&r, "added"), num(&r, "changed"), num(&r, "removed")),
+        (0, 0, 0)
+    );
     assert_eq!(num(&r, "files"), 10);
     assert_eq!(tm.root(), root0);
 
@@ -145,7 +168,11 @@ fn rescan_is_incremental_and_tracks_changes_moves_and_deletions() {
     let album = lib.path().join("Alpha Artist/First Album");
     let id_before = by_title(&tm.ls(), "Third Song")["id"].clone();
     std::fs::create_dir(lib.path().join("Moved")).unwrap();
-    std::fs::rename(album.join("03 - Vorbis.ogg"), lib.path().join("Moved/03 - Vorbis.ogg")).unwrap();
+    std::fs::rename(
+        album.join("03 - Vorbis.ogg"),
+        lib.path().join("Moved/03 - Vorbis.ogg"),
+    )
+    .unwrap();
     let r = tm.json(&["scan", "--json"]);
     assert_eq!((num(&r, "added"), num(&r, "removed")), (1, 1), "{r}");
     let moved = by_title(&tm.ls(), "Third Song").clone();
@@ -166,10 +193,20 @@ fn rescan_is_incremental_and_tracks_changes_moves_and_deletions() {
     assert!(ls.iter().all(|t| t["id"] != old_id));
 
     // Duplicate bytes at a second path: one track, two locations.
-    std::fs::copy(album.join("01 - Opening.mp3"), lib.path().join("Moved/copy.mp3")).unwrap();
+    std::fs::copy(
+        album.join("01 - Opening.mp3"),
+        lib.path().join("Moved/copy.mp3"),
+    )
+    .unwrap();
     let r = tm.json(&["scan", "--json"]);
     assert_eq!((num(&r, "files"), num(&r, "tracks")), (11, 10), "{r}");
-    assert_eq!(by_title(&tm.ls(), "Opening")["paths"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        by_title(&tm.ls(), "Opening")["paths"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Delete: gone from the index, and the root goes back to what the same
     // files gave before.
@@ -178,7 +215,13 @@ fn rescan_is_incremental_and_tracks_changes_moves_and_deletions() {
     let r = tm.json(&["scan", "--json"]);
     assert_eq!(num(&r, "removed"), 1);
     assert_ne!(tm.root(), root_with_copy);
-    assert_eq!(by_title(&tm.ls(), "Opening")["paths"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        by_title(&tm.ls(), "Opening")["paths"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     tm.verify();
 }
 
@@ -187,7 +230,13 @@ fn same_files_give_same_root_in_any_data_dir() {
     let a = Tm::new();
     let b = Tm::new();
     a.scan(&fixtures());
-    b.json(&["scan", fixtures().to_str().unwrap(), "--json", "--threads", "1"]);
+    b.json(&[
+        "scan",
+        fixtures().to_str().unwrap(),
+        "--json",
+        "--threads",
+        "1",
+    ]);
     assert_eq!(a.root(), b.root());
     b.json(&["scan", "--json", "--force"]);
     assert_eq!(a.root(), b.root(), "a forced re-read changes nothing");
@@ -206,7 +255,11 @@ fn odd_file_names_and_symlink_loops_are_handled() {
         std::fs::copy(&src, lib.path().join(name)).unwrap();
     }
     std::fs::create_dir(lib.path().join("sub")).unwrap();
-    std::fs::copy(fixtures().join("Alpha Artist/First Album/02 - Sigur.flac"), lib.path().join("sub/x.flac")).unwrap();
+    std::fs::copy(
+        fixtures().join("Alpha Artist/First Album/02 - Sigur.flac"),
+        lib.path().join("sub/x.flac"),
+    )
+    .unwrap();
     // A symlink loop: sub/loop -> ..
     #[cfg(unix)]
     std::os::unix::fs::symlink("..", lib.path().join("sub/loop")).unwrap();
@@ -214,11 +267,15 @@ fn odd_file_names_and_symlink_loops_are_handled() {
     assert_eq!(num(&r, "files"), 2, "{r}");
     let errors = r["errors"].as_array().unwrap();
     assert!(
-        errors.iter().any(|e| e["error"].as_str().unwrap().contains("loop")),
+        errors
+            .iter()
+            .any(|e| e["error"].as_str().unwrap().contains("loop")),
         "{errors:?}"
     );
     let ls = tm.ls();
-    assert!(ls.iter().any(|t| t["paths"][0].as_str().unwrap().contains("caf")));
+    assert!(ls
+        .iter()
+        .any(|t| t["paths"][0].as_str().unwrap().contains("caf")));
     tm.verify();
 }
 
@@ -227,7 +284,11 @@ fn unreadable_folder_is_reported_and_keeps_its_tracks() {
     use std::os::unix::fs::PermissionsExt;
     // Root reads everything: run the binary as `nobody` so the folder's
     // permissions really apply.
-    let tm = if is_root() { Tm::unprivileged() } else { Tm::new() };
+    let tm = if is_root() {
+        Tm::unprivileged()
+    } else {
+        Tm::new()
+    };
     let lib = tempfile::tempdir().unwrap();
     copy_tree(&fixtures(), lib.path());
     std::fs::set_permissions(lib.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -236,8 +297,16 @@ fn unreadable_folder_is_reported_and_keeps_its_tracks() {
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
     let r = tm.json(&["scan", "--json"]);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert_eq!(num(&r, "removed"), 0, "tracks under an unreadable folder stay: {r}");
-    assert!(r["errors"].as_array().unwrap().iter().any(|e| e["error"].as_str().unwrap().contains("cannot read folder")));
+    assert_eq!(
+        num(&r, "removed"),
+        0,
+        "tracks under an unreadable folder stay: {r}"
+    );
+    assert!(r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["error"].as_str().unwrap().contains("cannot read folder")));
     assert_eq!(tm.ls().len(), 10);
     // Readable again: the folder error goes away.
     let r = tm.json(&["scan", "--json"]);
@@ -265,5 +334,9 @@ fn bad_arguments_and_locked_index_give_clear_errors() {
     watcher.kill().unwrap();
     let _ = watcher.wait();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tunemesh process"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in use by another tunemesh process"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

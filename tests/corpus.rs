@@ -28,14 +28,17 @@ fn parts(s: &str) -> Vec<String> {
 fn corpus_matches_manifest_and_broken_files_are_errors() {
     let Some(corpus) = corpus() else { return };
     let manifest: HashMap<String, Value> =
-        serde_json::from_str(&std::fs::read_to_string(corpus.join("MANIFEST.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("MANIFEST.json")).unwrap())
+            .unwrap();
     let tm = Tm::new();
     let report = tm.scan(&corpus);
     let ls = tm.ls();
     let mut by_path: HashMap<String, &Value> = HashMap::new();
     for t in &ls {
         for p in t["paths"].as_array().unwrap() {
-            let rel = Path::new(p.as_str().unwrap()).strip_prefix(&corpus).unwrap();
+            let rel = Path::new(p.as_str().unwrap())
+                .strip_prefix(&corpus)
+                .unwrap();
             by_path.insert(rel.to_string_lossy().into_owned(), t);
         }
     }
@@ -44,21 +47,33 @@ fn corpus_matches_manifest_and_broken_files_are_errors() {
         .unwrap()
         .iter()
         .map(|e| {
-            let rel = Path::new(e["path"].as_str().unwrap()).strip_prefix(&corpus).unwrap();
-            (rel.to_string_lossy().into_owned(), e["error"].as_str().unwrap().to_owned())
+            let rel = Path::new(e["path"].as_str().unwrap())
+                .strip_prefix(&corpus)
+                .unwrap();
+            (
+                rel.to_string_lossy().into_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
 
     let mut checked = 0;
     for (rel, m) in &manifest {
         if rel.starts_with("broken/") {
-            let e = errors.get(rel).unwrap_or_else(|| panic!("{rel}: no error reported"));
+            let e = errors
+                .get(rel)
+                .unwrap_or_else(|| panic!("{rel}: no error reported"));
             assert!(e.len() > 10, "{rel}: unhelpful error {e:?}");
             assert!(!by_path.contains_key(rel), "{rel} was indexed");
             continue;
         }
-        let t = by_path.get(rel).unwrap_or_else(|| panic!("{rel} not indexed; errors: {errors:?}"));
-        assert_eq!(t["id"], m["blake3"], "{rel}: track id is the blake3 of the file");
+        let t = by_path
+            .get(rel)
+            .unwrap_or_else(|| panic!("{rel} not indexed; errors: {errors:?}"));
+        assert_eq!(
+            t["id"], m["blake3"],
+            "{rel}: track id is the blake3 of the file"
+        );
         let tags = &m["tags"];
         for (mk, ok) in [("title", "title"), ("artist", "artist"), ("album", "album")] {
             if let Some(want) = tags[mk].as_str() {
@@ -71,7 +86,10 @@ fn corpus_matches_manifest_and_broken_files_are_errors() {
         }
         let want_ms = m["duration_s"].as_f64().unwrap() * 1000.0;
         let got_ms = t["duration_ms"].as_f64().unwrap();
-        assert!((got_ms - want_ms).abs() <= 50.0, "{rel}: duration {got_ms} ms, ffprobe {want_ms} ms");
+        assert!(
+            (got_ms - want_ms).abs() <= 50.0,
+            "{rel}: duration {got_ms} ms, ffprobe {want_ms} ms"
+        );
         assert_eq!(t["sample_rate"], m["sample_rate"], "{rel}: sample rate");
         assert_eq!(t["channels"], m["channels"], "{rel}: channels");
         if m["has_cover"] == true {

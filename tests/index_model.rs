@@ -37,7 +37,11 @@ fn path(p: u8) -> PathBuf {
 fn cover(c: u8) -> Option<Cover> {
     (c % 2 == 0).then(|| {
         let data = vec![c / 2; 8];
-        Cover { id: Hash32::of(&data), mime: "image/png".into(), data }
+        Cover {
+            id: Hash32::of(&data),
+            mime: "image/png".into(),
+            data,
+        }
     })
 }
 
@@ -51,7 +55,13 @@ fn track(c: u8) -> Track {
             track: Some(u32::from(c) + 1),
             ..Tags::default()
         },
-        audio: AudioInfo { codec: "flac".into(), duration_ms: 1000 * u64::from(c), sample_rate: 44100, channels: 2, ..AudioInfo::default() },
+        audio: AudioInfo {
+            codec: "flac".into(),
+            duration_ms: 1000 * u64::from(c),
+            sample_rate: 44100,
+            channels: 2,
+            ..AudioInfo::default()
+        },
         size: 100 + u64::from(c),
         cover: cover(c).map(|c| c.id),
         paths: vec![],
@@ -59,7 +69,13 @@ fn track(c: u8) -> Track {
 }
 
 fn state(outcome: Outcome) -> FileState {
-    FileState { size: 1, mtime_ns: 1, folder_cover: None, scanner_version: 1, outcome }
+    FileState {
+        size: 1,
+        mtime_ns: 1,
+        folder_cover: None,
+        scanner_version: 1,
+        outcome,
+    }
 }
 
 /// Model: path -> Some(content) or None (error).
@@ -72,11 +88,17 @@ fn apply(index: &Index, ops: &[Op], model: &mut Model) {
             Op::Put(p, c) => {
                 let t = track(c);
                 let cv = cover(c);
-                w.set_file(&path(p), &state(Outcome::Track(t.id)), Some((&t, cv.as_ref()))).unwrap();
+                w.set_file(
+                    &path(p),
+                    &state(Outcome::Track(t.id)),
+                    Some((&t, cv.as_ref())),
+                )
+                .unwrap();
                 model.insert(p, Some(c));
             }
             Op::Fail(p) => {
-                w.set_file(&path(p), &state(Outcome::Error("bad".into())), None).unwrap();
+                w.set_file(&path(p), &state(Outcome::Error("bad".into())), None)
+                    .unwrap();
                 model.insert(p, None);
             }
             Op::Remove(p) => {
@@ -100,7 +122,13 @@ fn expected(model: &Model) -> BTreeMap<Hash32, BTreeSet<PathBuf>> {
 }
 
 fn actual(index: &Index) -> BTreeMap<Hash32, BTreeSet<PathBuf>> {
-    index.tracks().map(|t| { let t = t.unwrap(); (t.id, t.paths.into_iter().collect()) }).collect()
+    index
+        .tracks()
+        .map(|t| {
+            let t = t.unwrap();
+            (t.id, t.paths.into_iter().collect())
+        })
+        .collect()
 }
 
 proptest! {

@@ -206,10 +206,13 @@ pub fn scan(
         }
         writer.remove_file(path)?;
     }
-    // Folder-level problems: replace last scan's with this scan's.
+    writer.commit()?;
+    // Folder-level problems (errors of paths that are not files): replace
+    // last scan's with this scan's. File errors live and die with the file.
     for scope in scopes {
         for e in index.errors(Some(scope))? {
-            if !before.contains_key(&e.path) && !walked.problems.iter().any(|p| p.0 == e.path) {
+            let is_file = index.file_state(&e.path)?.is_some();
+            if !is_file && !walked.problems.iter().any(|p| p.0 == e.path) {
                 writer.clear_error(&e.path);
             }
         }

@@ -98,12 +98,19 @@ impl Tm {
     }
 
     pub fn root(&self) -> String {
-        self.json(&["status", "--json"])["root"].as_str().unwrap().to_owned()
+        self.json(&["status", "--json"])["root"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub fn verify(&self) {
         let v = self.json(&["status", "--json", "--verify"]);
-        assert_eq!(v["problems"], serde_json::json!([]), "index inconsistent: {v}");
+        assert_eq!(
+            v["problems"],
+            serde_json::json!([]),
+            "index inconsistent: {v}"
+        );
     }
 }
 
