@@ -18,7 +18,13 @@ impl Watcher {
     fn start(tm: &Tm, dir: &std::path::Path) -> Watcher {
         let mut child = tm
             .cmd()
-            .args(["watch", dir.to_str().unwrap(), "--json", "--debounce-ms", "200"])
+            .args([
+                "watch",
+                dir.to_str().unwrap(),
+                "--json",
+                "--debounce-ms",
+                "200",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -65,7 +71,10 @@ impl Drop for Watcher {
 fn watch_picks_up_new_changed_and_deleted_files() {
     let tm = Tm::new();
     let lib = tempfile::tempdir().unwrap();
-    copy_tree(&fixtures().join("Alpha Artist"), &lib.path().join("Alpha Artist"));
+    copy_tree(
+        &fixtures().join("Alpha Artist"),
+        &lib.path().join("Alpha Artist"),
+    );
     tm.scan(lib.path());
     let w = Watcher::start(&tm, lib.path());
 

@@ -2,27 +2,31 @@
 //! sled.
 //!
 //! Everything lives in one sled tree under one-byte key prefixes, so that a
-//! whole update (a file's new state, its track record, album and artist
-//! memberships, cover, error entry) is one atomic [`sled::Batch`]: after a
-//! crash at any moment the index holds a consistent prefix of the batches,
-//! never half of one. Derived records (albums, artists, covers) are kept by
-//! membership keys and orphans are swept by [`Index::gc`], so no crash can
-//! leave a dangling reference that a later scan would not remove.
+//! whole update (file states, track records, album/artist/cover reference
+//! counts, error entries) is one atomic [`sled::Batch`]: after a crash at any
+//! moment the index holds a consistent prefix of the batches, never half of
+//! one.
 //!
-//! | prefix | key                     | value                           |
-//! |--------|-------------------------|---------------------------------|
-//! | `T`    | track id                | `TrackRecord`                   |
-//! | `S`    | track id                | normalised search document      |
-//! | `P`    | path bytes              | `FileState`                     |
-//! | `E`    | path bytes              | `ScanError`                     |
-//! | `A`    | album key (16)          | `AlbumRecord`                   |
-//! | `a`    | album key + track id    | (membership)                    |
-//! | `R`    | artist key (16)         | `ArtistRecord`                  |
-//! | `r`    | artist key + track id   | (membership)                    |
-//! | `C`    | cover id                | `CoverBlob`                     |
-//! | `c`    | cover id + track id     | (reference)                     |
-//! | `O`    | root path bytes         | (library root)                  |
-//! | `M`    | name                    | index metadata (format version) |
+//! | prefix | key              | value                                            |
+//! |--------|------------------|--------------------------------------------------|
+//! | `T`    | track id         | search document, then `TrackRecord` (see below)  |
+//! | `D`    | folder path      | `DirRecord`: the state of every file in it       |
+//! | `E`    | path             | `ScanError`                                      |
+//! | `A`    | album key (16)   | `AlbumRecord` with its track count               |
+//! | `R`    | artist key (16)  | `ArtistRecord` with its track count              |
+//! | `C`    | cover id         | `CoverBlob`                                      |
+//! | `c`    | cover id         | number of tracks using the cover (u64 LE)        |
+//! | `O`    | root path        | (library root)                                   |
+//! | `M`    | name             | index metadata (format version)                  |
+//!
+//! Write cost is what shapes this layout: a new file costs one track insert
+//! plus its share of one folder record and one album record, because sled
+//! pays per key. Derived records are reference-counted in the same batch as
+//! the tracks that use them, so none is ever orphaned or dangling.
+//!
+//! A track value is `u16 LE length, normalised search document, encoded
+//! TrackRecord`: search loads documents without decoding records, and the
+//! snapshot hashes only the record.
 //!
 //! This module must never read files or parse audio: the scanner hands it
 //! finished facts.
@@ -37,23 +41,21 @@ use crate::model::{
 use crate::proto;
 pub use codec::{path_bytes, path_from_bytes};
 use prost::Message;
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// On-disk format of the index; a newer one is refused, not misread.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 const T: u8 = b'T';
-const S: u8 = b'S';
-const P: u8 = b'P';
+const D: u8 = b'D';
 const E: u8 = b'E';
 const A: u8 = b'A';
-const A_MEM: u8 = b'a';
 const R: u8 = b'R';
-const R_MEM: u8 = b'r';
 const C: u8 = b'C';
-const C_REF: u8 = b'c';
+const C_COUNT: u8 = b'c';
 const O: u8 = b'O';
 const M: u8 = b'M';
 
@@ -67,8 +69,10 @@ pub enum IndexError {
     Storage(#[from] sled::Error),
     #[error("corrupt index entry under key {key:?}: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("the index at {path} has format {found}; this tunemesh reads format {FORMAT}: upgrade tunemesh")]
-    TooNew { path: PathBuf, found: u32 },
+    #[error("index writer: {0}")]
+    Writer(String),
+    #[error("the index at {path} has format {found}; this tunemesh reads format {FORMAT}")]
+    Format { path: PathBuf, found: u32 },
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -87,27 +91,33 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k
 }
 
-fn key2(prefix: u8, a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut k = key(prefix, a);
-    k.extend_from_slice(b);
-    k
+/// Split a path into (folder bytes, file name bytes).
+fn split_path(path: &Path) -> (Vec<u8>, Vec<u8>) {
+    let dir = path.parent().map(path_bytes).unwrap_or(b"/").to_vec();
+    let name = path
+        .file_name()
+        .map(|n| path_bytes(Path::new(n)).to_vec())
+        .unwrap_or_default();
+    (dir, name)
 }
 
-/// Key prefix of everything at or below `scope` (a directory or a file).
-fn scope_prefix(scope: &Path) -> Vec<u8> {
-    let mut p = path_bytes(scope).to_vec();
-    if p.last() != Some(&b'/') {
-        p.push(b'/');
+fn join(dir: &[u8], name: &[u8]) -> PathBuf {
+    let mut b = dir.to_vec();
+    if b.last() != Some(&b'/') {
+        b.push(b'/');
     }
-    p
+    b.extend_from_slice(name);
+    path_from_bytes(&b)
 }
 
+/// Is `path` (raw bytes) `scope` or below it?
 fn in_scope(path: &[u8], scope: &Path) -> bool {
     let s = path_bytes(scope);
-    path == s || path.starts_with(&scope_prefix(scope))
+    path == s
+        || (path.starts_with(s) && (s.last() == Some(&b'/') || path.get(s.len()) == Some(&b'/')))
 }
 
-fn album_key(t: &Track) -> Option<[u8; 16]> {
+fn album_key(t: &Track) -> Option<Vec<u8>> {
     if t.tags.album.is_empty() {
         return None;
     }
@@ -116,45 +126,141 @@ fn album_key(t: &Track) -> Option<[u8; 16]> {
         search::normalize(&t.tags.album_owner()),
         search::normalize(&t.tags.album)
     );
-    Some(
-        Hash32::of(doc.as_bytes()).0[..16]
-            .try_into()
-            .expect("16 bytes"),
-    )
+    Some(key(A, &Hash32::of(doc.as_bytes()).0[..16]))
 }
 
-fn artist_key(name: &str) -> [u8; 16] {
-    Hash32::of(search::normalize(name).as_bytes()).0[..16]
-        .try_into()
-        .expect("16 bytes")
+fn artist_key(name: &str) -> Vec<u8> {
+    key(R, &Hash32::of(search::normalize(name).as_bytes()).0[..16])
 }
 
-fn artist_names(t: &Track) -> BTreeSet<&str> {
+/// Keys of the artist records a track counts towards (deduplicated).
+fn artist_keys(t: &Track) -> BTreeMap<Vec<u8>, &str> {
     t.tags
         .artists
         .iter()
         .map(String::as_str)
         .chain((!t.tags.album_artist.is_empty()).then_some(t.tags.album_artist.as_str()))
+        .map(|n| (artist_key(n), n))
         .collect()
 }
 
-/// Membership keys of a track: album, artists, cover.
-fn memberships(t: &Track) -> BTreeSet<Vec<u8>> {
-    let mut keys = BTreeSet::new();
-    if let Some(ak) = album_key(t) {
-        keys.insert(key2(A_MEM, &ak, &t.id.0));
+/// What the index derives from a track's tags: its search document and the
+/// album and artist records it counts towards. Pure and costly (text
+/// folding, hashing), so the scanner computes it on its worker threads
+/// ([`derive`]) and the single writer does not have to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    doc: String,
+    /// Album and artist record keys, with the artist name for artist keys.
+    owners: BTreeMap<Vec<u8>, String>,
+}
+
+pub fn derive(t: &Track) -> Derived {
+    let mut doc = search::document(&t.tags.title, &t.tags.artist(), &t.tags.album);
+    if doc.len() > usize::from(u16::MAX) {
+        let mut cut = usize::from(u16::MAX);
+        while !doc.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        doc.truncate(cut);
     }
-    for name in artist_names(t) {
-        keys.insert(key2(R_MEM, &artist_key(name), &t.id.0));
+    let mut owners: BTreeMap<Vec<u8>, String> = artist_keys(t)
+        .into_iter()
+        .map(|(k, n)| (k, n.to_owned()))
+        .collect();
+    if let Some(a) = album_key(t) {
+        owners.insert(a, String::new());
     }
-    if let Some(c) = t.cover {
-        keys.insert(key2(C_REF, &c.0, &t.id.0));
+    Derived { doc, owners }
+}
+
+/// A track for [`Writer::set_file_after`]: the track found at a path, its
+/// cover image if the index may not have it yet, and optionally what the
+/// index derives from it (computed by the caller, off the writer's thread).
+pub struct NewTrack<'a> {
+    pub track: &'a Track,
+    pub cover: Option<&'a Cover>,
+    pub derived: Option<Arc<Derived>>,
+}
+
+/// A track with what the index derives from it.
+#[derive(Clone)]
+struct Staged {
+    track: Track,
+    derived: Arc<Derived>,
+}
+
+impl Staged {
+    fn new(track: Track) -> Staged {
+        let derived = Arc::new(derive(&track));
+        Staged { track, derived }
     }
-    keys
+}
+
+/// Encode a track value: search document first, then the record.
+fn encode_track(t: &Track, doc: &str) -> Vec<u8> {
+    let rec = codec::track_to_proto(t);
+    let mut v = Vec::with_capacity(2 + doc.len() + rec.encoded_len());
+    v.extend_from_slice(&(doc.len() as u16).to_le_bytes());
+    v.extend_from_slice(doc.as_bytes());
+    rec.encode(&mut v).expect("Vec grows");
+    v
+}
+
+/// Split a track value into (search document, encoded record).
+fn split_track_value<'v>(k: &[u8], v: &'v [u8]) -> Result<(&'v str, &'v [u8])> {
+    let n = v
+        .get(..2)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        .ok_or_else(|| corrupt(k, "short track value"))?;
+    let doc = v
+        .get(2..2 + n)
+        .ok_or_else(|| corrupt(k, "short track value"))?;
+    let doc = std::str::from_utf8(doc).map_err(|_| corrupt(k, "search document not UTF-8"))?;
+    Ok((doc, &v[2 + n..]))
+}
+
+fn decode<M: Message + Default>(k: &[u8], v: &[u8]) -> Result<M> {
+    M::decode(v).map_err(|e| corrupt(k, e.to_string()))
+}
+
+fn track_from(k: &[u8], v: &[u8]) -> Result<Track> {
+    let (_, rec) = split_track_value(k, v)?;
+    codec::track_from_proto(decode(k, rec)?).ok_or_else(|| corrupt(k, "track record without id"))
+}
+
+/// A folder's file states by name.
+type DirFiles = BTreeMap<Vec<u8>, FileState>;
+
+fn dir_from(k: &[u8], v: &[u8]) -> Result<DirFiles> {
+    let rec: proto::DirRecord = decode(k, v)?;
+    rec.files
+        .into_iter()
+        .map(|f| {
+            let s = f
+                .state
+                .and_then(codec::state_from_proto)
+                .ok_or_else(|| corrupt(k, "incomplete file state"))?;
+            Ok((f.name, s))
+        })
+        .collect()
+}
+
+fn encode_dir(files: &DirFiles) -> Vec<u8> {
+    proto::DirRecord {
+        files: files
+            .iter()
+            .map(|(name, s)| proto::FileEntry {
+                name: name.clone(),
+                state: Some(codec::state_to_proto(s)),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
 }
 
 /// Counts shown by `tunemesh status`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub tracks: usize,
     pub files: usize,
@@ -177,7 +283,10 @@ pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
     /// Search documents, loaded on first search and dropped on every write.
-    search_docs: Mutex<Option<SearchDocs>>,
+    search_docs: Arc<Mutex<Option<SearchDocs>>>,
+    /// Held by the one live [`Writer`]: writers cache records, which is
+    /// only sound while nobody else writes.
+    write_lock: Mutex<()>,
 }
 
 impl Index {
@@ -188,6 +297,7 @@ impl Index {
             .path(&path)
             .cache_capacity(64 << 20)
             .flush_every_ms(Some(500))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io) if io.to_string().contains("lock") => {
@@ -201,24 +311,26 @@ impl Index {
         let tree = db.open_tree("library")?;
         let fkey = key(M, b"format");
         match tree.get(&fkey)? {
-            None => {
+            None if tree.is_empty() => {
                 tree.insert(fkey, &FORMAT.to_le_bytes())?;
             }
+            None => return Err(IndexError::Format { path, found: 0 }),
             Some(v) => {
                 let found = u32::from_le_bytes(
                     v.as_ref()
                         .try_into()
                         .map_err(|_| corrupt(&fkey, "bad format marker"))?,
                 );
-                if found > FORMAT {
-                    return Err(IndexError::TooNew { path, found });
+                if found != FORMAT {
+                    return Err(IndexError::Format { path, found });
                 }
             }
         }
         Ok(Index {
             db,
             tree,
-            search_docs: Mutex::new(None),
+            search_docs: Default::default(),
+            write_lock: Mutex::new(()),
         })
     }
 
@@ -229,16 +341,22 @@ impl Index {
     }
 
     /// Start a batch of updates; nothing is visible until [`Writer::commit`].
+    /// One writer at a time: a second call waits for the first to drop.
     pub fn writer(&self) -> Writer<'_> {
+        let lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = self.tree.scan_prefix([T]).next().is_none();
         Writer {
+            _lock: lock,
             index: self,
             batch: sled::Batch::default(),
-            overlay: HashMap::new(),
+            ops: 0,
+            tracks: FxHashMap::default(),
+            dirs: FxHashMap::default(),
+            owners: FxHashMap::default(),
+            covers: FxHashMap::default(),
+            fresh_ids: fresh.then(FxHashSet::default),
+            committer: None,
         }
-    }
-
-    fn decode<M: Message + Default>(k: &[u8], v: &[u8]) -> Result<M> {
-        M::decode(v).map_err(|e| corrupt(k, e.to_string()))
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> {
@@ -255,52 +373,50 @@ impl Index {
             .collect()
     }
 
-    pub fn file_state(&self, path: &Path) -> Result<Option<FileState>> {
-        let k = key(P, path_bytes(path));
-        match self.tree.get(&k)? {
-            None => Ok(None),
-            Some(v) => {
-                let p: proto::FileState = Self::decode(&k, &v)?;
-                codec::state_from_proto(p)
-                    .map(Some)
-                    .ok_or_else(|| corrupt(&k, "incomplete file state"))
-            }
-        }
+    fn dir(&self, dir: &[u8]) -> Result<Option<DirFiles>> {
+        let k = key(D, dir);
+        self.tree.get(&k)?.map(|v| dir_from(&k, &v)).transpose()
     }
 
-    /// Every known path at or below `scope`, with its state.
-    pub fn files_under(&self, scope: &Path) -> Result<Vec<(PathBuf, FileState)>> {
-        let mut out = Vec::new();
-        if let Some(s) = self.file_state(scope)? {
-            out.push((scope.to_path_buf(), s));
+    pub fn file_state(&self, path: &Path) -> Result<Option<FileState>> {
+        let (dir, name) = split_path(path);
+        Ok(self.dir(&dir)?.and_then(|mut d| d.remove(&name)))
+    }
+
+    /// Every known file at or below `scope` (a folder or a file), grouped by
+    /// folder: folder path → file name → state.
+    pub fn files_under(&self, scope: &Path) -> Result<HashMap<PathBuf, DirFiles>> {
+        let mut out = HashMap::new();
+        // The scope as a file: one entry of its parent's record.
+        let (parent, name) = split_path(scope);
+        if let Some(s) = self.dir(&parent)?.and_then(|mut d| d.remove(&name)) {
+            out.insert(path_from_bytes(&parent), DirFiles::from([(name, s)]));
         }
-        for r in self.scan_prefix(&key(P, &scope_prefix(scope))) {
+        // The scope as a folder: its record and those of every folder below.
+        let sb = path_bytes(scope);
+        if let Some(d) = self.dir(sb)? {
+            out.insert(scope.to_path_buf(), d);
+        }
+        let mut prefix = key(D, sb);
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
+        for r in self.scan_prefix(&prefix) {
             let (k, v) = r?;
-            let p: proto::FileState = Self::decode(&k, &v)?;
-            let s =
-                codec::state_from_proto(p).ok_or_else(|| corrupt(&k, "incomplete file state"))?;
-            out.push((path_from_bytes(&k[1..]), s));
+            out.insert(path_from_bytes(&k[1..]), dir_from(&k, &v)?);
         }
         Ok(out)
     }
 
     pub fn track(&self, id: &TrackId) -> Result<Option<Track>> {
         let k = key(T, &id.0);
-        match self.tree.get(&k)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(Self::track_from(&k, &v)?)),
-        }
-    }
-
-    fn track_from(k: &[u8], v: &[u8]) -> Result<Track> {
-        let r: proto::TrackRecord = Self::decode(k, v)?;
-        codec::track_from_proto(r).ok_or_else(|| corrupt(k, "track record without id"))
+        self.tree.get(&k)?.map(|v| track_from(&k, &v)).transpose()
     }
 
     /// Every track, in track-id order.
     pub fn tracks(&self) -> impl Iterator<Item = Result<Track>> + '_ {
         self.scan_prefix(&[T])
-            .map(|r| r.and_then(|(k, v)| Self::track_from(&k, &v)))
+            .map(|r| r.and_then(|(k, v)| track_from(&k, &v)))
     }
 
     /// Track ids starting with a hex prefix (as `git` resolves short ids).
@@ -315,8 +431,8 @@ impl Index {
             .map(|i| u8::from_str_radix(&even[i..i + 2], 16).expect("hex digits"))
             .collect();
         let mut out = vec![];
-        for r in self.scan_prefix(&key(T, &bytes)) {
-            let (k, _) = r?;
+        for r in self.tree.scan_prefix(key(T, &bytes)).keys() {
+            let k = r?;
             let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
             if id.to_hex().starts_with(&hex) {
                 out.push(id);
@@ -331,11 +447,11 @@ impl Index {
             return Ok(d.clone());
         }
         let mut docs = Vec::new();
-        for r in self.scan_prefix(&[S]) {
+        for r in self.scan_prefix(&[T]) {
             let (k, v) = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad search key"))?;
-            let text = std::str::from_utf8(&v).map_err(|_| corrupt(&k, "search text not UTF-8"))?;
-            docs.push((id, text.into()));
+            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
+            let (doc, _) = split_track_value(&k, &v)?;
+            docs.push((id, doc.into()));
         }
         let docs = Arc::new(docs);
         *cache = Some(docs.clone());
@@ -354,8 +470,7 @@ impl Index {
             .iter()
             .filter_map(|(id, doc)| q.score(doc).map(|s| (s, *id)))
             .collect();
-        // Best score first; ties broken by the document text, then the id,
-        // so results are stable.
+        // Best score first; ties broken by id so results are stable.
         hits.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         hits.truncate(limit);
         let mut out = Vec::with_capacity(hits.len());
@@ -367,44 +482,49 @@ impl Index {
         Ok(out)
     }
 
+    /// Every album with its tracks (one pass over the tracks).
     pub fn albums(&self) -> Result<Vec<Album>> {
+        let mut members: HashMap<Vec<u8>, Vec<TrackId>> = HashMap::new();
+        for t in self.tracks() {
+            let t = t?;
+            if let Some(k) = album_key(&t) {
+                members.entry(k).or_default().push(t.id);
+            }
+        }
         let mut out = vec![];
         for r in self.scan_prefix(&[A]) {
             let (k, v) = r?;
-            let rec: proto::AlbumRecord = Self::decode(&k, &v)?;
-            let tracks = self.members(A_MEM, &k[1..])?;
+            let rec: proto::AlbumRecord = decode(&k, &v)?;
             out.push(Album {
                 title: rec.title,
                 artist: rec.artist,
                 year: (rec.year != 0).then_some(rec.year),
                 cover: codec::cover_id_opt(&rec.cover),
-                tracks,
+                tracks: members.remove(k.as_ref()).unwrap_or_default(),
             });
         }
         Ok(out)
     }
 
+    /// Every artist with their tracks (one pass over the tracks).
     pub fn artists(&self) -> Result<Vec<Artist>> {
+        let mut members: HashMap<Vec<u8>, Vec<TrackId>> = HashMap::new();
+        for t in self.tracks() {
+            let t = t?;
+            for k in artist_keys(&t).into_keys() {
+                members.entry(k).or_default().push(t.id);
+            }
+        }
         let mut out = vec![];
         for r in self.scan_prefix(&[R]) {
             let (k, v) = r?;
-            let rec: proto::ArtistRecord = Self::decode(&k, &v)?;
+            let rec: proto::ArtistRecord = decode(&k, &v)?;
             out.push(Artist {
                 name: rec.name,
-                tracks: self.members(R_MEM, &k[1..])?,
+                tracks: members.remove(k.as_ref()).unwrap_or_default(),
             });
         }
         Ok(out)
-    }
-
-    fn members(&self, prefix: u8, owner: &[u8]) -> Result<Vec<TrackId>> {
-        let p = key(prefix, owner);
-        self.scan_prefix(&p)
-            .map(|r| {
-                let (k, _) = r?;
-                Hash32::from_slice(&k[p.len()..]).ok_or_else(|| corrupt(&k, "bad membership key"))
-            })
-            .collect()
     }
 
     pub fn cover(&self, id: &CoverId) -> Result<Option<Cover>> {
@@ -412,7 +532,7 @@ impl Index {
         match self.tree.get(&k)? {
             None => Ok(None),
             Some(v) => {
-                let b: proto::CoverBlob = Self::decode(&k, &v)?;
+                let b: proto::CoverBlob = decode(&k, &v)?;
                 Ok(Some(Cover {
                     id: *id,
                     mime: b.mime,
@@ -430,7 +550,7 @@ impl Index {
             if scope.is_some_and(|s| !in_scope(&k[1..], s)) {
                 continue;
             }
-            let e: proto::ScanError = Self::decode(&k, &v)?;
+            let e: proto::ScanError = decode(&k, &v)?;
             out.push(FileError {
                 path: path_from_bytes(&k[1..]),
                 error: e.error,
@@ -441,16 +561,14 @@ impl Index {
 
     pub fn counts(&self) -> Result<Counts> {
         let n = |p: u8| self.tree.scan_prefix([p]).keys().count();
-        let files = self
-            .scan_prefix(&[P])
-            .filter(|r| {
-                r.as_ref().is_ok_and(|(k, v)| {
-                    Self::decode::<proto::FileState>(k, v).is_ok_and(|s| {
-                        matches!(s.outcome, Some(proto::file_state::Outcome::Track(_)))
-                    })
-                })
-            })
-            .count();
+        let mut files = 0;
+        for r in self.scan_prefix(&[D]) {
+            let (k, v) = r?;
+            files += dir_from(&k, &v)?
+                .values()
+                .filter(|s| matches!(s.outcome, Outcome::Track(_)))
+                .count();
+        }
         Ok(Counts {
             tracks: n(T),
             files,
@@ -467,7 +585,8 @@ impl Index {
         for r in self.scan_prefix(&[T]) {
             let (k, v) = r?;
             let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
-            entries.push((id, Hash32::of(&v)));
+            let (_, rec) = split_track_value(&k, &v)?;
+            entries.push((id, Hash32::of(rec)));
         }
         // sled iterates in key order, so entries are already sorted by id.
         Ok(Snapshot {
@@ -476,33 +595,32 @@ impl Index {
         })
     }
 
-    /// Remove albums, artists and covers that no track refers to any more.
-    /// Returns how many records were removed.
-    pub fn gc(&self) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for (owner, member) in [(A, A_MEM), (R, R_MEM), (C, C_REF)] {
-            for r in self.tree.scan_prefix([owner]).keys() {
-                let k = r?;
-                if self.tree.scan_prefix(key(member, &k[1..])).next().is_none() {
-                    batch.remove(k);
-                    removed += 1;
-                }
-            }
-        }
-        if removed > 0 {
-            self.tree.apply_batch(batch)?;
-        }
-        Ok(removed)
-    }
-
-    /// Check every cross-reference of the index; returns the problems found
-    /// (empty when consistent). Used by `tunemesh status --verify` and tests.
+    /// Check every cross-reference and count of the index; returns the
+    /// problems found (empty when consistent). Used by `tunemesh status
+    /// --verify` and tests.
     pub fn verify(&self) -> Result<Vec<String>> {
         let mut problems = vec![];
         let mut tracks: HashMap<TrackId, Track> = HashMap::new();
-        for t in self.tracks() {
-            let t = t?;
+        let mut albums: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut artists: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut covers: HashMap<CoverId, u64> = HashMap::new();
+        for r in self.scan_prefix(&[T]) {
+            let (k, v) = r?;
+            let t = track_from(&k, &v)?;
+            let (doc, _) = split_track_value(&k, &v)?;
+            let want = search::document(&t.tags.title, &t.tags.artist(), &t.tags.album);
+            if !want.starts_with(doc) {
+                problems.push(format!("track {} has a stale search document", t.id));
+            }
+            if let Some(a) = album_key(&t) {
+                *albums.entry(a).or_default() += 1;
+            }
+            for a in artist_keys(&t).into_keys() {
+                *artists.entry(a).or_default() += 1;
+            }
+            if let Some(c) = t.cover {
+                *covers.entry(c).or_default() += 1;
+            }
             tracks.insert(t.id, t);
         }
         for (id, t) in &tracks {
@@ -521,161 +639,394 @@ impl Index {
                     )),
                 }
             }
-            if self.tree.get(key(S, &id.0))?.is_none() {
-                problems.push(format!("track {id} has no search document"));
+        }
+        for r in self.scan_prefix(&[D]) {
+            let (k, v) = r?;
+            let files = dir_from(&k, &v)?;
+            if files.is_empty() {
+                problems.push(format!(
+                    "empty folder record {}",
+                    String::from_utf8_lossy(&k[1..])
+                ));
             }
-            for m in memberships(t) {
-                if self.tree.get(&m)?.is_none() {
-                    problems.push(format!("track {id} misses membership {:?}", m[0] as char));
+            for (name, s) in files {
+                let path = join(&k[1..], &name);
+                match s.outcome {
+                    Outcome::Track(id) => match tracks.get(&id) {
+                        Some(t) if t.paths.contains(&path) => {}
+                        Some(_) => problems.push(format!(
+                            "{} -> {id}, which does not list it",
+                            path.display()
+                        )),
+                        None => problems.push(format!("{} -> missing track {id}", path.display())),
+                    },
+                    Outcome::Error(_) => {
+                        if self.tree.get(key(E, path_bytes(&path)))?.is_none() {
+                            problems
+                                .push(format!("{} failed but has no error entry", path.display()));
+                        }
+                    }
+                    Outcome::NotAudio => {}
                 }
             }
         }
-        for (path, s) in self.files_under(Path::new("/"))? {
-            if let Outcome::Track(id) = s.outcome {
-                match tracks.get(&id) {
-                    Some(t) if t.paths.contains(&path) => {}
-                    Some(_) => problems.push(format!(
-                        "{} -> {id}, which does not list it",
-                        path.display()
-                    )),
-                    None => problems.push(format!("{} -> missing track {id}", path.display())),
+        let mut check_counts =
+            |prefix: u8, want: &HashMap<Vec<u8>, u64>, what: &str| -> Result<()> {
+                let mut seen = 0;
+                for r in self.scan_prefix(&[prefix]) {
+                    let (k, v) = r?;
+                    let have = match prefix {
+                        A => decode::<proto::AlbumRecord>(&k, &v)?.tracks,
+                        _ => decode::<proto::ArtistRecord>(&k, &v)?.tracks,
+                    };
+                    match want.get(k.as_ref()) {
+                        Some(&n) if n == have => seen += 1,
+                        Some(&n) => {
+                            seen += 1;
+                            problems.push(format!("{what} counts {have} tracks, {n} refer to it"))
+                        }
+                        None => problems.push(format!("{what} record with no track")),
+                    }
                 }
+                if seen != want.len() {
+                    problems.push(format!("{} {what} records missing", want.len() - seen));
+                }
+                Ok(())
+            };
+        check_counts(A, &albums, "album")?;
+        check_counts(R, &artists, "artist")?;
+        for r in self.scan_prefix(&[C_COUNT]) {
+            let (k, v) = r?;
+            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad cover key"))?;
+            let have = u64::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(&k, "bad count"))?,
+            );
+            if covers.remove(&id) != Some(have) {
+                problems.push(format!("cover {id} count {have} is wrong"));
+            }
+            if self.tree.get(key(C, &id.0))?.is_none() {
+                problems.push(format!("cover {id} is counted but not stored"));
             }
         }
-        for r in self.scan_prefix(&[S]) {
-            let (k, _) = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad key"))?;
-            if !tracks.contains_key(&id) {
-                problems.push(format!("search document for missing track {id}"));
-            }
+        for id in covers.keys() {
+            problems.push(format!("cover {id} is used but not counted"));
         }
-        for (owner, member) in [(A, A_MEM), (R, R_MEM), (C, C_REF)] {
-            for r in self.tree.scan_prefix([member]).keys() {
-                let k = r?;
-                let split = k.len() - 32;
-                let id = Hash32::from_slice(&k[split..]).ok_or_else(|| corrupt(&k, "bad key"))?;
-                if !tracks.contains_key(&id) {
-                    problems.push(format!(
-                        "{:?} membership of missing track {id}",
-                        member as char
-                    ));
-                }
-                if self.tree.get(key(owner, &k[1..split]))?.is_none() {
-                    problems.push(format!(
-                        "{:?} membership without its record",
-                        member as char
-                    ));
-                }
-            }
-            for r in self.tree.scan_prefix([owner]).keys() {
-                let k = r?;
-                if self.tree.scan_prefix(key(member, &k[1..])).next().is_none() {
-                    problems.push(format!("{:?} record with no member", owner as char));
-                }
-            }
+        if self.tree.scan_prefix([C]).count() != self.tree.scan_prefix([C_COUNT]).count() {
+            problems.push("stored covers and cover counts differ".into());
         }
         Ok(problems)
     }
 }
 
+/// A derived record cached by a writer: its current value (`None`: absent)
+/// and whether it must be written at commit.
+struct Cached<V> {
+    value: Option<V>,
+    dirty: bool,
+}
+
 /// A batch of index updates, applied atomically by [`Writer::commit`].
 ///
 /// Reads through the writer see its own uncommitted writes, so one batch may
-/// touch the same track from several paths.
+/// touch the same track or folder from several paths. Album, artist and
+/// cover records stay cached for the writer's life (it is the only writer).
 pub struct Writer<'a> {
+    _lock: MutexGuard<'a, ()>,
     index: &'a Index,
+    /// Blind writes (errors, roots, cover blobs).
     batch: sled::Batch,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ops: usize,
+    /// Track records touched by this batch.
+    tracks: FxHashMap<TrackId, Option<Staged>>,
+    /// Folder records touched by this batch.
+    dirs: FxHashMap<Vec<u8>, Cached<DirFiles>>,
+    /// Album (`A` key) and artist (`R` key) records.
+    owners: FxHashMap<Vec<u8>, Cached<Owner>>,
+    /// Cover reference counts.
+    covers: FxHashMap<CoverId, Cached<u64>>,
+    /// When the writer started on an index without tracks: every track id
+    /// it has written since. Any other id is known to be absent, which
+    /// spares a first import one lookup per file.
+    fresh_ids: Option<FxHashSet<TrackId>>,
+    /// Applies batches in the background while the next one is built.
+    committer: Option<Committer>,
+}
+
+/// Records of a batch handed to the committer: encoded there, and readable
+/// by the writer until the batch is applied.
+#[derive(Default)]
+struct Records {
+    tracks: FxHashMap<TrackId, Option<Staged>>,
+    dirs: FxHashMap<Vec<u8>, Option<DirFiles>>,
+}
+
+/// The writer's background thread: encodes a batch's records and applies
+/// the batch, one batch at a time. Owned by its writer, which joins it.
+struct Committer {
+    tx: Option<std::sync::mpsc::SyncSender<(Arc<Records>, sled::Batch)>>,
+    done: std::sync::mpsc::Receiver<Result<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// The batch being applied, if any.
+    inflight: Option<Arc<Records>>,
+}
+
+impl Committer {
+    fn start(tree: sled::Tree, search_docs: Arc<Mutex<Option<SearchDocs>>>) -> Committer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<Records>, sled::Batch)>(1);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
+            .name("tunemesh-commit".into())
+            .spawn(move || {
+                for (records, mut batch) in rx {
+                    for (id, t) in &records.tracks {
+                        match t {
+                            Some(s) => {
+                                batch.insert(key(T, &id.0), encode_track(&s.track, &s.derived.doc))
+                            }
+                            None => batch.remove(key(T, &id.0)),
+                        }
+                    }
+                    for (dir, files) in &records.dirs {
+                        match files {
+                            Some(f) => batch.insert(key(D, dir), encode_dir(f)),
+                            None => batch.remove(key(D, dir)),
+                        }
+                    }
+                    let r = tree.apply_batch(batch).map_err(IndexError::from);
+                    *search_docs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    if done_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn index committer");
+        Committer {
+            tx: Some(tx),
+            done,
+            handle: Some(handle),
+            inflight: None,
+        }
+    }
+
+    /// Wait until the batch in flight, if any, is applied.
+    fn wait(&mut self) -> Result<()> {
+        if self.inflight.take().is_some() {
+            return self.done.recv().unwrap_or_else(|_| {
+                Err(IndexError::Writer(
+                    "the background committer stopped".into(),
+                ))
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        if let Err(e) = self.wait() {
+            tracing::error!("index write failed: {e}");
+        }
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// An album or artist record.
+#[derive(Clone)]
+enum Owner {
+    Album(proto::AlbumRecord),
+    Artist(proto::ArtistRecord),
+}
+
+impl Owner {
+    fn count(&mut self) -> &mut u64 {
+        match self {
+            Owner::Album(a) => &mut a.tracks,
+            Owner::Artist(a) => &mut a.tracks,
+        }
+    }
 }
 
 impl Writer<'_> {
-    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.overlay.get(k) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self.index.tree.get(k)?.map(|v| v.to_vec())),
+    fn inflight(&self) -> Option<&Records> {
+        self.committer.as_ref().and_then(|c| c.inflight.as_deref())
+    }
+
+    fn get_track(&mut self, id: &TrackId) -> Result<Option<Staged>> {
+        if let Some(t) = self.tracks.get(id) {
+            return Ok(t.clone());
         }
+        if let Some(t) = self.inflight().and_then(|r| r.tracks.get(id)) {
+            return Ok(t.clone());
+        }
+        if self.fresh_ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
+            return Ok(None);
+        }
+        Ok(self.index.track(id)?.map(Staged::new))
     }
 
-    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.batch.insert(k.as_slice(), v.as_slice());
-        self.overlay.insert(k, Some(v));
+    fn dir_mut(&mut self, dir: &[u8]) -> Result<&mut Cached<DirFiles>> {
+        if !self.dirs.contains_key(dir) {
+            let value = match self.inflight().and_then(|r| r.dirs.get(dir)) {
+                Some(files) => files.clone(),
+                None => self.index.dir(dir)?,
+            };
+            self.dirs.insert(
+                dir.to_vec(),
+                Cached {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.dirs.get_mut(dir).expect("just inserted"))
     }
 
-    fn del(&mut self, k: Vec<u8>) {
-        self.batch.remove(k.as_slice());
-        self.overlay.insert(k, None);
+    fn get_state(&mut self, path: &Path) -> Result<Option<FileState>> {
+        let (dir, name) = split_path(path);
+        Ok(self
+            .dir_mut(&dir)?
+            .value
+            .as_ref()
+            .and_then(|d| d.get(&name).cloned()))
     }
 
-    fn get_track(&self, id: &TrackId) -> Result<Option<Track>> {
-        let k = key(T, &id.0);
-        self.get(&k)?.map(|v| Index::track_from(&k, &v)).transpose()
-    }
-
-    fn get_state(&self, path: &Path) -> Result<Option<FileState>> {
-        let k = key(P, path_bytes(path));
-        match self.get(&k)? {
-            None => Ok(None),
-            Some(v) => {
-                let p: proto::FileState = Index::decode(&k, &v)?;
-                Ok(codec::state_from_proto(p))
+    fn set_state(&mut self, path: &Path, state: Option<&FileState>) -> Result<()> {
+        let (dir, name) = split_path(path);
+        let d = self.dir_mut(&dir)?;
+        let files = d.value.get_or_insert_with(DirFiles::new);
+        match state {
+            Some(s) => {
+                files.insert(name, s.clone());
+            }
+            None => {
+                files.remove(&name);
             }
         }
+        d.dirty = true;
+        self.ops += 1;
+        Ok(())
     }
 
-    /// Number of keys touched by this batch so far.
+    fn owner_mut(&mut self, k: &[u8]) -> Result<&mut Cached<Owner>> {
+        if !self.owners.contains_key(k) {
+            let value = match self.index.tree.get(k)? {
+                None => None,
+                Some(v) if k[0] == A => Some(Owner::Album(decode(k, &v)?)),
+                Some(v) => Some(Owner::Artist(decode(k, &v)?)),
+            };
+            self.owners.insert(
+                k.to_vec(),
+                Cached {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.owners.get_mut(k).expect("just inserted"))
+    }
+
+    fn cover_count(&mut self, id: &CoverId) -> Result<&mut Cached<u64>> {
+        if !self.covers.contains_key(id) {
+            let k = key(C_COUNT, &id.0);
+            let value = match self.index.tree.get(&k)? {
+                None => None,
+                Some(v) => Some(u64::from_le_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt(&k, "bad count"))?,
+                )),
+            };
+            self.covers.insert(
+                *id,
+                Cached {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.covers.get_mut(id).expect("just inserted"))
+    }
+
+    /// Number of operations in the uncommitted batch.
     pub fn len(&self) -> usize {
-        self.overlay.len()
+        self.ops
     }
 
     pub fn is_empty(&self) -> bool {
-        self.overlay.is_empty()
+        self.ops == 0
     }
 
     pub fn add_root(&mut self, root: &Path) {
-        self.put(key(O, path_bytes(root)), vec![]);
+        self.batch.insert(key(O, path_bytes(root)), vec![]);
+        self.ops += 1;
     }
 
     pub fn remove_root(&mut self, root: &Path) {
-        self.del(key(O, path_bytes(root)));
+        self.batch.remove(key(O, path_bytes(root)));
+        self.ops += 1;
     }
 
     /// Record what the scanner found at `path`. With `track`, the path holds
     /// that track (its `paths` field is ignored) and `cover` is its cover
-    /// image if the index may not have it yet.
+    /// image, stored if the index does not have it yet.
     pub fn set_file(
         &mut self,
         path: &Path,
         state: &FileState,
         track: Option<(&Track, Option<&Cover>)>,
     ) -> Result<()> {
-        let new_id = track.map(|(t, _)| t.id);
+        let old = self.get_state(path)?;
+        let track = track.map(|(track, cover)| NewTrack {
+            track,
+            cover,
+            derived: None,
+        });
+        self.set_file_after(path, old.as_ref(), state, track)
+    }
+
+    /// [`Writer::set_file`] for a caller that already knows the path's
+    /// current state (`old`, `None` if the index has no entry for it), as a
+    /// scanner does.
+    pub fn set_file_after(
+        &mut self,
+        path: &Path,
+        old: Option<&FileState>,
+        state: &FileState,
+        track: Option<NewTrack<'_>>,
+    ) -> Result<()> {
+        let new_id = track.as_ref().map(|n| n.track.id);
         if let Some(FileState {
-            outcome: Outcome::Track(old),
+            outcome: Outcome::Track(old_id),
             ..
-        }) = self.get_state(path)?
+        }) = old
         {
-            if Some(old) != new_id {
-                self.detach(path, &old)?;
+            if Some(*old_id) != new_id {
+                self.detach(path, old_id)?;
             }
         }
-        if let Some((t, cover)) = track {
-            if let Some(c) = cover {
-                let ck = key(C, &c.id.0);
-                if self.get(&ck)?.is_none() {
-                    let blob = proto::CoverBlob {
-                        mime: c.mime.clone(),
-                        data: c.data.clone(),
-                    };
-                    self.put(ck, blob.encode_to_vec());
-                }
-            }
-            self.attach(path, t)?;
+        if let Some(n) = track {
+            self.attach(path, n)?;
         }
-        let pb = path_bytes(path);
-        self.put(key(P, pb), codec::state_to_proto(state).encode_to_vec());
+        self.set_state(path, Some(state))?;
         match &state.outcome {
             Outcome::Error(e) => self.set_error(path, e),
-            _ => self.clear_error(path),
+            // A file's error entry exists only while its state is an error.
+            _ if matches!(
+                old,
+                Some(FileState {
+                    outcome: Outcome::Error(_),
+                    ..
+                })
+            ) =>
+            {
+                self.clear_error(path)
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -689,13 +1040,12 @@ impl Writer<'_> {
         {
             self.detach(path, &old)?;
         }
-        let pb = path_bytes(path);
-        self.del(key(P, pb));
-        self.del(key(E, pb));
+        self.set_state(path, None)?;
+        self.clear_error(path);
         Ok(())
     }
 
-    /// Record an error for a path that is not a file (an unreadable folder).
+    /// Record an error for a path (a file, or a folder that cannot be read).
     pub fn set_error(&mut self, path: &Path, error: &str) {
         let at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -704,39 +1054,56 @@ impl Writer<'_> {
             error: error.to_owned(),
             at_unix_ms,
         };
-        self.put(key(E, path_bytes(path)), e.encode_to_vec());
+        self.batch
+            .insert(key(E, path_bytes(path)), e.encode_to_vec());
+        self.ops += 1;
     }
 
     pub fn clear_error(&mut self, path: &Path) {
-        let k = key(E, path_bytes(path));
-        if self.overlay.get(&k).is_some_and(Option::is_none) {
-            return;
-        }
-        self.del(k);
+        self.batch.remove(key(E, path_bytes(path)));
+        self.ops += 1;
     }
 
-    fn attach(&mut self, path: &Path, t: &Track) -> Result<()> {
+    fn attach(&mut self, path: &Path, n: NewTrack<'_>) -> Result<()> {
+        let t = n.track;
         let old = self.get_track(&t.id)?;
+        let derived = |d: Option<Arc<Derived>>| d.unwrap_or_else(|| Arc::new(derive(t)));
         let mut new = match &old {
             Some(o) => o.clone(),
-            None => Track {
-                paths: vec![],
-                ..t.clone()
+            None => Staged {
+                track: Track {
+                    paths: vec![],
+                    ..t.clone()
+                },
+                derived: derived(n.derived.clone()),
             },
         };
-        let pos = new.paths.binary_search_by(|p| p.as_path().cmp(path));
-        if let Err(i) = pos {
-            new.paths.insert(i, path.to_path_buf());
+        let paths = &mut new.track.paths;
+        if let Err(i) = paths.binary_search_by(|p| p.as_path().cmp(path)) {
+            paths.insert(i, path.to_path_buf());
         }
         // Metadata comes from the first path in sorted order, whatever order
         // the paths were scanned in: file-name fallbacks stay deterministic.
-        if new.paths[0] == path {
-            new.tags = t.tags.clone();
-            new.audio = t.audio.clone();
-            new.cover = t.cover;
-            new.size = t.size;
+        if old.is_some() && new.track.paths[0] == path {
+            if new.track.tags != t.tags {
+                new.track.tags = t.tags.clone();
+                new.derived = derived(n.derived);
+            }
+            new.track.audio = t.audio.clone();
+            new.track.cover = t.cover;
+            new.track.size = t.size;
         }
-        self.write_track(old.as_ref(), Some(&new))
+        if let Some(c) = n.cover.filter(|c| new.track.cover == Some(c.id)) {
+            let count = self.cover_count(&c.id)?;
+            if count.value.is_none() {
+                let blob = proto::CoverBlob {
+                    mime: c.mime.clone(),
+                    data: c.data.clone(),
+                };
+                self.batch.insert(key(C, &c.id.0), blob.encode_to_vec());
+            }
+        }
+        self.write_track(old.as_ref(), Some(new))
     }
 
     fn detach(&mut self, path: &Path, id: &TrackId) -> Result<()> {
@@ -744,88 +1111,199 @@ impl Writer<'_> {
             return Ok(());
         };
         let mut new = old.clone();
-        new.paths.retain(|p| p != path);
-        if new.paths.is_empty() {
+        new.track.paths.retain(|p| p != path);
+        if new.track.paths.is_empty() {
             self.write_track(Some(&old), None)
         } else {
-            self.write_track(Some(&old), Some(&new))
+            self.write_track(Some(&old), Some(new))
         }
     }
 
-    fn write_track(&mut self, old: Option<&Track>, new: Option<&Track>) -> Result<()> {
-        let old_m = old.map(memberships).unwrap_or_default();
-        let new_m = new.map(memberships).unwrap_or_default();
-        for k in old_m.difference(&new_m) {
-            self.del(k.clone());
-        }
-        for k in new_m.difference(&old_m) {
-            self.put(k.clone(), vec![]);
-        }
-        match new {
-            None => {
-                let id = old.expect("old or new").id;
-                self.del(key(T, &id.0));
-                self.del(key(S, &id.0));
+    /// Replace a track record and move the album, artist and cover counts
+    /// from what `old` referred to to what `new` refers to.
+    fn write_track(&mut self, old: Option<&Staged>, new: Option<Staged>) -> Result<()> {
+        let none = BTreeMap::new();
+        let old_owners = old.map_or(&none, |o| &o.derived.owners);
+        let new_owners = new.as_ref().map_or(&none, |n| &n.derived.owners);
+        let (old_cover, new_cover) = (
+            old.and_then(|s| s.track.cover),
+            new.as_ref().and_then(|s| s.track.cover),
+        );
+        for k in old_owners.keys().filter(|k| !new_owners.contains_key(*k)) {
+            let o = self.owner_mut(k)?;
+            if let Some(rec) = o.value.as_mut() {
+                let n = rec.count();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    o.value = None;
+                }
+                o.dirty = true;
             }
-            Some(t) => {
-                self.put(key(T, &t.id.0), codec::track_to_proto(t).encode_to_vec());
-                let doc = search::document(&t.tags.title, &t.tags.artist(), &t.tags.album);
-                self.put(key(S, &t.id.0), doc.into_bytes());
-                self.upsert_owners(t)?;
+        }
+        if let Some(Staged { track: t, .. }) = &new {
+            for (k, name) in new_owners
+                .iter()
+                .filter(|(k, _)| !old_owners.contains_key(*k))
+            {
+                let o = self.owner_mut(k)?;
+                let rec = o.value.get_or_insert_with(|| {
+                    if k[0] == A {
+                        Owner::Album(proto::AlbumRecord {
+                            title: t.tags.album.clone(),
+                            artist: t.tags.album_owner(),
+                            ..Default::default()
+                        })
+                    } else {
+                        Owner::Artist(proto::ArtistRecord {
+                            name: name.clone(),
+                            tracks: 0,
+                        })
+                    }
+                });
+                *rec.count() += 1;
+                o.dirty = true;
+            }
+            // Fill in what the album record lacks.
+            if let Some(k) = new_owners.keys().find(|k| k[0] == A) {
+                let o = self.owner_mut(k)?;
+                if let Some(Owner::Album(a)) = o.value.as_mut() {
+                    if a.year == 0 && t.tags.year.is_some() {
+                        a.year = t.tags.year.unwrap_or(0);
+                        o.dirty = true;
+                    }
+                    if a.cover.is_empty() && t.cover.is_some() {
+                        a.cover = t.cover.map(|c| c.0.to_vec()).unwrap_or_default();
+                        o.dirty = true;
+                    }
+                }
             }
         }
+        if old_cover != new_cover {
+            if let Some(c) = old_cover {
+                let cc = self.cover_count(&c)?;
+                if let Some(n) = cc.value.as_mut() {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        cc.value = None;
+                        self.batch.remove(key(C, &c.0));
+                    }
+                    self.covers.get_mut(&c).expect("cached").dirty = true;
+                }
+            }
+            if let Some(c) = new_cover {
+                let cc = self.cover_count(&c)?;
+                *cc.value.get_or_insert(0) += 1;
+                cc.dirty = true;
+            }
+        }
+        let id = old
+            .or(new.as_ref())
+            .map(|s| s.track.id)
+            .expect("old or new");
+        if let Some(ids) = self.fresh_ids.as_mut() {
+            ids.insert(id);
+        }
+        self.tracks.insert(id, new);
+        self.ops += 1;
         Ok(())
     }
 
-    /// Create the album and artist records a track belongs to, and fill in
-    /// what an existing album record lacks (year, cover).
-    fn upsert_owners(&mut self, t: &Track) -> Result<()> {
-        if let Some(ak) = album_key(t) {
-            let k = key(A, &ak);
-            let existing = match self.get(&k)? {
-                Some(v) => Some(Index::decode::<proto::AlbumRecord>(&k, &v)?),
-                None => None,
-            };
-            let mut rec = existing.clone().unwrap_or_else(|| proto::AlbumRecord {
-                title: t.tags.album.clone(),
-                artist: t.tags.album_owner(),
-                ..Default::default()
-            });
-            if rec.year == 0 {
-                rec.year = t.tags.year.unwrap_or(0);
-            }
-            if rec.cover.is_empty() {
-                rec.cover = t.cover.map(|c| c.0.to_vec()).unwrap_or_default();
-            }
-            if existing.as_ref() != Some(&rec) {
-                self.put(k, rec.encode_to_vec());
-            }
-        }
-        for name in artist_names(t) {
-            let k = key(R, &artist_key(name));
-            if self.get(&k)?.is_none() {
-                let rec = proto::ArtistRecord {
-                    name: name.to_owned(),
-                };
-                self.put(k, rec.encode_to_vec());
-            }
-        }
-        Ok(())
-    }
-
-    /// Apply the batch atomically.
+    /// Apply the batch atomically and wait until it is durable in the tree
+    /// (visible to every reader).
     pub fn commit(&mut self) -> Result<()> {
-        if self.overlay.is_empty() {
+        self.commit_in_background()?;
+        match self.committer.as_mut() {
+            Some(c) => c.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// Hand the batch to the background committer and return at once; the
+    /// next batch can be built meanwhile, and reads through this writer see
+    /// it. Waits for the previous batch first, so at most one is in flight;
+    /// an error applying it is returned here or by the next commit.
+    pub fn commit_in_background(&mut self) -> Result<()> {
+        if self.ops == 0 {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.overlay.clear();
-        self.index.tree.apply_batch(batch)?;
-        *self
-            .index
-            .search_docs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        let committer = match &mut self.committer {
+            Some(c) => c,
+            None => self.committer.insert(Committer::start(
+                self.index.tree.clone(),
+                self.index.search_docs.clone(),
+            )),
+        };
+        committer.wait()?;
+        let mut batch = std::mem::take(&mut self.batch);
+        for (k, o) in self.owners.iter_mut().filter(|(_, o)| o.dirty) {
+            match &o.value {
+                Some(Owner::Album(a)) => batch.insert(k.as_slice(), a.encode_to_vec()),
+                Some(Owner::Artist(a)) => batch.insert(k.as_slice(), a.encode_to_vec()),
+                None => batch.remove(k.as_slice()),
+            }
+            o.dirty = false;
+        }
+        for (id, c) in self.covers.iter_mut().filter(|(_, c)| c.dirty) {
+            match c.value {
+                Some(n) => batch.insert(key(C_COUNT, &id.0), n.to_le_bytes().to_vec()),
+                None => batch.remove(key(C_COUNT, &id.0)),
+            }
+            c.dirty = false;
+        }
+        // Folder records are reloaded by the next batch that needs them;
+        // keeping them would grow without bound on a big library.
+        let records = Records {
+            tracks: std::mem::take(&mut self.tracks),
+            dirs: self
+                .dirs
+                .drain()
+                .filter(|(_, d)| d.dirty)
+                .map(|(dir, d)| (dir, d.value.filter(|f| !f.is_empty())))
+                .collect(),
+        };
+        self.ops = 0;
+        let records = Arc::new(records);
+        committer.inflight = Some(records.clone());
+        if let Some(tx) = &committer.tx {
+            if tx.send((records, batch)).is_err() {
+                committer.inflight = None;
+                return Err(IndexError::Writer(
+                    "the background committer stopped".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_matching() {
+        assert!(in_scope(b"/m/a/x.mp3", Path::new("/m/a")));
+        assert!(in_scope(b"/m/a", Path::new("/m/a")));
+        assert!(!in_scope(b"/m/ab/x.mp3", Path::new("/m/a")));
+        assert!(in_scope(b"/m/a/x.mp3", Path::new("/")));
+    }
+
+    #[test]
+    fn track_value_roundtrip() {
+        let t = Track {
+            id: Hash32::of(b"x"),
+            tags: crate::model::Tags {
+                title: "Rós".into(),
+                ..Default::default()
+            },
+            audio: Default::default(),
+            size: 1,
+            cover: None,
+            paths: vec!["/a/b.mp3".into()],
+        };
+        let v = encode_track(&t, &derive(&t).doc);
+        let (doc, _) = split_track_value(b"k", &v).unwrap();
+        assert!(doc.starts_with("ros"));
+        assert_eq!(track_from(b"k", &v).unwrap(), t);
     }
 }

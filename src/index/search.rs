@@ -15,6 +15,14 @@ pub const SEP: char = '\u{1f}';
 /// Fold text for matching: lowercase, strip diacritics, punctuation to spaces,
 /// runs of spaces collapsed.
 pub fn normalize(s: &str) -> String {
+    if s.is_ascii() {
+        normalize_ascii(s)
+    } else {
+        normalize_unicode(s)
+    }
+}
+
+fn normalize_unicode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     for c in s.nfkd() {
@@ -47,6 +55,25 @@ pub fn normalize(s: &str) -> String {
             push(c);
         } else {
             mapped.chars().for_each(push);
+        }
+    }
+    out
+}
+
+/// [`normalize`] for ASCII text, which needs no decomposition (the common
+/// case, and the scanner's hot path).
+fn normalize_ascii(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            pending_space = true;
         }
     }
     out
@@ -170,6 +197,13 @@ mod tests {
         );
         assert_eq!(normalize("砂漠 — Désert 🎵"), "砂漠 desert");
         assert_eq!(normalize("ＡＢＣ"), "abc");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_fast_path_agrees(s in "[ -~]{0,40}") {
+            proptest::prop_assert_eq!(normalize_ascii(&s), normalize_unicode(&s));
+        }
     }
 
     #[test]

@@ -18,9 +18,10 @@ mod tags;
 mod walk;
 pub mod watch;
 
-use crate::index::{Index, IndexError};
-use crate::model::{Cover, CoverId, FileError, FileState, Hash32, Outcome, Tags, Track};
+use crate::index::{Derived, Index, IndexError, NewTrack};
+use crate::model::{Cover, CoverId, FileError, FileState, Hash32, Outcome, Tags, Track, TrackId};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use rustc_hash::FxHashSet;
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{Cursor, Read, Seek};
@@ -111,9 +112,12 @@ pub fn scan(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
-    let mut before: HashMap<PathBuf, FileState> = HashMap::new();
+    // What the index knows below the scopes: folder -> file name -> state.
+    let mut before: HashMap<PathBuf, DirStates> = HashMap::new();
     for s in scopes {
-        before.extend(index.files_under(s)?);
+        for (dir, files) in index.files_under(s)? {
+            before.entry(dir).or_default().extend(files);
+        }
     }
     let before = Arc::new(before);
     let mut pool = Pool::start(opts.threads.max(1));
@@ -125,6 +129,8 @@ pub fn scan(
     let mut last_commit = Instant::now();
     let mut walk_result: Option<WalkDone> = None;
     let mut done = 0u64;
+    // Distinct tracks among the files read in this scan.
+    let mut read = ReadTally::default();
 
     let cancel = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(), ScanError> {
@@ -132,19 +138,24 @@ pub fn scan(
         let jobs = pool.jobs.clone();
         let force = opts.force;
         let cancel = &cancel;
-        s.spawn(move || {
-            let done = walk_all(scopes, &before_w, force, cancel, &jobs, &walk_tx);
-            drop(jobs);
-            let _ = walk_tx.send(WalkMsg::Done(done));
-        });
+        std::thread::Builder::new()
+            .name("tunemesh-walk".into())
+            .spawn_scoped(s, move || {
+                let done = walk_all(scopes, &before_w, force, cancel, &jobs, &walk_tx);
+                drop(jobs);
+                let _ = walk_tx.send(WalkMsg::Done(done));
+            })
+            .map_err(|e| ScanError::Internal(format!("cannot start the folder walker: {e}")))?;
         let mut drive = || -> Result<(), ScanError> {
             while walk_result.as_ref().is_none_or(|w| done < w.jobs) {
                 crossbeam_channel::select! {
                     recv(pool.results) -> r => {
-                        let Ok(r) = r else { break };
-                        done += 1;
+                        let Ok(results) = r else { break };
+                        for r in results {
+                            done += 1;
+                            apply(&mut writer, r, &mut report, &mut read)?;
+                        }
                         prog.read = done;
-                        apply(&mut writer, &before, r, &mut report)?;
                     }
                     recv(walk_rx) -> m => match m {
                         Ok(WalkMsg::Found { found, to_read }) => {
@@ -154,6 +165,7 @@ pub fn scan(
                         Ok(WalkMsg::Done(d)) => {
                             // The walker is finished; stop listening to it.
                             walk_rx = crossbeam_channel::never();
+                            tracing::debug!(ms = started.elapsed().as_millis() as u64, files = d.jobs, "walk finished");
                             prog.walk_done = true;
                             prog.to_read = d.jobs;
                             walk_result = Some(d);
@@ -162,13 +174,12 @@ pub fn scan(
                     },
                     default(Duration::from_millis(100)) => {}
                 }
-                for (path, error) in pool.reap(opts.file_timeout) {
+                for r in pool.reap(opts.file_timeout) {
                     done += 1;
-                    let r = FileResult::failed(path, error);
-                    apply(&mut writer, &before, r, &mut report)?;
+                    apply(&mut writer, r, &mut report, &mut read)?;
                 }
                 if writer.len() > 4096 || last_commit.elapsed() > Duration::from_millis(300) {
-                    writer.commit()?;
+                    writer.commit_in_background()?;
                     last_commit = Instant::now();
                     progress(&prog);
                 }
@@ -193,26 +204,39 @@ pub fn scan(
         r
     })?;
     pool.shutdown();
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "all files read and applied"
+    );
     let walked = walk_result.expect("walk finished");
 
     // Whatever was indexed below the scopes and not seen now is gone, unless
     // it sits below a folder that could not be read this time.
-    for (path, state) in before.iter() {
-        if walked.seen.contains(path) || walked.unreadable.iter().any(|d| path.starts_with(d)) {
+    for (dir, files) in before.iter() {
+        if walked.unreadable.iter().any(|d| dir.starts_with(d)) {
             continue;
         }
-        if matches!(state.outcome, Outcome::Track(_)) {
-            report.removed += 1;
+        let seen = walked.seen.get(dir);
+        for (name, state) in files {
+            if seen.is_some_and(|s| s.contains(name)) {
+                continue;
+            }
+            if matches!(state.outcome, Outcome::Track(_)) {
+                report.removed += 1;
+            }
+            writer.remove_file(&dir.join(crate::index::path_from_bytes(name)))?;
         }
-        writer.remove_file(path)?;
     }
     writer.commit()?;
     // Folder-level problems (errors of paths that are not files): replace
     // last scan's with this scan's. File errors live and die with the file.
     for scope in scopes {
         for e in index.errors(Some(scope))? {
-            let is_file = index.file_state(&e.path)?.is_some();
-            if !is_file && !walked.problems.iter().any(|p| p.0 == e.path) {
+            let keep = match index.file_state(&e.path)? {
+                Some(s) => matches!(s.outcome, Outcome::Error(_)),
+                None => walked.problems.iter().any(|p| p.0 == e.path),
+            };
+            if !keep {
                 writer.clear_error(&e.path);
             }
         }
@@ -221,18 +245,21 @@ pub fn scan(
         writer.set_error(path, error);
     }
     writer.commit()?;
-    index.gc()?;
+    drop(writer);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "removals and errors committed"
+    );
     index.flush()?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "flushed");
     progress(&prog);
 
-    let mut ids = HashSet::new();
+    // What is indexed under the scopes now: this scan's results, else what
+    // was there before (unchanged files were skipped).
+    let mut ids = read.ids;
+    ids.extend(walked.kept.iter().copied());
+    report.files = read.files + walked.kept.len();
     for scope in scopes {
-        for (_, st) in index.files_under(scope)? {
-            if let Outcome::Track(id) = st.outcome {
-                report.files += 1;
-                ids.insert(id);
-            }
-        }
         report.errors.extend(index.errors(Some(scope))?);
     }
     report.tracks = ids.len();
@@ -240,26 +267,40 @@ pub fn scan(
     Ok(report)
 }
 
+/// Audio files read in this scan and their distinct track ids.
+#[derive(Default)]
+struct ReadTally {
+    files: usize,
+    ids: FxHashSet<TrackId>,
+}
+
 fn apply(
     writer: &mut crate::index::Writer<'_>,
-    before: &HashMap<PathBuf, FileState>,
     r: FileResult,
     report: &mut ScanReport,
+    read: &mut ReadTally,
 ) -> Result<(), ScanError> {
     let Some(state) = r.state else {
         // Vanished between listing and reading: the removal pass handles it.
         return Ok(());
     };
-    if let Outcome::Track(_) = state.outcome {
-        match before.get(&r.path).map(|s| &s.outcome) {
-            Some(Outcome::Track(_)) => report.changed += 1,
-            _ => report.added += 1,
-        }
-    } else if let Some(Outcome::Track(_)) = before.get(&r.path).map(|s| &s.outcome) {
-        report.removed += 1;
+    if let Outcome::Track(id) = state.outcome {
+        read.files += 1;
+        read.ids.insert(id);
     }
-    let track = r.track.as_ref().map(|(t, c)| (t, c.as_deref()));
-    writer.set_file(&r.path, &state, track)?;
+    let was_track = matches!(r.old.as_ref().map(|s| &s.outcome), Some(Outcome::Track(_)));
+    match (was_track, matches!(state.outcome, Outcome::Track(_))) {
+        (true, true) => report.changed += 1,
+        (false, true) => report.added += 1,
+        (true, false) => report.removed += 1,
+        (false, false) => {}
+    }
+    let track = r.track.as_ref().map(|(t, c, d)| NewTrack {
+        track: t,
+        cover: c.as_deref(),
+        derived: Some(d.clone()),
+    });
+    writer.set_file_after(&r.path, r.old.as_ref(), &state, track)?;
     Ok(())
 }
 
@@ -270,11 +311,17 @@ enum WalkMsg {
     Done(WalkDone),
 }
 
+/// File states of one folder, by file name (raw bytes).
+type DirStates = std::collections::BTreeMap<Vec<u8>, FileState>;
+
 struct WalkDone {
     /// Jobs handed to the pool.
     jobs: u64,
-    /// Every file path listed (read or skipped as unchanged).
-    seen: HashSet<PathBuf>,
+    /// Files listed in folders the index already knew: folder -> names.
+    /// (In a folder it did not know, nothing can have been removed.)
+    seen: HashMap<PathBuf, FxHashSet<Vec<u8>>>,
+    /// Track ids of the unchanged files, which were not read again.
+    kept: Vec<TrackId>,
     /// Folders that could not be listed.
     unreadable: Vec<PathBuf>,
     /// Folder-level problems (unreadable folders, symlink loops).
@@ -300,15 +347,16 @@ fn image_signature(path: &Path, m: &Metadata) -> CoverId {
 
 fn walk_all(
     scopes: &[PathBuf],
-    before: &HashMap<PathBuf, FileState>,
+    before: &HashMap<PathBuf, DirStates>,
     force: bool,
     cancel: &AtomicBool,
-    jobs: &Sender<Job>,
+    jobs: &Sender<Vec<Job>>,
     events: &Sender<WalkMsg>,
 ) -> WalkDone {
     let mut done = WalkDone {
         jobs: 0,
-        seen: HashSet::new(),
+        seen: HashMap::new(),
+        kept: vec![],
         unreadable: vec![],
         problems: vec![],
     };
@@ -326,19 +374,41 @@ fn walk_all(
                     .as_ref()
                     .map(|(p, m)| image_signature(p, m));
                 let mut folder_cover: Option<Option<Arc<Cover>>> = None;
+                let known = before.get(&dir.dir);
+                let mut seen = known.map(|_| done.seen.entry(dir.dir.clone()).or_default());
+                let mut batch = Vec::new();
                 for (path, meta) in dir.files {
                     if cancel.load(Ordering::Relaxed) {
                         return;
                     }
                     found += 1;
-                    let unchanged = before.get(&path).is_some_and(|s| {
+                    let name = path
+                        .file_name()
+                        .map(|n| crate::index::path_bytes(Path::new(n)).to_vec())
+                        .unwrap_or_default();
+                    let old = known.and_then(|k| k.get(&name));
+                    // Only a known file needs a stat to decide; a new one is
+                    // stat'ed by its reader, on the open file.
+                    let meta = match (meta, old) {
+                        (Some(m), _) => Some(m),
+                        (None, Some(_)) => std::fs::metadata(&path).ok(),
+                        (None, None) => None,
+                    };
+                    let unchanged = old.zip(meta.as_ref()).is_some_and(|(s, meta)| {
                         !force
                             && s.size == meta.len()
-                            && s.mtime_ns == mtime_ns(&meta)
+                            && s.mtime_ns == mtime_ns(meta)
                             && s.folder_cover == sig
                             && s.scanner_version == SCANNER_VERSION
                     });
-                    done.seen.insert(path.clone());
+                    if unchanged {
+                        if let Some(Outcome::Track(id)) = old.map(|s| &s.outcome) {
+                            done.kept.push(*id);
+                        }
+                    }
+                    if let Some(seen) = seen.as_mut() {
+                        seen.insert(name);
+                    }
                     if unchanged {
                         continue;
                     }
@@ -351,15 +421,19 @@ fn walk_all(
                         .clone();
                     let job = Job {
                         path,
-                        size: meta.len(),
-                        mtime_ns: mtime_ns(&meta),
+                        old: old.cloned(),
+                        stat: meta.map(|m| (m.len(), mtime_ns(&m))),
                         folder_sig: sig,
                         folder_cover: cover,
                     };
-                    if jobs.send(job).is_err() {
+                    batch.push(job);
+                    done.jobs += 1;
+                    if batch.len() >= JOB_BATCH && jobs.send(std::mem::take(&mut batch)).is_err() {
                         return;
                     }
-                    done.jobs += 1;
+                }
+                if !batch.is_empty() && jobs.send(batch).is_err() {
+                    return;
                 }
                 if last_event.elapsed() > Duration::from_millis(100) {
                     last_event = Instant::now();
@@ -401,24 +475,30 @@ fn read_image(path: &Path, m: &Metadata) -> Option<Arc<Cover>> {
 
 struct Job {
     path: PathBuf,
-    size: u64,
-    mtime_ns: i64,
+    /// What the index knew of this path before the scan.
+    old: Option<FileState>,
+    /// Size and mtime, if the walker already read them.
+    stat: Option<(u64, i64)>,
     folder_sig: Option<CoverId>,
     folder_cover: Option<Arc<Cover>>,
 }
 
 struct FileResult {
     path: PathBuf,
+    old: Option<FileState>,
     /// `None`: the file vanished before it could be read.
     state: Option<FileState>,
-    track: Option<(Track, Option<Arc<Cover>>)>,
+    /// The track, its cover, and what the index derives from it (computed
+    /// here, on a worker, to keep the single writer light).
+    track: Option<(Track, Option<Arc<Cover>>, Arc<Derived>)>,
 }
 
 impl FileResult {
-    fn failed(path: PathBuf, error: String) -> FileResult {
+    fn failed(path: PathBuf, old: Option<FileState>, error: String) -> FileResult {
         // Size 0 / mtime 0 never match a real file, so the next scan retries.
         FileResult {
             path,
+            old,
             state: Some(FileState {
                 size: 0,
                 mtime_ns: 0,
@@ -431,27 +511,50 @@ impl FileResult {
     }
 }
 
-/// A worker's current job and whether the supervisor gave up on it.
+/// Files per job message: a folder's files travel together, so a worker
+/// wakes up once per folder rather than once per file.
+const JOB_BATCH: usize = 64;
+/// Results a worker collects before sending them to the writer.
+const RESULT_BATCH: usize = 32;
+
+/// What a worker is doing, shared with the supervisor.
+#[derive(Default)]
+struct SlotState {
+    /// The file being read, what the index knew of it, and since when.
+    current: Option<(PathBuf, Option<FileState>, Instant)>,
+    /// Jobs received but not started.
+    queue: std::collections::VecDeque<Job>,
+    /// Results not yet sent.
+    results: Vec<FileResult>,
+}
+
+/// A worker's state and whether the supervisor gave up on it.
 #[derive(Default)]
 struct Slot {
-    current: Mutex<Option<(PathBuf, Instant)>>,
+    state: Mutex<SlotState>,
     abandoned: AtomicBool,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Bounded pool of reader threads, supervised for per-file time limits.
 struct Pool {
-    jobs: Sender<Job>,
-    job_rx: Receiver<Job>,
-    results: Receiver<FileResult>,
-    result_tx: Sender<FileResult>,
+    jobs: Sender<Vec<Job>>,
+    job_rx: Receiver<Vec<Job>>,
+    results: Receiver<Vec<FileResult>>,
+    result_tx: Sender<Vec<FileResult>>,
     slots: Vec<Arc<Slot>>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Pool {
     fn start(threads: usize) -> Pool {
-        let (jobs, job_rx) = bounded(threads * 8);
-        let (result_tx, results) = bounded(threads * 8 + 64);
+        let (jobs, job_rx) = bounded(threads * 2);
+        let (result_tx, results) = bounded(threads * 4);
         let mut pool = Pool {
             jobs,
             job_rx,
@@ -461,65 +564,62 @@ impl Pool {
             handles: vec![],
         };
         for _ in 0..threads {
-            pool.spawn_worker();
+            pool.spawn_worker(Default::default());
         }
         pool
     }
 
-    fn spawn_worker(&mut self) {
+    /// Start a worker, with `queue` as its first jobs.
+    fn spawn_worker(&mut self, queue: std::collections::VecDeque<Job>) {
         let slot = Arc::new(Slot::default());
+        slot.lock().queue = queue;
         let rx = self.job_rx.clone();
         let tx = self.result_tx.clone();
         let my = slot.clone();
         let h = std::thread::Builder::new()
             .name("tunemesh-scan".into())
-            .spawn(move || {
-                for job in rx {
-                    *my.current.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((job.path.clone(), Instant::now()));
-                    let r = read_file(job);
-                    let mut cur = my.current.lock().unwrap_or_else(|e| e.into_inner());
-                    if my.abandoned.load(Ordering::SeqCst) {
-                        return; // the supervisor already reported this file
-                    }
-                    *cur = None;
-                    drop(cur);
-                    if tx.send(r).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || worker(&my, &rx, &tx))
             .expect("spawn scan worker");
         self.slots.push(slot);
         self.handles.push(h);
     }
 
     /// Give up on files that have run past `limit`: report each as an error
-    /// and replace its worker (a stuck thread cannot be killed; it is left
-    /// to finish or die with the process, and its result is dropped).
-    fn reap(&mut self, limit: Duration) -> Vec<(PathBuf, String)> {
+    /// and replace its worker, handing the replacement the jobs the stuck
+    /// one had not started (a stuck thread cannot be killed; it is left to
+    /// finish or die with the process, and its result is dropped). Returns
+    /// the results to apply: the stuck worker's finished ones plus one error
+    /// per stuck file.
+    fn reap(&mut self, limit: Duration) -> Vec<FileResult> {
         let mut out = vec![];
         let mut stuck = vec![];
         for (i, slot) in self.slots.iter().enumerate() {
-            let mut cur = slot.current.lock().unwrap_or_else(|e| e.into_inner());
-            if cur.as_ref().is_some_and(|(_, t)| t.elapsed() > limit) {
-                slot.abandoned.store(true, Ordering::SeqCst);
-                let (path, _) = cur.take().expect("checked");
-                tracing::warn!(path = %path.display(), "file took too long; skipped");
-                out.push((
-                    path,
-                    format!(
-                        "reading this file took longer than {} s; skipped",
-                        limit.as_secs()
-                    ),
-                ));
-                stuck.push(i);
+            let mut st = slot.lock();
+            if st
+                .current
+                .as_ref()
+                .is_none_or(|(_, _, t)| t.elapsed() <= limit)
+            {
+                continue;
             }
+            slot.abandoned.store(true, Ordering::SeqCst);
+            let (path, old, _) = st.current.take().expect("checked");
+            tracing::warn!(path = %path.display(), "file took too long; skipped");
+            out.append(&mut st.results);
+            out.push(FileResult::failed(
+                path,
+                old,
+                format!(
+                    "reading this file took longer than {} s; skipped",
+                    limit.as_secs()
+                ),
+            ));
+            stuck.push((i, std::mem::take(&mut st.queue)));
         }
-        for i in stuck.into_iter().rev() {
+        for (i, queue) in stuck.into_iter().rev() {
             self.slots.remove(i);
             drop(self.handles.remove(i)); // detach
-            self.spawn_worker();
+            self.spawn_worker(queue);
         }
         out
     }
@@ -529,6 +629,53 @@ impl Pool {
         drop(self.job_rx);
         for h in self.handles {
             let _ = h.join();
+        }
+    }
+}
+
+/// A reader thread: takes jobs from its queue (refilled from the shared
+/// channel), reads each file, and sends results in batches.
+fn worker(slot: &Slot, rx: &Receiver<Vec<Job>>, tx: &Sender<Vec<FileResult>>) {
+    loop {
+        let next = {
+            let mut st = slot.lock();
+            if slot.abandoned.load(Ordering::SeqCst) {
+                return;
+            }
+            match st.queue.pop_front() {
+                Some(job) => {
+                    st.current = Some((job.path.clone(), job.old.clone(), Instant::now()));
+                    Some(job)
+                }
+                None => None,
+            }
+        };
+        let Some(job) = next else {
+            // Idle: deliver what is done before waiting for more.
+            let results = std::mem::take(&mut slot.lock().results);
+            if !results.is_empty() && tx.send(results).is_err() {
+                return;
+            }
+            match rx.recv() {
+                Ok(batch) => slot.lock().queue.extend(batch),
+                Err(_) => return,
+            }
+            continue;
+        };
+        let r = read_file(job);
+        let full = {
+            let mut st = slot.lock();
+            if slot.abandoned.load(Ordering::SeqCst) {
+                return; // the supervisor already reported this file
+            }
+            st.current = None;
+            st.results.push(r);
+            (st.results.len() >= RESULT_BATCH).then(|| std::mem::take(&mut st.results))
+        };
+        if let Some(results) = full {
+            if tx.send(results).is_err() {
+                return;
+            }
         }
     }
 }
@@ -555,41 +702,34 @@ fn ext_of(path: &Path) -> Option<String> {
 fn read_file(job: Job) -> FileResult {
     let ext = ext_of(&job.path);
     let promised_audio = ext.as_deref().is_some_and(|e| AUDIO_EXTS.contains(&e));
-    let mk = |outcome: Outcome| FileState {
-        size: job.size,
-        mtime_ns: job.mtime_ns,
-        folder_cover: job.folder_sig,
-        scanner_version: SCANNER_VERSION,
-        outcome,
+    let skip = !promised_audio && ext.as_deref().is_some_and(|e| SKIP_EXTS.contains(&e));
+    let mut stat = job.stat;
+    let (outcome, track) = match read_audio(&job, &mut stat, promised_audio, skip) {
+        Ok(Some((track, cover))) => {
+            let derived = Arc::new(crate::index::derive(&track));
+            (
+                Some(Outcome::Track(track.id)),
+                Some((track, cover, derived)),
+            )
+        }
+        Ok(None) => (Some(Outcome::NotAudio), None),
+        Err(ReadError::Vanished) => (None, None),
+        Err(ReadError::Bad(e)) => (Some(Outcome::Error(e)), None),
     };
-    if !promised_audio && ext.as_deref().is_some_and(|e| SKIP_EXTS.contains(&e)) {
-        return FileResult {
-            state: Some(mk(Outcome::NotAudio)),
-            path: job.path,
-            track: None,
-        };
-    }
-    match read_audio(&job, promised_audio) {
-        Ok(Some((track, cover))) => FileResult {
-            state: Some(mk(Outcome::Track(track.id))),
-            track: Some((track, cover)),
-            path: job.path,
-        },
-        Ok(None) => FileResult {
-            state: Some(mk(Outcome::NotAudio)),
-            path: job.path,
-            track: None,
-        },
-        Err(ReadError::Vanished) => FileResult {
-            state: None,
-            path: job.path,
-            track: None,
-        },
-        Err(ReadError::Bad(e)) => FileResult {
-            state: Some(mk(Outcome::Error(e))),
-            path: job.path,
-            track: None,
-        },
+    // Without a stat (the file could not even be opened), size 0 / mtime 0
+    // never match a real file, so the next scan tries again.
+    let (size, mtime_ns) = stat.unwrap_or((0, 0));
+    FileResult {
+        state: outcome.map(|outcome| FileState {
+            size,
+            mtime_ns,
+            folder_cover: job.folder_sig,
+            scanner_version: SCANNER_VERSION,
+            outcome,
+        }),
+        track,
+        path: job.path,
+        old: job.old,
     }
 }
 
@@ -600,7 +740,14 @@ enum ReadError {
 
 type ReadOk = Option<(Track, Option<Arc<Cover>>)>;
 
-fn read_audio(job: &Job, promised_audio: bool) -> Result<ReadOk, ReadError> {
+/// Read, check, hash and parse one file. `stat` is filled in from the open
+/// file when the walker did not provide it.
+fn read_audio(
+    job: &Job,
+    stat: &mut Option<(u64, i64)>,
+    promised_audio: bool,
+    skip: bool,
+) -> Result<ReadOk, ReadError> {
     let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ReadError::Vanished
@@ -608,8 +755,21 @@ fn read_audio(job: &Job, promised_audio: bool) -> Result<ReadOk, ReadError> {
             ReadError::Bad(format!("cannot read file: {e}"))
         }
     };
+    if skip {
+        if stat.is_none() {
+            let m = std::fs::metadata(&job.path).map_err(io)?;
+            *stat = Some((m.len(), mtime_ns(&m)));
+        }
+        return Ok(None);
+    }
     let mut file = std::fs::File::open(&job.path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    if stat.is_none() {
+        let m = file.metadata().map_err(io)?;
+        *stat = Some((m.len(), mtime_ns(&m)));
+    }
+    // Size as of the stat; a file still growing is caught by the next scan
+    // (its size or mtime will differ), and the read below goes to EOF.
+    let len = stat.map_or(0, |s| s.0);
     if len == 0 {
         return if promised_audio {
             Err(ReadError::Bad("empty file (0 bytes)".into()))
@@ -617,19 +777,20 @@ fn read_audio(job: &Job, promised_audio: bool) -> Result<ReadOk, ReadError> {
             Ok(None)
         };
     }
-    let (id, parsed) = if len <= IN_MEMORY_MAX {
-        let mut buf = Vec::with_capacity(len as usize);
+    let (id, parsed, len) = if len <= IN_MEMORY_MAX {
+        let mut buf = Vec::with_capacity(len as usize + 1);
         file.read_to_end(&mut buf).map_err(io)?;
+        if buf.is_empty() {
+            return Err(ReadError::Bad("empty file (0 bytes)".into()));
+        }
         let mut cur = Cursor::new(&buf);
         let Some(ft) = recognise(&mut cur, buf.len() as u64, promised_audio)? else {
             return Ok(None);
         };
         let comments = probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
         let id = Hash32::of(&buf);
-        (
-            id,
-            tags::read(Cursor::new(&buf), ft, comments).map_err(ReadError::Bad)?,
-        )
+        let parsed = tags::read(Cursor::new(&buf), ft, comments).map_err(ReadError::Bad)?;
+        (id, parsed, buf.len() as u64)
     } else {
         let mut reader = std::io::BufReader::new(file);
         let Some(ft) = recognise(&mut reader, len, promised_audio)? else {
@@ -641,10 +802,8 @@ fn read_audio(job: &Job, promised_audio: bool) -> Result<ReadOk, ReadError> {
         h.update_reader(&mut reader).map_err(io)?;
         let id: Hash32 = h.finalize().into();
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-        (
-            id,
-            tags::read(reader, ft, comments).map_err(ReadError::Bad)?,
-        )
+        let parsed = tags::read(reader, ft, comments).map_err(ReadError::Bad)?;
+        (id, parsed, len)
     };
     let cover = match parsed.picture {
         Some((mime, data)) => Some(Arc::new(Cover {
@@ -744,6 +903,56 @@ mod tests {
         assert_eq!(split_track_number("1979"), (None, "1979"));
         assert_eq!(split_track_number("2pac"), (None, "2pac"));
         assert_eq!(split_track_number("Song"), (None, "Song"));
+    }
+
+    /// A FIFO blocks whoever opens it until a writer shows up: a real hang.
+    /// The supervisor must report it, replace the worker, and still deliver
+    /// the files queued behind it.
+    #[cfg(unix)]
+    #[test]
+    fn stuck_file_is_reported_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stuck.mp3");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lib/Alpha Artist/First Album");
+        let job = |path: PathBuf| Job {
+            path,
+            old: None,
+            stat: None,
+            folder_sig: None,
+            folder_cover: None,
+        };
+        let mut pool = Pool::start(1);
+        pool.jobs
+            .send(vec![
+                job(fifo.clone()),
+                job(fixtures.join("01 - Opening.mp3")),
+                job(fixtures.join("02 - Sigur.flac")),
+            ])
+            .unwrap();
+        let mut results = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while results.len() < 3 && Instant::now() < deadline {
+            results.extend(pool.reap(Duration::from_millis(200)));
+            if let Ok(batch) = pool.results.recv_timeout(Duration::from_millis(50)) {
+                results.extend(batch);
+            }
+        }
+        // Release the stuck thread so the process can exit cleanly.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        pool.shutdown();
+        assert_eq!(results.len(), 3);
+        let stuck = results.iter().find(|r| r.path == fifo).unwrap();
+        assert!(
+            matches!(&stuck.state.as_ref().unwrap().outcome, Outcome::Error(e) if e.contains("longer than"))
+        );
+        let tracks = results.iter().filter(|r| r.track.is_some()).count();
+        assert_eq!(tracks, 2, "the files behind the stuck one were read");
     }
 
     #[test]

@@ -243,10 +243,26 @@ fn mpeg_frame_len(h: [u8; 4]) -> Option<usize> {
 
 /// The first MPEG frame (two consecutive valid headers) within 64 KiB of
 /// `start`: its offset and the frame bytes read.
+/// Only the head of the frame is returned: enough for a Xing/Info header.
 fn first_mpeg_frame<R: Read + Seek>(r: &mut R, start: u64) -> Option<(u64, Vec<u8>)> {
-    let mut buf = vec![0u8; 64 << 10];
-    let n = read_at(r, start, &mut buf).ok()?;
-    buf.truncate(n);
+    let len = r.seek(SeekFrom::End(0)).ok()?;
+    // Usually the frame is right there: look at 8 KiB first, and at the
+    // whole 64 KiB junk allowance only if that finds nothing.
+    for window in [8 << 10, 64 << 10] {
+        let mut buf = vec![0u8; len.saturating_sub(start).min(window) as usize];
+        let n = read_at(r, start, &mut buf).ok()?;
+        buf.truncate(n);
+        if let Some(found) = find_mpeg_frame(&buf, start) {
+            return Some(found);
+        }
+        if (n as u64) < window {
+            break; // that was the whole file
+        }
+    }
+    None
+}
+
+fn find_mpeg_frame(buf: &[u8], start: u64) -> Option<(u64, Vec<u8>)> {
     let mut i = 0;
     while i + 4 <= buf.len() {
         if buf[i] == 0xFF {
@@ -258,7 +274,7 @@ fn first_mpeg_frame<R: Read + Seek>(r: &mut R, start: u64) -> Option<(u64, Vec<u
                     None => next >= buf.len(),
                 };
                 if confirmed {
-                    let end = next.min(buf.len());
+                    let end = next.min(buf.len()).min(i + 256);
                     return Some((start + i as u64, buf[i..end].to_vec()));
                 }
             }

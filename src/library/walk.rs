@@ -9,8 +9,11 @@ use std::rc::Rc;
 
 /// One directory's worth of files.
 pub struct DirFiles {
-    /// Regular files (symbolic links already resolved), with their metadata.
-    pub files: Vec<(PathBuf, Metadata)>,
+    pub dir: PathBuf,
+    /// Regular files (symbolic links already resolved). Their metadata is
+    /// there when the walk had to read it anyway (links); otherwise the
+    /// caller stats only what it needs: a first scan needs nothing.
+    pub files: Vec<(PathBuf, Option<Metadata>)>,
     /// The folder image (cover.jpg, folder.png ...), if there is one.
     pub folder_image: Option<(PathBuf, Metadata)>,
 }
@@ -76,7 +79,8 @@ pub fn walk(
         let dir = root.parent().unwrap_or(Path::new("/")).to_path_buf();
         let folder_image = list_folder_image(&dir);
         on_dir(DirFiles {
-            files: vec![(root.to_path_buf(), meta)],
+            dir: dir.clone(),
+            files: vec![(root.to_path_buf(), Some(meta))],
             folder_image,
         });
         return;
@@ -121,9 +125,30 @@ pub fn walk(
                 continue;
             }
             let path = entry.path();
-            // Follows symbolic links; a dangling link is skipped.
-            let meta = match std::fs::metadata(&path) {
+            // The entry's type comes with the listing; only folders and
+            // symbolic links (followed) need a stat here.
+            let Ok(ft) = entry.file_type() else { continue };
+            let meta = if ft.is_symlink() {
+                std::fs::metadata(&path)
+            } else if ft.is_dir() {
+                entry.metadata()
+            } else if ft.is_file() {
+                match name.to_str().and_then(folder_image_rank) {
+                    Some(r) if image.as_ref().is_none_or(|(best, _, _)| r < *best) => {
+                        if let Ok(m) = entry.metadata() {
+                            image = Some((r, path, m));
+                        }
+                    }
+                    Some(_) => {}
+                    None => files.push((path, None)),
+                }
+                continue;
+            } else {
+                continue; // sockets, fifos, devices
+            };
+            let meta = match meta {
                 Ok(m) => m,
+                // A dangling link, or gone since the listing.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     on_problem(WalkProblem {
@@ -153,7 +178,7 @@ pub fn walk(
                         image = Some((r, path, meta));
                     }
                     Some(_) => {}
-                    None => files.push((path, meta)),
+                    None => files.push((path, Some(meta))),
                 }
             }
         }
@@ -167,6 +192,7 @@ pub fn walk(
         }
         if !files.is_empty() {
             on_dir(DirFiles {
+                dir,
                 files,
                 folder_image: image.map(|(_, p, m)| (p, m)),
             });
