@@ -1,7 +1,12 @@
 //! Scan / rescan / search benchmark driver (no criterion).
 //!
 //!     cargo bench --bench scan
-//!     cargo bench --bench scan -- --files 10000 --big 100000
+//!     cargo bench --bench scan -- --files 10000 --big 100000 --rounds 5
+//!     cargo bench --bench scan -- --template some.mp3 --files 10000 --big 10000
+//!
+//! The default template is the committed 1-second fixture (~9 KB files: the
+//! worst case for per-file overhead); `--template` takes any MP3, e.g. a
+//! corpus track, for realistic file sizes.
 //!
 //! Phases:
 //! 1. generate (or reuse) synthetic libraries under `target/bench-libs/lib-N`;
@@ -39,7 +44,6 @@ impl<T> Ctx<T> for Option<T> {
 }
 
 const SEED: u64 = 0x7E57_5CA9;
-const ROUNDS: usize = 3;
 const TEMPLATE: &str = "tests/fixtures/lib/Alpha Artist/First Album/01 - Opening.mp3";
 const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 /// Bytes of path arguments per b3sum invocation: far below ARG_MAX (2 MiB
@@ -100,18 +104,29 @@ fn main() {
 struct Args {
     files: usize,
     big: usize,
+    rounds: usize,
+    template: Option<PathBuf>,
 }
 
 fn parse_args() -> Res<Args> {
     let mut a = Args {
         files: 10_000,
         big: 100_000,
+        rounds: 5,
+        template: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
+            "--template" => {
+                a.template = Some(PathBuf::from(it.next().ctx("--template needs a path")?));
+            }
+            "--rounds" => {
+                let v = it.next().ctx("--rounds needs a number")?;
+                a.rounds = v.parse::<usize>().ctx(format!("--rounds {v:?}"))?.max(1);
+            }
             "--files" | "--big" => {
                 let v = it.next().ctx(format!("{arg} needs a number"))?;
                 let n: usize = v.parse().ctx(format!("{arg} {v:?}"))?;
@@ -126,7 +141,7 @@ fn parse_args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo bench --bench scan -- [--files N (10000)] [--big N (100000)]"
+                    "usage: cargo bench --bench scan -- [--files N (10000)] [--big N (100000)] [--rounds N (5)] [--template MP3]"
                 );
                 std::process::exit(0);
             }
@@ -141,7 +156,13 @@ fn parse_args() -> Res<Args> {
 fn run() -> Res<()> {
     let args = parse_args()?;
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let template = manifest.join(TEMPLATE);
+    let template = args
+        .template
+        .clone()
+        .map(|t| t.canonicalize().ctx(format!("template {}", t.display())))
+        .transpose()?
+        .unwrap_or_else(|| manifest.join(TEMPLATE));
+    let rounds = args.rounds;
     let target = match option_env!("CARGO_TARGET_TMPDIR") {
         // CARGO_TARGET_TMPDIR is <target>/tmp.
         Some(t) => Path::new(t)
@@ -165,7 +186,15 @@ fn run() -> Res<()> {
     );
     println!("  libraries  {}", libs.display());
     println!("  machine    nproc={nproc}, load avg {}", loadavg());
-    println!("  sizes      --files {} --big {}", args.files, args.big);
+    println!(
+        "  sizes      --files {} --big {} --rounds {rounds}",
+        args.files, args.big
+    );
+    println!(
+        "  template   {} ({} bytes)",
+        template.display(),
+        std::fs::metadata(&template).map_or(0, |m| m.len())
+    );
 
     // ---------------------------------------------------------------- 1
     section("1. libraries");
@@ -227,7 +256,7 @@ fn run() -> Res<()> {
         "  {:<6} {:>11} {:>11} {:>8} {:>13} {:>13} {:>12}",
         "round", "tunemesh s", "b3sum s", "ratio", "tm files/s", "b3 files/s", "tm peak RSS"
     );
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let b = run_b3sum(&b3sum, &small.dir, &chunks, false)?;
         let t = scan_fresh(&scratch, &small.dir)?;
         check_full_scan(&t.report, files.len())?;
@@ -293,7 +322,7 @@ fn run() -> Res<()> {
         full_big.inproc
     );
     let mut rescans = Vec::new();
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let r = tunemesh_scan(big_data.path(), &big.dir)?;
         let rep = &r.report;
         if rep.files != args.big || rep.added + rep.changed + rep.removed != 0 {
@@ -421,7 +450,7 @@ fn run() -> Res<()> {
         loadavg()
     );
     println!(
-        "full scan, {} files (median of {ROUNDS}, warm cache, fresh data dir):",
+        "full scan, {} files (median of {rounds}, warm cache, fresh data dir):",
         args.files
     );
     println!(
@@ -482,10 +511,25 @@ struct Lib {
 /// Generate `count` files under `libs/lib-count`, or reuse them if a marker
 /// says a complete library with this count and seed is already there.
 fn ensure_library(libs: &Path, template: &Path, count: usize) -> Res<Lib> {
-    let dir = libs.join(format!("lib-{count}"));
+    let stem = template
+        .file_stem()
+        .map(|s| {
+            s.to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        })
+        .unwrap_or_default();
+    let name = if template.ends_with(TEMPLATE) {
+        format!("lib-{count}")
+    } else {
+        format!("lib-{stem}-{count}")
+    };
+    let dir = libs.join(&name);
     // The marker sits next to the library, not in it, so scans never see it.
-    let marker = libs.join(format!("lib-{count}.complete"));
-    let want = format!("count={count} seed={SEED}\n");
+    let marker = libs.join(format!("{name}.complete"));
+    let want = format!(
+        "count={count} seed={SEED} template={}\n",
+        template.display()
+    );
     if dir.is_dir() && std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
         println!("  reusing  {} ({count} files)", dir.display());
         return Ok(Lib {

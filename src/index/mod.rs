@@ -229,8 +229,8 @@ fn track_from(k: &[u8], v: &[u8]) -> Result<Track> {
     codec::track_from_proto(decode(k, rec)?).ok_or_else(|| corrupt(k, "track record without id"))
 }
 
-/// A folder's file states by name.
-type DirFiles = BTreeMap<Vec<u8>, FileState>;
+/// A folder's file states by file name (raw bytes).
+pub type DirFiles = BTreeMap<Vec<u8>, FileState>;
 
 fn dir_from(k: &[u8], v: &[u8]) -> Result<DirFiles> {
     let rec: proto::DirRecord = decode(k, v)?;

@@ -18,7 +18,7 @@ mod tags;
 mod walk;
 pub mod watch;
 
-use crate::index::{Derived, Index, IndexError, NewTrack};
+use crate::index::{Derived, DirFiles, Index, IndexError, NewTrack};
 use crate::model::{Cover, CoverId, FileError, FileState, Hash32, Outcome, Tags, Track, TrackId};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustc_hash::FxHashSet;
@@ -113,7 +113,7 @@ pub fn scan(
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
     // What the index knows below the scopes: folder -> file name -> state.
-    let mut before: HashMap<PathBuf, DirStates> = HashMap::new();
+    let mut before: HashMap<PathBuf, DirFiles> = HashMap::new();
     for s in scopes {
         for (dir, files) in index.files_under(s)? {
             before.entry(dir).or_default().extend(files);
@@ -311,9 +311,6 @@ enum WalkMsg {
     Done(WalkDone),
 }
 
-/// File states of one folder, by file name (raw bytes).
-type DirStates = std::collections::BTreeMap<Vec<u8>, FileState>;
-
 struct WalkDone {
     /// Jobs handed to the pool.
     jobs: u64,
@@ -347,7 +344,7 @@ fn image_signature(path: &Path, m: &Metadata) -> CoverId {
 
 fn walk_all(
     scopes: &[PathBuf],
-    before: &HashMap<PathBuf, DirStates>,
+    before: &HashMap<PathBuf, DirFiles>,
     force: bool,
     cancel: &AtomicBool,
     jobs: &Sender<Vec<Job>>,
