@@ -326,7 +326,8 @@ fn bad_arguments_and_locked_index_give_clear_errors() {
     let mut watcher = tm
         .cmd()
         .args(["watch", fixtures().to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));

@@ -100,3 +100,26 @@ fn watch_picks_up_new_changed_and_deleted_files() {
     assert!(ls.iter().all(|t| t["title"] != "Wave Form"));
     tm.verify();
 }
+
+#[test]
+fn reading_files_does_not_trigger_a_rescan() {
+    let tm = Tm::new();
+    let lib = tempfile::tempdir().unwrap();
+    copy_tree(
+        &fixtures().join("Alpha Artist"),
+        &lib.path().join("Alpha Artist"),
+    );
+    tm.scan(lib.path());
+    let w = Watcher::start(&tm, lib.path());
+    // A player reads every file.
+    for e in std::fs::read_dir(lib.path().join("Alpha Artist/First Album")).unwrap() {
+        let _ = std::fs::read(e.unwrap().path()).unwrap();
+    }
+    // Well past the debounce window, so a rescan for the reads would
+    // already have been reported. Then a real change: the first report
+    // must be that change.
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::remove_file(lib.path().join("Alpha Artist/First Album/03 - Vorbis.ogg")).unwrap();
+    let r = w.wait_for("any rescan", |_| true);
+    assert_eq!(r["removed"], 1, "a rescan ran for mere reads: {r}");
+}

@@ -77,6 +77,11 @@ pub fn watch(
                         if ev.need_rescan() {
                             rescan_all = true;
                         }
+                        // Opening or reading a file (a player, another
+                        // scan) changes nothing.
+                        if matches!(ev.event.kind, notify::EventKind::Access(_)) {
+                            continue;
+                        }
                         paths.extend(ev.event.paths.iter().cloned());
                     }
                 }
