@@ -144,18 +144,28 @@ fn artist_keys(t: &Track) -> BTreeMap<Vec<u8>, &str> {
         .collect()
 }
 
-/// What the index derives from a track's tags: its search document and the
-/// album and artist records it counts towards. Pure and costly (text
-/// folding, hashing), so the scanner computes it on its worker threads
-/// ([`derive`]) and the single writer does not have to.
+/// What the index derives from a track: its search document, the album and
+/// artist records it counts towards, and its encoded value. Pure and costly
+/// (text folding, hashing, encoding), so the scanner computes it on its
+/// reader threads ([`derive`]) and the single writer does not have to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Derived {
     doc: String,
     /// Album and artist record keys, with the artist name for artist keys.
     owners: BTreeMap<Vec<u8>, String>,
+    /// The stored value of the track exactly as derived (same paths); used
+    /// as is when the writer does not change the track.
+    value: Option<Vec<u8>>,
 }
 
+/// Derive search text, owner keys and the encoded value of a track.
 pub fn derive(t: &Track) -> Derived {
+    let mut d = derive_keys(t);
+    d.value = Some(encode_track(t, &d.doc));
+    d
+}
+
+fn derive_keys(t: &Track) -> Derived {
     let mut doc = search::document(&t.tags.title, &t.tags.artist(), &t.tags.album);
     if doc.len() > usize::from(u16::MAX) {
         let mut cut = usize::from(u16::MAX);
@@ -171,15 +181,20 @@ pub fn derive(t: &Track) -> Derived {
     if let Some(a) = album_key(t) {
         owners.insert(a, String::new());
     }
-    Derived { doc, owners }
+    Derived {
+        doc,
+        owners,
+        value: None,
+    }
 }
 
 /// A track for [`Writer::set_file_after`]: the track found at a path, its
 /// cover image if the index may not have it yet, and optionally what the
 /// index derives from it (computed by the caller, off the writer's thread).
 pub struct NewTrack<'a> {
-    pub track: &'a Track,
+    pub track: Track,
     pub cover: Option<&'a Cover>,
+    /// Must be `derive(&track)` if given.
     pub derived: Option<Arc<Derived>>,
 }
 
@@ -188,12 +203,26 @@ pub struct NewTrack<'a> {
 struct Staged {
     track: Track,
     derived: Arc<Derived>,
+    /// The track is exactly what `derived` was computed from, so its
+    /// pre-encoded value can be stored as is.
+    pristine: bool,
 }
 
 impl Staged {
     fn new(track: Track) -> Staged {
-        let derived = Arc::new(derive(&track));
-        Staged { track, derived }
+        let derived = Arc::new(derive_keys(&track));
+        Staged {
+            track,
+            derived,
+            pristine: false,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match &self.derived.value {
+            Some(v) if self.pristine => v.clone(),
+            _ => encode_track(&self.track, &self.derived.doc),
+        }
     }
 }
 
@@ -782,9 +811,7 @@ impl Committer {
                 for (records, mut batch) in rx {
                     for (id, t) in &records.tracks {
                         match t {
-                            Some(s) => {
-                                batch.insert(key(T, &id.0), encode_track(&s.track, &s.derived.doc))
-                            }
+                            Some(s) => batch.insert(key(T, &id.0), s.encode()),
                             None => batch.remove(key(T, &id.0)),
                         }
                     }
@@ -982,7 +1009,7 @@ impl Writer<'_> {
     ) -> Result<()> {
         let old = self.get_state(path)?;
         let track = track.map(|(track, cover)| NewTrack {
-            track,
+            track: track.clone(),
             cover,
             derived: None,
         });
@@ -1065,35 +1092,49 @@ impl Writer<'_> {
     }
 
     fn attach(&mut self, path: &Path, n: NewTrack<'_>) -> Result<()> {
-        let t = n.track;
-        let old = self.get_track(&t.id)?;
-        let derived = |d: Option<Arc<Derived>>| d.unwrap_or_else(|| Arc::new(derive(t)));
-        let mut new = match &old {
-            Some(o) => o.clone(),
-            None => Staged {
-                track: Track {
-                    paths: vec![],
-                    ..t.clone()
-                },
-                derived: derived(n.derived.clone()),
-            },
-        };
-        let paths = &mut new.track.paths;
-        if let Err(i) = paths.binary_search_by(|p| p.as_path().cmp(path)) {
-            paths.insert(i, path.to_path_buf());
-        }
-        // Metadata comes from the first path in sorted order, whatever order
-        // the paths were scanned in: file-name fallbacks stay deterministic.
-        if old.is_some() && new.track.paths[0] == path {
-            if new.track.tags != t.tags {
-                new.track.tags = t.tags.clone();
-                new.derived = derived(n.derived);
+        let old = self.get_track(&n.track.id)?;
+        let cover = n.cover;
+        let new = match &old {
+            // The common case: new content, seen at this one path. The
+            // reader's track and derivations are stored as they are.
+            None if n.track.paths.len() == 1 && n.track.paths[0] == path => {
+                let pristine = n.derived.is_some();
+                let derived = n.derived.unwrap_or_else(|| Arc::new(derive_keys(&n.track)));
+                Staged {
+                    track: n.track,
+                    derived,
+                    pristine,
+                }
             }
-            new.track.audio = t.audio.clone();
-            new.track.cover = t.cover;
-            new.track.size = t.size;
-        }
-        if let Some(c) = n.cover.filter(|c| new.track.cover == Some(c.id)) {
+            None => {
+                let mut track = n.track;
+                track.paths = vec![path.to_path_buf()];
+                Staged::new(track)
+            }
+            Some(o) => {
+                let mut new = o.clone();
+                new.pristine = false;
+                let t = n.track;
+                let paths = &mut new.track.paths;
+                if let Err(i) = paths.binary_search_by(|p| p.as_path().cmp(path)) {
+                    paths.insert(i, path.to_path_buf());
+                }
+                // Metadata comes from the first path in sorted order,
+                // whatever order the paths were scanned in: file-name
+                // fallbacks stay deterministic.
+                if new.track.paths[0] == path {
+                    if new.track.tags != t.tags {
+                        new.track.tags = t.tags;
+                        new.derived = Arc::new(derive_keys(&new.track));
+                    }
+                    new.track.audio = t.audio;
+                    new.track.cover = t.cover;
+                    new.track.size = t.size;
+                }
+                new
+            }
+        };
+        if let Some(c) = cover.filter(|c| new.track.cover == Some(c.id)) {
             let count = self.cover_count(&c.id)?;
             if count.value.is_none() {
                 let blob = proto::CoverBlob {
@@ -1111,6 +1152,7 @@ impl Writer<'_> {
             return Ok(());
         };
         let mut new = old.clone();
+        new.pristine = false;
         new.track.paths.retain(|p| p != path);
         if new.track.paths.is_empty() {
             self.write_track(Some(&old), None)

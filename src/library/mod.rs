@@ -295,10 +295,14 @@ fn apply(
         (true, false) => report.removed += 1,
         (false, false) => {}
     }
-    let track = r.track.as_ref().map(|(t, c, d)| NewTrack {
-        track: t,
-        cover: c.as_deref(),
-        derived: Some(d.clone()),
+    let (track, cover) = match r.track {
+        Some((t, c, d)) => (Some((t, d)), c),
+        None => (None, None),
+    };
+    let track = track.map(|(track, derived)| NewTrack {
+        track,
+        cover: cover.as_deref(),
+        derived: Some(derived),
     });
     writer.set_file_after(&r.path, r.old.as_ref(), &state, track)?;
     Ok(())
@@ -775,8 +779,7 @@ fn read_audio(
         };
     }
     let (id, parsed, len) = if len <= IN_MEMORY_MAX {
-        let mut buf = Vec::with_capacity(len as usize + 1);
-        file.read_to_end(&mut buf).map_err(io)?;
+        let buf = read_whole(&mut file, len).map_err(io)?;
         if buf.is_empty() {
             return Err(ReadError::Bad("empty file (0 bytes)".into()));
         }
@@ -823,6 +826,28 @@ fn read_audio(
         },
         cover,
     )))
+}
+
+/// Read a whole file whose size is probably `len`, to its real end (a file
+/// that grew since the stat is read whole; the next scan sees the change).
+/// Unlike `read_to_end`, it does not stat and seek again: this is the hot
+/// path of a scan of many small files.
+fn read_whole(file: &mut std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize + 1];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(n * 2 + 4096, 0);
+        }
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// The audio format of the content, `None` if it is not audio and did not
