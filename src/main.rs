@@ -312,7 +312,7 @@ fn scan_with_progress(
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} files read, eta {eta}",
             )
             .expect("valid template")
             .progress_chars("=> "),
@@ -323,12 +323,15 @@ fn scan_with_progress(
         indicatif::ProgressBar::hidden()
     };
     let report = library::scan(index, scopes, opts, &|p| {
-        bar.set_length(p.to_read);
+        // While walking, more files to read keep turning up: the total is
+        // at least what has been read.
+        bar.set_length(p.to_read.max(p.read));
         bar.set_position(p.read);
+        let found = p.found.max(p.read);
         bar.set_message(if p.walk_done {
-            format!("reading ({} files found)", p.found)
+            format!("reading ({found} files found)")
         } else {
-            format!("walking ({} files found)", p.found)
+            format!("walking ({found} files found)")
         });
     });
     bar.finish_and_clear();

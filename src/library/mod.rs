@@ -168,6 +168,7 @@ pub fn scan(
                             tracing::debug!(ms = started.elapsed().as_millis() as u64, files = d.jobs, "walk finished");
                             prog.walk_done = true;
                             prog.to_read = d.jobs;
+                            prog.found = d.found;
                             walk_result = Some(d);
                         }
                         Err(_) => return Err(ScanError::Internal("the folder walker stopped unexpectedly".into())),
@@ -316,6 +317,8 @@ enum WalkMsg {
 }
 
 struct WalkDone {
+    /// Files listed.
+    found: u64,
     /// Jobs handed to the pool.
     jobs: u64,
     /// Files listed in folders the index already knew: folder -> names.
@@ -355,6 +358,7 @@ fn walk_all(
     events: &Sender<WalkMsg>,
 ) -> WalkDone {
     let mut done = WalkDone {
+        found: 0,
         jobs: 0,
         seen: HashMap::new(),
         kept: vec![],
@@ -453,6 +457,7 @@ fn walk_all(
             done.problems.push((p.path, p.error));
         }
     }
+    done.found = found;
     done
 }
 
