@@ -25,6 +25,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tunemesh::library::generate::WORDS;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -51,48 +52,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 const B3_CHUNK_BYTES: usize = 256 << 10;
 /// Search queries per in-process latency run.
 const N_QUERIES: usize = 200;
-
-/// Mirrors `WORDS` in src/library/generate.rs (private there).
-const WORDS: &[&str] = &[
-    "Midnight",
-    "Rós",
-    "Café",
-    "Echo",
-    "Naïve",
-    "Glass",
-    "River",
-    "Ångström",
-    "Neon",
-    "Hollow",
-    "Velvet",
-    "Señor",
-    "Crystal",
-    "Static",
-    "Über",
-    "Summer",
-    "Zoë",
-    "Paper",
-    "Ghost",
-    "Fjörd",
-    "Golden",
-    "Electric",
-    "Silent",
-    "Wild",
-    "Broken",
-    "Distant",
-    "Solar",
-    "Crimson",
-    "Blue",
-    "Morning",
-    "Ocean",
-    "Desert",
-    "Mirror",
-    "Caves",
-    "Storm",
-    "Garden",
-    "Satellite",
-    "Machine",
-];
 
 fn main() {
     if let Err(e) = run() {

@@ -35,7 +35,9 @@ impl Rng {
     }
 }
 
-const WORDS: &[&str] = &[
+/// Words the generated titles, artists and albums are made of (some with
+/// diacritics, to exercise search folding).
+pub const WORDS: &[&str] = &[
     "Midnight",
     "Rós",
     "Café",
