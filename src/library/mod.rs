@@ -282,7 +282,14 @@ fn apply(
     read: &mut ReadTally,
 ) -> Result<(), ScanError> {
     let Some(state) = r.state else {
-        // Vanished between listing and reading: the removal pass handles it.
+        // Vanished between listing and reading. It was listed, so the
+        // removal pass would keep it: remove it here.
+        if let Some(old) = &r.old {
+            if matches!(old.outcome, Outcome::Track(_)) {
+                report.removed += 1;
+            }
+            writer.remove_file(&r.path)?;
+        }
         return Ok(());
     };
     if let Outcome::Track(id) = state.outcome {
@@ -980,6 +987,44 @@ mod tests {
         );
         let tracks = results.iter().filter(|r| r.track.is_some()).count();
         assert_eq!(tracks, 2, "the files behind the stuck one were read");
+    }
+
+    #[test]
+    fn a_known_file_that_vanishes_before_it_is_read_leaves_the_index() {
+        let data = tempfile::tempdir().unwrap();
+        let index = Index::open(data.path()).unwrap();
+        let path = PathBuf::from("/music/gone.mp3");
+        let track = Track {
+            id: Hash32::of(b"gone"),
+            tags: Tags::default(),
+            audio: Default::default(),
+            size: 4,
+            cover: None,
+            paths: vec![path.clone()],
+        };
+        let state = FileState {
+            size: 4,
+            mtime_ns: 1,
+            folder_cover: None,
+            scanner_version: SCANNER_VERSION,
+            outcome: Outcome::Track(track.id),
+        };
+        let mut w = index.writer();
+        w.set_file(&path, &state, Some((&track, None))).unwrap();
+        let vanished = FileResult {
+            path: path.clone(),
+            old: Some(state),
+            state: None,
+            track: None,
+        };
+        let mut report = ScanReport::default();
+        apply(&mut w, vanished, &mut report, &mut ReadTally::default()).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        assert_eq!(report.removed, 1);
+        assert!(index.file_state(&path).unwrap().is_none());
+        assert!(index.track(&track.id).unwrap().is_none());
+        assert_eq!(index.verify().unwrap(), Vec::<String>::new());
     }
 
     #[test]
