@@ -37,6 +37,12 @@ pub const SCANNER_VERSION: u32 = 1;
 /// Files up to this size are read into memory once, hashed and parsed from
 /// the same buffer; bigger ones are streamed.
 const IN_MEMORY_MAX: u64 = 32 << 20;
+/// Index operations per batch (about two per file read). Small batches keep
+/// sled's single committer thread busy in step with the readers and leave
+/// little to apply after the last file is read; measured on 10k small
+/// files (interleaved runs): 4096 → 260 ms, 1024 → 222-246 ms, 512 → 221
+/// ms, 256 → 224 ms; on 100k files 512 beats 4096 too (2.6 s vs 2.9 s).
+const COMMIT_OPS: usize = 512;
 /// Folder images bigger than this are ignored.
 const FOLDER_IMAGE_MAX: u64 = 20 << 20;
 
@@ -179,7 +185,7 @@ pub fn scan(
                     done += 1;
                     apply(&mut writer, r, &mut report, &mut read)?;
                 }
-                if writer.len() > 4096 || last_commit.elapsed() > Duration::from_millis(300) {
+                if writer.len() > COMMIT_OPS || last_commit.elapsed() > Duration::from_millis(300) {
                     writer.commit_in_background()?;
                     last_commit = Instant::now();
                     progress(&prog);
