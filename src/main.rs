@@ -31,6 +31,7 @@ enum Command {
     /// Without folders, rescan every library folder. Unchanged files (same
     /// size and mtime) are not read again.
     Scan {
+        /// Folders to add to the library and scan [default: rescan all library folders].
         dirs: Vec<PathBuf>,
         /// Print one JSON object with the summary on stdout.
         #[arg(long)]
@@ -69,6 +70,7 @@ enum Command {
     },
     /// Search titles, artists and albums (case and accents ignored).
     Search {
+        /// Words to find (all must match, in any of title, artist, album).
         #[arg(required = true)]
         query: Vec<String>,
         #[arg(long)]
@@ -79,6 +81,7 @@ enum Command {
     },
     /// Show one track; ID may be any unique prefix of the track id.
     Show {
+        /// Track id, or any unique prefix of it.
         id: String,
         #[arg(long)]
         json: bool,
