@@ -984,6 +984,18 @@ impl Writer<'_> {
         self.ops
     }
 
+    /// Entries of the folder records this batch has changed: what its commit
+    /// will rewrite. A caller sizing batches keeps a batch at least this many
+    /// operations long, so a huge folder is rewritten a logarithmic number of
+    /// times, not once per fixed-size batch.
+    pub fn dirty_folder_entries(&self) -> usize {
+        self.dirs
+            .values()
+            .filter(|d| d.dirty)
+            .map(|d| d.value.as_ref().map_or(0, BTreeMap::len))
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops == 0
     }
@@ -1328,6 +1340,31 @@ mod tests {
         assert!(in_scope(b"/m/a", Path::new("/m/a")));
         assert!(!in_scope(b"/m/ab/x.mp3", Path::new("/m/a")));
         assert!(in_scope(b"/m/a/x.mp3", Path::new("/")));
+    }
+
+    #[test]
+    fn dirty_folder_entries_counts_what_a_commit_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let state = FileState {
+            size: 1,
+            mtime_ns: 1,
+            folder_cover: None,
+            scanner_version: 1,
+            outcome: Outcome::NotAudio,
+        };
+        let mut w = index.writer();
+        for i in 0..10 {
+            w.set_file(Path::new(&format!("/big/{i}.txt")), &state, None)
+                .unwrap();
+        }
+        w.set_file(Path::new("/small/a.txt"), &state, None).unwrap();
+        assert_eq!(w.dirty_folder_entries(), 11);
+        w.commit().unwrap();
+        assert_eq!(w.dirty_folder_entries(), 0);
+        // One more file in the big folder: its whole record is rewritten.
+        w.set_file(Path::new("/big/10.txt"), &state, None).unwrap();
+        assert_eq!(w.dirty_folder_entries(), 11);
     }
 
     #[test]

@@ -185,7 +185,8 @@ pub fn scan(
                     done += 1;
                     apply(&mut writer, r, &mut report, &mut read)?;
                 }
-                if writer.len() > COMMIT_OPS || last_commit.elapsed() > Duration::from_millis(300) {
+                let batch = COMMIT_OPS.max(writer.dirty_folder_entries());
+                if writer.len() > batch || last_commit.elapsed() > Duration::from_millis(300) {
                     writer.commit_in_background()?;
                     last_commit = Instant::now();
                     progress(&prog);
