@@ -93,10 +93,16 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 
 /// Split a path into (folder bytes, file name bytes).
 fn split_path(path: &Path) -> (Vec<u8>, Vec<u8>) {
-    let dir = path.parent().map(path_bytes).unwrap_or(b"/").to_vec();
+    let (dir, name) = split_path_ref(path);
+    (dir.to_vec(), name.to_vec())
+}
+
+/// (folder bytes, file name bytes), borrowed: for lookups on the hot path.
+fn split_path_ref(path: &Path) -> (&[u8], &[u8]) {
+    let dir = path.parent().map(path_bytes).unwrap_or(b"/");
     let name = path
         .file_name()
-        .map(|n| path_bytes(Path::new(n)).to_vec())
+        .map(|n| path_bytes(Path::new(n)))
         .unwrap_or_default();
     (dir, name)
 }
@@ -914,24 +920,24 @@ impl Writer<'_> {
     }
 
     fn get_state(&mut self, path: &Path) -> Result<Option<FileState>> {
-        let (dir, name) = split_path(path);
+        let (dir, name) = split_path_ref(path);
         Ok(self
-            .dir_mut(&dir)?
+            .dir_mut(dir)?
             .value
             .as_ref()
-            .and_then(|d| d.get(&name).cloned()))
+            .and_then(|d| d.get(name).cloned()))
     }
 
     fn set_state(&mut self, path: &Path, state: Option<&FileState>) -> Result<()> {
-        let (dir, name) = split_path(path);
-        let d = self.dir_mut(&dir)?;
+        let (dir, name) = split_path_ref(path);
+        let d = self.dir_mut(dir)?;
         let files = d.value.get_or_insert_with(DirFiles::new);
         match state {
             Some(s) => {
-                files.insert(name, s.clone());
+                files.insert(name.to_vec(), s.clone());
             }
             None => {
-                files.remove(&name);
+                files.remove(name);
             }
         }
         d.dirty = true;

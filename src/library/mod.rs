@@ -847,10 +847,11 @@ fn read_audio(
     )))
 }
 
-/// Read a whole file whose size is probably `len`, to its real end (a file
-/// that grew since the stat is read whole; the next scan sees the change).
-/// Unlike `read_to_end`, it does not stat and seek again: this is the hot
-/// path of a scan of many small files.
+/// Read a whole regular file whose size is probably `len`, to its end (a
+/// file that grew since the stat is read whole; the next scan sees the
+/// change). Unlike `read_to_end`, it neither stats and seeks again nor
+/// probes for EOF after a short read (a regular file reads short only at
+/// its end): this is the hot path of a scan of many small files.
 fn read_whole(file: &mut std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize + 1];
     let mut n = 0;
@@ -860,6 +861,10 @@ fn read_whole(file: &mut std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
         }
         match file.read(&mut buf[n..]) {
             Ok(0) => break,
+            Ok(k) if n + k < buf.len() => {
+                n += k;
+                break;
+            }
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
