@@ -172,20 +172,47 @@ pub fn derive(t: &Track) -> Derived {
 }
 
 fn derive_keys(t: &Track) -> Derived {
-    let mut doc = search::document(&t.tags.title, &t.tags.artist(), &t.tags.album);
+    // Each distinct string is folded once: the album, artist and album
+    // artist appear in the document and in the record keys. The keys equal
+    // `album_key` and `artist_keys` (checked by `verify` and a unit test).
+    let artist = t.tags.artist();
+    let n_title = search::normalize(&t.tags.title);
+    let n_artist = search::normalize(&artist);
+    let n_album = search::normalize(&t.tags.album);
+    let fold = |s: &str| {
+        if s == artist {
+            n_artist.clone()
+        } else {
+            search::normalize(s)
+        }
+    };
+    let mut owners: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    for name in &t.tags.artists {
+        let k = key(R, &Hash32::of(fold(name).as_bytes()).0[..16]);
+        owners.insert(k, name.clone());
+    }
+    // The album is filed under the album artist, else the artist.
+    let n_owner = if t.tags.album_artist.is_empty() {
+        n_artist.clone()
+    } else {
+        let n = fold(&t.tags.album_artist);
+        owners.insert(
+            key(R, &Hash32::of(n.as_bytes()).0[..16]),
+            t.tags.album_artist.clone(),
+        );
+        n
+    };
+    if !t.tags.album.is_empty() {
+        let doc = format!("{n_owner}\0{n_album}");
+        owners.insert(key(A, &Hash32::of(doc.as_bytes()).0[..16]), String::new());
+    }
+    let mut doc = format!("{n_title}{}{n_artist}{}{n_album}", search::SEP, search::SEP);
     if doc.len() > usize::from(u16::MAX) {
         let mut cut = usize::from(u16::MAX);
         while !doc.is_char_boundary(cut) {
             cut -= 1;
         }
         doc.truncate(cut);
-    }
-    let mut owners: BTreeMap<Vec<u8>, String> = artist_keys(t)
-        .into_iter()
-        .map(|(k, n)| (k, n.to_owned()))
-        .collect();
-    if let Some(a) = album_key(t) {
-        owners.insert(a, String::new());
     }
     Derived {
         doc,
@@ -1371,6 +1398,35 @@ mod tests {
         // One more file in the big folder: its whole record is rewritten.
         w.set_file(Path::new("/big/10.txt"), &state, None).unwrap();
         assert_eq!(w.dirty_folder_entries(), 11);
+    }
+
+    #[test]
+    fn derived_keys_match_the_shared_key_functions() {
+        let t = Track {
+            id: Hash32::of(b"k"),
+            tags: crate::model::Tags {
+                title: "Hoppípolla".into(),
+                artists: vec!["Sigur Rós".into(), "Amiina".into()],
+                album: "Takk…".into(),
+                album_artist: "Sigur Rós".into(),
+                ..Default::default()
+            },
+            audio: Default::default(),
+            size: 1,
+            cover: None,
+            paths: vec!["/a/b.flac".into()],
+        };
+        let d = derive_keys(&t);
+        let mut want: BTreeMap<Vec<u8>, String> = artist_keys(&t)
+            .into_iter()
+            .map(|(k, n)| (k, n.to_owned()))
+            .collect();
+        want.insert(album_key(&t).unwrap(), String::new());
+        assert_eq!(d.owners, want);
+        assert_eq!(
+            d.doc,
+            search::document(&t.tags.title, &t.tags.artist(), &t.tags.album)
+        );
     }
 
     #[test]
