@@ -67,8 +67,8 @@ impl Drop for Watcher {
     }
 }
 
-#[test]
-fn watch_picks_up_new_changed_and_deleted_files() {
+/// A scanned library holding the fixtures' "Alpha Artist", watched.
+fn watched_library() -> (Tm, tempfile::TempDir, Watcher) {
     let tm = Tm::new();
     let lib = tempfile::tempdir().unwrap();
     copy_tree(
@@ -77,6 +77,12 @@ fn watch_picks_up_new_changed_and_deleted_files() {
     );
     tm.scan(lib.path());
     let w = Watcher::start(&tm, lib.path());
+    (tm, lib, w)
+}
+
+#[test]
+fn watch_picks_up_new_changed_and_deleted_files() {
+    let (tm, lib, w) = watched_library();
 
     // A new album folder appears (copied in, as a user would).
     copy_tree(&fixtures().join("Beta Band"), &lib.path().join("Beta Band"));
@@ -103,14 +109,7 @@ fn watch_picks_up_new_changed_and_deleted_files() {
 
 #[test]
 fn reading_files_does_not_trigger_a_rescan() {
-    let tm = Tm::new();
-    let lib = tempfile::tempdir().unwrap();
-    copy_tree(
-        &fixtures().join("Alpha Artist"),
-        &lib.path().join("Alpha Artist"),
-    );
-    tm.scan(lib.path());
-    let w = Watcher::start(&tm, lib.path());
+    let (_tm, lib, w) = watched_library();
     // A player reads every file.
     for e in std::fs::read_dir(lib.path().join("Alpha Artist/First Album")).unwrap() {
         let _ = std::fs::read(e.unwrap().path()).unwrap();
