@@ -128,58 +128,56 @@ pub fn walk(
             // The entry's type comes with the listing; only folders and
             // symbolic links (followed) need a stat here.
             let Ok(ft) = entry.file_type() else { continue };
-            let meta = if ft.is_symlink() {
-                std::fs::metadata(&path)
-            } else if ft.is_dir() {
-                entry.metadata()
-            } else if ft.is_file() {
-                match name.to_str().and_then(folder_image_rank) {
+            let meta = if ft.is_file() {
+                None
+            } else if ft.is_dir() || ft.is_symlink() {
+                let m = if ft.is_symlink() {
+                    std::fs::metadata(&path)
+                } else {
+                    entry.metadata()
+                };
+                match m {
+                    Ok(m) => Some(m),
+                    // A dangling link, or gone since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        on_problem(WalkProblem {
+                            path,
+                            error: format!("cannot read: {e}"),
+                            unreadable_dir: false,
+                        });
+                        continue;
+                    }
+                }
+            } else {
+                continue; // sockets, fifos, devices
+            };
+            match meta {
+                Some(m) if m.is_dir() => {
+                    let id = dev_ino(&m);
+                    if ancestors.contains(&id) {
+                        on_problem(WalkProblem {
+                            error:
+                                "symbolic link loop: points back to a folder above it; not followed"
+                                    .into(),
+                            path,
+                            unreadable_dir: false,
+                        });
+                    } else if visited.insert(id) {
+                        subdirs.push((path, id));
+                    }
+                }
+                // A link to something that is neither file nor folder.
+                Some(m) if !m.is_file() => {}
+                meta => match name.to_str().and_then(folder_image_rank) {
                     Some(r) if image.as_ref().is_none_or(|(best, _, _)| r < *best) => {
-                        if let Ok(m) = entry.metadata() {
+                        if let Some(m) = meta.or_else(|| entry.metadata().ok()) {
                             image = Some((r, path, m));
                         }
                     }
                     Some(_) => {}
-                    None => files.push((path, None)),
-                }
-                continue;
-            } else {
-                continue; // sockets, fifos, devices
-            };
-            let meta = match meta {
-                Ok(m) => m,
-                // A dangling link, or gone since the listing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    on_problem(WalkProblem {
-                        path,
-                        error: format!("cannot read: {e}"),
-                        unreadable_dir: false,
-                    });
-                    continue;
-                }
-            };
-            if meta.is_dir() {
-                let id = dev_ino(&meta);
-                if ancestors.contains(&id) {
-                    on_problem(WalkProblem {
-                        error: "symbolic link loop: points back to a folder above it; not followed"
-                            .into(),
-                        path,
-                        unreadable_dir: false,
-                    });
-                } else if visited.insert(id) {
-                    subdirs.push((path, id));
-                }
-            } else if meta.is_file() {
-                let rank = name.to_str().and_then(folder_image_rank);
-                match rank {
-                    Some(r) if image.as_ref().is_none_or(|(best, _, _)| r < *best) => {
-                        image = Some((r, path, meta));
-                    }
-                    Some(_) => {}
-                    None => files.push((path, Some(meta))),
-                }
+                    None => files.push((path, meta)),
+                },
             }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
