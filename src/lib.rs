@@ -5,9 +5,12 @@
 //! → [`index`] (durable, content-addressed store and search). See
 //! ARCHITECTURE.md for the map and the invariants.
 
+pub mod cache;
 pub mod index;
 pub mod library;
 pub mod model;
+pub mod stream;
+pub mod transcode;
 
 /// Protobuf types generated from `proto/`. They stay at the edges (storage
 /// and wire encodings); the rest of the crate speaks [`model`].

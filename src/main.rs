@@ -2,13 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tunemesh::cache::Cache;
 use tunemesh::index::Index;
 use tunemesh::library::{self, ScanOptions, ScanReport};
 use tunemesh::model::Track;
+use tunemesh::stream::{Profile, Stream, StreamRequest, Streamer, Via};
 
 /// tunemesh: your music, indexed once, on all your devices.
 #[derive(Parser)]
@@ -99,6 +101,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Transcode a file or an indexed track to Ogg Opus, as the home node
+    /// streams it (an Opus or MP3 source at or below the bitrate is copied
+    /// as it is). Whole-track transcodes go through the transcode cache.
+    Transcode {
+        /// A file path, or a track id (any unique prefix) from the index.
+        input: String,
+        /// Output file (written whole or not at all); `-` for stdout.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Opus bitrate in kb/s, VBR (64, 96, 128, 192 or any value in
+        /// 16..=256), or `original` for the file as it is.
+        #[arg(long, default_value = "128")]
+        bitrate: String,
+        /// Start this many seconds into the track (a fresh stream from there).
+        #[arg(long, default_value_t = 0.0)]
+        start: f64,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Always transcode, even an Opus or MP3 source that already fits.
+        #[arg(long)]
+        no_passthrough: bool,
+        /// Neither read nor fill the transcode cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Size limit of the transcode cache, in MiB.
+        #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
+        cache_mib: u64,
+    },
 }
 
 fn main() {
@@ -113,7 +144,7 @@ fn main() {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,lofty=error",
+        0 => "warn,lofty=error,symphonia=error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -149,6 +180,52 @@ fn data_dir(cli: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(dirs.data_dir().to_path_buf())
 }
 
+/// A track from a file path (read as a scan would), or from the index by id
+/// prefix.
+fn find_track(dir: &Path, input: &str) -> Result<Track> {
+    let path = Path::new(input);
+    if path.exists() {
+        return tunemesh::library::read_track(path).map_err(|e| anyhow::anyhow!(e));
+    }
+    let index = open_index(dir)?;
+    let ids = index.resolve(input)?;
+    match ids.as_slice() {
+        [id] => index
+            .track(id)?
+            .with_context(|| format!("track {id} vanished from the index")),
+        [] => bail!("{input}: no such file, and no indexed track id starts with it"),
+        _ => bail!(
+            "{input}: {} track ids start with it; give more digits",
+            ids.len()
+        ),
+    }
+}
+
+/// Copy a stream to `-` (stdout) or to a file that appears only when whole.
+fn write_output(stream: &mut Stream, output: &Path) -> Result<()> {
+    if output == Path::new("-") {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        std::io::copy(stream, &mut out).context("transcode failed")?;
+        out.flush()?;
+        return Ok(());
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tunemesh-")
+        .suffix(".part")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    std::io::copy(stream, tmp.as_file_mut()).context("transcode failed")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(())
+}
+
 fn open_index(dir: &Path) -> Result<Index> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(Index::open(dir)?)
@@ -157,6 +234,56 @@ fn open_index(dir: &Path) -> Result<Index> {
 fn run(cli: Cli) -> Result<()> {
     let dir = data_dir(&cli.data_dir)?;
     match cli.command {
+        Command::Transcode {
+            input,
+            output,
+            bitrate,
+            start,
+            duration,
+            no_passthrough,
+            no_cache,
+            cache_mib,
+        } => {
+            let profile = match bitrate.as_str() {
+                "original" => Profile::Original,
+                b => Profile::Opus(
+                    b.trim_end_matches('k')
+                        .parse()
+                        .with_context(|| format!("--bitrate {b}: expected kb/s or `original`"))?,
+                ),
+            };
+            let track = find_track(&dir, &input)?;
+            let cache = if no_cache {
+                None
+            } else {
+                Some(Cache::open(&dir.join("cache"), cache_mib << 20)?)
+            };
+            let streamer = Streamer::new(cache);
+            let mut req = StreamRequest::new(profile);
+            req.start = start;
+            req.duration = duration;
+            req.passthrough = !no_passthrough;
+            let mut stream = streamer.open(&track, &req)?;
+            tracing::info!(via = ?stream.via, mime = stream.mime, "transcode");
+            write_output(&mut stream, &output)?;
+            if let Some(c) = streamer.cache() {
+                c.wait_idle();
+            }
+            if output != Path::new("-") {
+                eprintln!(
+                    "{}: {} ({})",
+                    output.display(),
+                    match stream.via {
+                        Via::Original => "original file",
+                        Via::Passthrough => "source copied as it is (already fits the bitrate)",
+                        Via::CacheHit => "from the transcode cache",
+                        Via::Encode => "transcoded, now cached",
+                        Via::Live => "transcoded",
+                    },
+                    stream.mime
+                );
+            }
+        }
         Command::Scan {
             dirs,
             json,

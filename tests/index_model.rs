@@ -35,7 +35,7 @@ fn path(p: u8) -> PathBuf {
 }
 
 fn cover(c: u8) -> Option<Cover> {
-    (c % 2 == 0).then(|| {
+    c.is_multiple_of(2).then(|| {
         let data = vec![c / 2; 8];
         Cover {
             id: Hash32::of(&data),

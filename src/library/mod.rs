@@ -758,6 +758,25 @@ enum ReadError {
     Bad(String),
 }
 
+/// Read one file as a scan would (content checks, blake3 id, tags,
+/// fallbacks), without the index: for commands given a path. A file that is
+/// not audio, or is damaged, is an error saying why.
+pub fn read_track(path: &Path) -> Result<Track, String> {
+    let job = Job {
+        path: path.to_owned(),
+        old: None,
+        stat: None,
+        folder_sig: None,
+        folder_cover: None,
+    };
+    match read_audio(&job, &mut None, true, false) {
+        Ok(Some((track, _))) => Ok(track),
+        Ok(None) => Err(format!("{}: not an audio file", path.display())),
+        Err(ReadError::Vanished) => Err(format!("{}: no such file", path.display())),
+        Err(ReadError::Bad(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 type ReadOk = Option<(Track, Option<Arc<Cover>>)>;
 
 /// Read, check, hash and parse one file. `stat` is filled in from the open

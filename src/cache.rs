@@ -1,0 +1,529 @@
+//! The transcode cache: finished transcodes on disk, content-addressed, with
+//! a size limit and least-recently-used eviction, and live encodes that any
+//! number of readers follow.
+//!
+//! Layout: `DIR/<key>.opus` are complete entries, `DIR/tmp/*.part` are
+//! encodes in progress, each locked (flock) by the process writing it. An
+//! entry appears only by rename after its last byte is written and synced,
+//! so a partial file is never served as whole; a killed encode leaves only
+//! an unlocked `.part`, removed the next time a cache opens the folder. The
+//! last use of an entry is its mtime, so the LRU order survives restarts.
+//!
+//! Responsible for: keys, atomic entries, eviction, sharing one encode
+//! between concurrent readers, and byte-offset reads. It must never decode
+//! or encode audio (it only runs a page iterator it is given), and never
+//! hold its lock while doing I/O on an entry's bytes.
+
+use crate::model::Hash32;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::SystemTime;
+
+/// Default size limit: 2 GiB (about 280 hours at 128 kb/s).
+pub const DEFAULT_LIMIT: u64 = 2 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("transcode cache {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Encode(String),
+    #[error("the cache is shutting down")]
+    ShuttingDown,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What identifies one transcode: blake3 over the source track id, codec,
+/// bitrate, channels, encoder name and version, and pipeline version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Key(pub Hash32);
+
+impl Key {
+    pub fn new(
+        track: Hash32,
+        codec: &str,
+        kbps: u32,
+        channels: u8,
+        encoder: &str,
+        pipeline: u32,
+    ) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(b"tunemesh transcode key v1\0");
+        h.update(&track.0);
+        for part in [codec, encoder] {
+            h.update(&(part.len() as u32).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(&kbps.to_le_bytes());
+        h.update(&[channels]);
+        h.update(&pipeline.to_le_bytes());
+        Key(h.finalize().into())
+    }
+}
+
+/// Where a live encode is: bytes on disk so far, and how it ended.
+#[derive(Default)]
+struct FlightState {
+    written: u64,
+    end: Option<Result<(), String>>,
+}
+
+/// One encode in progress, shared by its readers.
+struct Flight {
+    part: PathBuf,
+    state: Mutex<FlightState>,
+    changed: Condvar,
+    changed_async: tokio::sync::Notify,
+}
+
+impl Flight {
+    fn update(&self, f: impl FnOnce(&mut FlightState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+        self.changed_async.notify_waiters();
+    }
+
+    /// Bytes available beyond `offset`, waiting for the encoder if none are
+    /// yet: `Ok(0)` once the encode ended there.
+    fn wait_beyond(&self, offset: u64) -> Result<u64, CacheError> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if st.written > offset {
+                return Ok(st.written - offset);
+            }
+            match &st.end {
+                Some(Ok(())) => return Ok(0),
+                Some(Err(e)) => return Err(CacheError::Encode(e.clone())),
+                None => st = self.changed.wait(st).unwrap(),
+            }
+        }
+    }
+
+    async fn wait_beyond_async(&self, offset: u64) -> Result<u64, CacheError> {
+        loop {
+            let notified = self.changed_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.state.lock().unwrap();
+                if st.written > offset {
+                    return Ok(st.written - offset);
+                }
+                match &st.end {
+                    Some(Ok(())) => return Ok(0),
+                    Some(Err(e)) => return Err(CacheError::Encode(e.clone())),
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Entry {
+    size: u64,
+    used: SystemTime,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Key, Entry>,
+    total: u64,
+    flights: HashMap<Key, Arc<Flight>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A handle on one cache folder. Encode workers hold the shared state too,
+/// so they can publish their entry the moment it is complete.
+pub struct Cache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    tmp: PathBuf,
+    limit: u64,
+    inner: Mutex<Inner>,
+    shutdown: AtomicBool,
+    encodes: AtomicU64,
+    part_seq: AtomicU64,
+}
+
+/// A source of bytes to cache: the pages of a transcode.
+pub trait Producer: Send + 'static {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl Cache {
+    /// Open (creating) the cache in `dir`, removing what killed encodes
+    /// left behind.
+    pub fn open(dir: &Path, limit: u64) -> Result<Cache, CacheError> {
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            let path = e.path();
+            // A part still locked belongs to a live encode of another
+            // process; an unlocked one is debris.
+            if let Ok(f) = File::open(&path) {
+                if f.try_lock().is_ok() {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let mut inner = Inner::default();
+        for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            let name = e.file_name();
+            let Some(key) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".opus"))
+                .and_then(|h| h.parse::<Hash32>().ok())
+            else {
+                continue;
+            };
+            let Ok(m) = e.metadata() else { continue };
+            inner.total += m.len();
+            inner.entries.insert(
+                Key(key),
+                Entry {
+                    size: m.len(),
+                    used: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                },
+            );
+        }
+        let shared = Shared {
+            dir: dir.to_owned(),
+            tmp,
+            limit,
+            inner: Mutex::new(inner),
+            shutdown: AtomicBool::new(false),
+            encodes: AtomicU64::new(0),
+            part_seq: AtomicU64::new(0),
+        };
+        shared.evict(&mut shared.inner.lock().unwrap());
+        Ok(Cache {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Encodes started by this cache (a test hook and a metric).
+    pub fn encodes_started(&self) -> u64 {
+        self.shared.encodes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by complete entries.
+    pub fn size(&self) -> u64 {
+        self.shared.inner.lock().unwrap().total
+    }
+
+    /// Whether a complete entry exists for `key`.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.shared.inner.lock().unwrap().entries.contains_key(key)
+    }
+
+    /// A reader of the complete entry for `key` from byte `offset`, or of
+    /// the live encode if one is running; `None` if neither exists.
+    pub fn open_at(&self, key: &Key, offset: u64) -> Result<Option<CacheReader>, CacheError> {
+        let mut inner = self.shared.inner.lock().unwrap();
+        self.shared.open_locked(&mut inner, key, offset)
+    }
+
+    /// The entry for `key`: complete, live, or started now from
+    /// `producer()` (called only when neither exists, so concurrent callers
+    /// share one encode). The encode runs on its own thread, to the end,
+    /// even if every reader goes away: the next play is a cache hit.
+    pub fn get_or_start<P: Producer>(
+        &self,
+        key: Key,
+        producer: impl FnOnce() -> Result<P, String>,
+    ) -> Result<CacheReader, CacheError> {
+        let sh = &self.shared;
+        let mut inner = sh.inner.lock().unwrap();
+        if let Some(r) = sh.open_locked(&mut inner, &key, 0)? {
+            return Ok(r);
+        }
+        if sh.shutdown.load(Ordering::Relaxed) {
+            return Err(CacheError::ShuttingDown);
+        }
+        let producer = producer().map_err(CacheError::Encode)?;
+        let seq = sh.part_seq.fetch_add(1, Ordering::Relaxed);
+        let part = sh
+            .tmp
+            .join(format!("{}.{}.{seq}.part", key.0, std::process::id()));
+        let file = File::create(&part).map_err(io_err(&part))?;
+        file.try_lock().map_err(|e| CacheError::Io {
+            path: part.clone(),
+            source: e.into(),
+        })?;
+        let flight = Arc::new(Flight {
+            part: part.clone(),
+            state: Mutex::new(FlightState::default()),
+            changed: Condvar::new(),
+            changed_async: tokio::sync::Notify::new(),
+        });
+        inner.flights.insert(key, flight.clone());
+        let reader = File::open(&part).map_err(io_err(&part))?;
+        sh.encodes.fetch_add(1, Ordering::Relaxed);
+        inner.workers.retain(|w| !w.is_finished());
+        let job = EncodeJob {
+            key,
+            file,
+            flight: flight.clone(),
+            shared: sh.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tunemesh-encode".into())
+            .spawn(move || job.run(producer))
+            .map_err(io_err(&part))?;
+        inner.workers.push(handle);
+        drop(inner);
+        Ok(CacheReader {
+            file: reader,
+            pos: 0,
+            len: None,
+            flight: Some(flight),
+        })
+    }
+
+    /// Wait for every encode to end (they stop early once shutdown is set)
+    /// and publish the finished ones.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        self.wait_idle();
+    }
+
+    /// Wait for the running encodes to finish (not stopping them). For the
+    /// CLI, whose process ends after one transcode.
+    pub fn wait_idle(&self) {
+        let workers = std::mem::take(&mut self.shared.inner.lock().unwrap().workers);
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Shared {
+    fn entry_path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{}.opus", key.0))
+    }
+
+    fn open_locked(
+        &self,
+        inner: &mut Inner,
+        key: &Key,
+        offset: u64,
+    ) -> Result<Option<CacheReader>, CacheError> {
+        if let Some(entry) = inner.entries.get_mut(key) {
+            let path = self.entry_path(key);
+            match File::open(&path) {
+                Ok(mut file) => {
+                    let now = SystemTime::now();
+                    entry.used = now;
+                    let _ = file.set_modified(now);
+                    let size = entry.size;
+                    file.seek(SeekFrom::Start(offset.min(size)))
+                        .map_err(io_err(&path))?;
+                    return Ok(Some(CacheReader {
+                        file,
+                        pos: offset.min(size),
+                        len: Some(size),
+                        flight: None,
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Removed behind our back: forget it.
+                    let size = entry.size;
+                    inner.entries.remove(key);
+                    inner.total -= size;
+                }
+                Err(e) => return Err(CacheError::Io { path, source: e }),
+            }
+        }
+        if let Some(flight) = inner.flights.get(key) {
+            let mut file = File::open(&flight.part).map_err(io_err(&flight.part))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(io_err(&flight.part))?;
+            return Ok(Some(CacheReader {
+                file,
+                pos: offset,
+                len: None,
+                flight: Some(flight.clone()),
+            }));
+        }
+        Ok(None)
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.total > self.limit {
+            let Some((&key, _)) = inner.entries.iter().min_by_key(|(_, e)| e.used) else {
+                break;
+            };
+            let e = inner.entries.remove(&key).expect("present");
+            inner.total -= e.size;
+            // Readers that have it open keep reading: unlinking is safe.
+            let _ = fs::remove_file(self.entry_path(&key));
+            tracing::debug!(key = %key.0, size = e.size, "evicted a cached transcode");
+        }
+    }
+
+    /// An encode ended: publish its entry (renamed into place by the
+    /// worker) and evict, then wake its readers. Under the lock, so a new
+    /// request sees either the live flight or the complete entry.
+    fn finish(&self, key: Key, flight: &Flight, result: Result<(), String>) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.flights.remove(&key);
+        if result.is_ok() {
+            if let Ok(m) = fs::metadata(self.entry_path(&key)) {
+                if let Some(old) = inner.entries.insert(
+                    key,
+                    Entry {
+                        size: m.len(),
+                        used: SystemTime::now(),
+                    },
+                ) {
+                    inner.total -= old.size;
+                }
+                inner.total += m.len();
+            }
+            self.evict(&mut inner);
+        }
+        flight.update(|s| s.end = Some(result));
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct EncodeJob {
+    key: Key,
+    file: File,
+    flight: Arc<Flight>,
+    shared: Arc<Shared>,
+}
+
+impl EncodeJob {
+    fn run<P: Producer>(mut self, mut producer: P) {
+        let span = tracing::debug_span!("encode", key = %self.key.0);
+        let _g = span.enter();
+        let result = self.pump(&mut producer);
+        if let Err(e) = &result {
+            tracing::debug!("encode failed: {e}");
+            let _ = fs::remove_file(&self.flight.part);
+        }
+        self.shared.finish(self.key, &self.flight, result);
+    }
+
+    fn pump<P: Producer>(&mut self, producer: &mut P) -> Result<(), String> {
+        loop {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                return Err("the node is shutting down".into());
+            }
+            match producer.next_chunk()? {
+                Some(bytes) => {
+                    self.file
+                        .write_all(&bytes)
+                        .map_err(|e| format!("cannot write the transcode cache: {e}"))?;
+                    let n = bytes.len() as u64;
+                    self.flight.update(|s| s.written += n);
+                }
+                None => break,
+            }
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| format!("cannot sync the transcode cache: {e}"))?;
+        let entry = self.shared.entry_path(&self.key);
+        fs::rename(&self.flight.part, &entry)
+            .map_err(|e| format!("cannot publish the transcode: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Reads one cache entry, complete or live, from some byte offset. A live
+/// reader returns what the encoder has written and waits for the rest; an
+/// encode that fails makes the read fail (never a silent short stream).
+pub struct CacheReader {
+    file: File,
+    pos: u64,
+    len: Option<u64>,
+    flight: Option<Arc<Flight>>,
+}
+
+impl CacheReader {
+    /// The total length, known for complete entries only.
+    pub fn total_len(&self) -> Option<u64> {
+        self.len
+    }
+
+    /// Whether the entry is complete (not a live encode).
+    pub fn is_complete(&self) -> bool {
+        self.flight.is_none()
+    }
+
+    /// The next chunk of bytes (up to `max`), waiting without blocking a
+    /// runtime thread; an empty vector at the end.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>, CacheError> {
+        let avail = match &self.flight {
+            Some(f) => f.wait_beyond_async(self.pos).await?,
+            None => self.len.unwrap_or(0).saturating_sub(self.pos),
+        };
+        let n = avail.min(max as u64) as usize;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut file = self.file.try_clone().map_err(|e| CacheError::Io {
+            path: PathBuf::new(),
+            source: e,
+        })?;
+        let pos = self.pos;
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.seek(SeekFrom::Start(pos))?;
+            file.read_exact(&mut buf)?;
+            Ok::<_, io::Error>(buf)
+        })
+        .await
+        .map_err(|e| CacheError::Encode(e.to_string()))?
+        .map_err(|e| CacheError::Io {
+            path: PathBuf::new(),
+            source: e,
+        })?;
+        self.pos += n as u64;
+        Ok(buf)
+    }
+}
+
+impl Read for CacheReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let avail = match &self.flight {
+            Some(f) => f.wait_beyond(self.pos).map_err(io::Error::other)?,
+            None => self.len.unwrap_or(0).saturating_sub(self.pos),
+        };
+        let n = avail.min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_exact(&mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,258 @@
+//! Streams: one indexed track, as the bytes a player receives.
+//!
+//! Given a [`Track`] and a [`Profile`], picks the cheapest way to deliver
+//! it: the original file, a complete cached transcode, a live encode that
+//! other listeners may already be following, a passthrough (an Opus or MP3
+//! source that already fits the bitrate), or, for a start offset, a
+//! one-off transcode from that point (never cached). Callers (the CLI now,
+//! the mesh and the HTTP API later) only read bytes.
+//!
+//! Responsible for the choice and for the content type. It must never
+//! decode audio itself (that is [`crate::transcode`]) nor manage cache files
+//! (that is [`crate::cache`]).
+
+use crate::cache::{Cache, CacheError, CacheReader, Key, Producer};
+use crate::model::Track;
+use crate::transcode::{self, Output, Request, Transcode, TranscodeError};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+pub const OPUS_MIME: &str = "audio/ogg; codecs=opus";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("no copy of track {0} is readable here")]
+    NoSource(String),
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// What the listener asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Profile {
+    /// The file as it is on disk.
+    Original,
+    /// Ogg Opus at this bitrate, kb/s.
+    Opus(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamRequest {
+    pub profile: Profile,
+    pub start: f64,
+    pub duration: Option<f64>,
+    pub passthrough: bool,
+}
+
+impl StreamRequest {
+    pub fn new(profile: Profile) -> StreamRequest {
+        StreamRequest {
+            profile,
+            start: 0.0,
+            duration: None,
+            passthrough: true,
+        }
+    }
+}
+
+/// How a stream is being produced (shown to users, asserted by tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Original,
+    Passthrough,
+    CacheHit,
+    /// A live encode, started for this request or shared with another.
+    Encode,
+    /// A one-off transcode from a start offset.
+    Live,
+}
+
+pub struct Stream {
+    pub mime: &'static str,
+    pub via: Via,
+    /// Total length when known in advance (originals, complete entries).
+    pub len: Option<u64>,
+    body: Body,
+}
+
+enum Body {
+    File(File),
+    Cache(CacheReader),
+    Live {
+        transcode: Box<Transcode>,
+        pending: Vec<u8>,
+        at: usize,
+    },
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.body {
+            Body::File(f) => f.read(buf),
+            Body::Cache(r) => r.read(buf),
+            Body::Live {
+                transcode,
+                pending,
+                at,
+            } => {
+                while *at == pending.len() {
+                    match transcode.next_pages().map_err(io::Error::other)? {
+                        Some(p) => {
+                            *pending = p;
+                            *at = 0;
+                        }
+                        None => return Ok(0),
+                    }
+                }
+                let n = (pending.len() - *at).min(buf.len());
+                buf[..n].copy_from_slice(&pending[*at..*at + n]);
+                *at += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+struct Pages(Box<Transcode>);
+
+impl Producer for Pages {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        self.0.next_pages().map_err(|e| e.to_string())
+    }
+}
+
+/// Opens streams; holds the cache (if any).
+pub struct Streamer {
+    cache: Option<Cache>,
+}
+
+impl Streamer {
+    pub fn new(cache: Option<Cache>) -> Streamer {
+        Streamer { cache }
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    /// The cache key of a whole-track transcode of `track` at `kbps`.
+    pub fn key(track: &Track, kbps: u32) -> Key {
+        let channels = if track.audio.channels == 1 { 1 } else { 2 };
+        Key::new(
+            track.id,
+            "opus",
+            kbps,
+            channels,
+            &transcode::encoder_id(),
+            transcode::PIPELINE_VERSION,
+        )
+    }
+
+    pub fn open(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
+        let path = track
+            .paths
+            .iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| StreamError::NoSource(track.id.to_hex()))?
+            .clone();
+        let original = |via| -> Result<Stream, StreamError> {
+            let file = File::open(&path).map_err(|source| StreamError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let len = file.metadata().ok().map(|m| m.len());
+            Ok(Stream {
+                mime: mime_of(&track.audio.codec, &track.audio.container),
+                via,
+                len,
+                body: Body::File(file),
+            })
+        };
+        let kbps = match req.profile {
+            Profile::Original => return original(Via::Original),
+            Profile::Opus(k) => k,
+        };
+        let whole = req.start == 0.0 && req.duration.is_none();
+        let key = Self::key(track, kbps);
+        if whole {
+            if let Some(cache) = &self.cache {
+                if let Some(r) = cache.open_at(&key, 0)? {
+                    let via = if r.is_complete() {
+                        Via::CacheHit
+                    } else {
+                        Via::Encode
+                    };
+                    return Ok(Stream {
+                        mime: OPUS_MIME,
+                        via,
+                        len: r.total_len(),
+                        body: Body::Cache(r),
+                    });
+                }
+            }
+        }
+        let mut treq = Request::new(kbps);
+        treq.start = req.start;
+        treq.duration = req.duration;
+        treq.passthrough = req.passthrough;
+        treq.meta = transcode::Meta {
+            track_id: Some(track.id),
+            title: track.tags.title.clone(),
+            artists: track.tags.artists.clone(),
+            album: track.tags.album.clone(),
+        };
+        let t = match transcode::open(&path, &treq)? {
+            Output::Passthrough { .. } => return original(Via::Passthrough),
+            Output::Opus(t) => t,
+        };
+        match (&self.cache, whole) {
+            (Some(cache), true) => {
+                let mut t = Some(t);
+                let r = cache.get_or_start(key, || Ok(Pages(t.take().expect("called once"))))?;
+                let via = if r.is_complete() {
+                    Via::CacheHit
+                } else {
+                    Via::Encode
+                };
+                Ok(Stream {
+                    mime: OPUS_MIME,
+                    via,
+                    len: r.total_len(),
+                    body: Body::Cache(r),
+                })
+            }
+            _ => Ok(Stream {
+                mime: OPUS_MIME,
+                via: Via::Live,
+                len: None,
+                body: Body::Live {
+                    transcode: t,
+                    pending: Vec::new(),
+                    at: 0,
+                },
+            }),
+        }
+    }
+}
+
+/// The content type of an original file, from the scanner's container and
+/// codec names.
+pub fn mime_of(codec: &str, container: &str) -> &'static str {
+    match (container, codec) {
+        ("mpeg", _) => "audio/mpeg",
+        ("flac", _) => "audio/flac",
+        ("ogg", "opus") => OPUS_MIME,
+        ("ogg", "flac") => "audio/ogg; codecs=flac",
+        ("ogg", _) => "audio/ogg",
+        ("mp4", _) => "audio/mp4",
+        ("wav", _) => "audio/wav",
+        ("aiff", _) => "audio/aiff",
+        ("adts", _) => "audio/aac",
+        _ => "application/octet-stream",
+    }
+}

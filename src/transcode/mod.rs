@@ -1,0 +1,315 @@
+//! The transcoding engine: any library file to a gapless Ogg Opus stream.
+//!
+//! Pipeline, one pull at a time: [`source`] (demux + decode + gapless trims)
+//! → [`mix`] (fold-down to stereo) → [`resample`] (to 48 kHz, delay
+//! removed) → [`opus`] (encode 20 ms packets) → [`oggopus`] (pages). A
+//! [`Transcode`] is a synchronous iterator of page bytes: the caller decides
+//! which thread runs it (never an async runtime thread: it is pure CPU).
+//!
+//! Responsible for: the decoded length equalling the source's, sample-exact
+//! start offsets, and clear errors for anything it cannot decode. It is the
+//! only module that touches symphonia, rubato and the Opus codec. It must
+//! never write files (the cache and the CLI do) nor block on anything but
+//! reading its source.
+
+mod mix;
+pub mod mp4;
+mod oggopus;
+pub mod opus;
+mod resample;
+mod source;
+
+use crate::model::Hash32;
+use std::path::Path;
+
+pub use resample::OUT_RATE;
+
+/// Bumped whenever the pipeline would produce different bytes for the same
+/// source and profile: it is part of every cache key.
+pub const PIPELINE_VERSION: u32 = 1;
+
+/// Opus bitrates the profiles offer, kb/s. Any value in
+/// [`MIN_KBPS`]..=[`MAX_KBPS`] is accepted; these are the named ones.
+pub const PROFILES_KBPS: [u32; 4] = [64, 96, 128, 192];
+pub const MIN_KBPS: u32 = 16;
+pub const MAX_KBPS: u32 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("cannot read the source: {0}")]
+    Io(String),
+    #[error("cannot decode: {0}")]
+    Unsupported(String),
+    #[error("damaged file: {0}")]
+    Corrupt(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("Opus encoder: {0}")]
+    Encoder(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What to put in the stream's tags.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub track_id: Option<Hash32>,
+    pub title: String,
+    pub artists: Vec<String>,
+    pub album: String,
+}
+
+/// One transcode to make.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Target bitrate, kb/s (VBR).
+    pub kbps: u32,
+    /// Start offset in seconds; the output is a fresh stream from there.
+    pub start: f64,
+    /// Stop after this many seconds (an excerpt).
+    pub duration: Option<f64>,
+    /// Send an Opus or MP3 source at or below the bitrate unchanged (only
+    /// for whole tracks: an offset always transcodes).
+    pub passthrough: bool,
+    pub meta: Meta,
+}
+
+impl Request {
+    pub fn new(kbps: u32) -> Request {
+        Request {
+            kbps,
+            start: 0.0,
+            duration: None,
+            passthrough: true,
+            meta: Meta::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), TranscodeError> {
+        if !(MIN_KBPS..=MAX_KBPS).contains(&self.kbps) {
+            return Err(TranscodeError::BadRequest(format!(
+                "bitrate {} kb/s is outside {MIN_KBPS}..={MAX_KBPS}",
+                self.kbps
+            )));
+        }
+        if !self.start.is_finite() || self.start < 0.0 {
+            return Err(TranscodeError::BadRequest(format!(
+                "start {} is not a time",
+                self.start
+            )));
+        }
+        if let Some(d) = self.duration {
+            if !d.is_finite() || d <= 0.0 {
+                return Err(TranscodeError::BadRequest(format!(
+                    "duration {d} is not a time"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`open`] decided.
+pub enum Output {
+    /// Send the source file as it is: it already is `codec` at or below
+    /// the asked bitrate.
+    Passthrough { codec: &'static str, kbps: u32 },
+    /// Stream this transcode.
+    Opus(Box<Transcode>),
+}
+
+/// The encoder's name and version, part of every cache key and written in
+/// each stream's vendor string.
+pub fn encoder_id() -> String {
+    opus::version()
+}
+
+/// Open `path` for `req`: decide passthrough, or start a transcode whose
+/// header pages are ready at once.
+pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
+    req.validate()?;
+    let mut source = source::Source::open(path)?;
+    let info = source.info().clone();
+    if req.passthrough
+        && req.start == 0.0
+        && req.duration.is_none()
+        && matches!(info.codec, "MP3" | "Opus")
+    {
+        if let (Some(frames), Ok(meta)) = (info.frames, std::fs::metadata(path)) {
+            let secs = frames as f64 / info.rate as f64;
+            if secs > 0.0 {
+                let kbps = (meta.len() as f64 * 8.0 / secs / 1000.0).round() as u32;
+                if kbps <= req.kbps {
+                    return Ok(Output::Passthrough {
+                        codec: info.codec,
+                        kbps,
+                    });
+                }
+            }
+        }
+    }
+    let rate = info.rate as f64;
+    let start = (req.start * rate).round() as u64;
+    source.start_at(start);
+    if let Some(d) = req.duration {
+        source.stop_at(start + (d * rate).round() as u64);
+    }
+    let mixer = mix::Mixer::new(&info.layout);
+    let channels = mixer.outputs();
+    let resampler = resample::Resampler::new(info.rate, channels)?;
+    let encoder = opus::Encoder::new(channels, req.kbps)?;
+    let pre_skip = encoder.lookahead();
+    let mut comments = Vec::new();
+    let m = &req.meta;
+    if !m.title.is_empty() {
+        comments.push(("TITLE".to_string(), m.title.clone()));
+    }
+    for a in &m.artists {
+        comments.push(("ARTIST".to_string(), a.clone()));
+    }
+    if !m.album.is_empty() {
+        comments.push(("ALBUM".to_string(), m.album.clone()));
+    }
+    if let Some(id) = m.track_id {
+        comments.push(("TUNEMESH_TRACK_ID".to_string(), id.to_hex()));
+    }
+    if req.start > 0.0 {
+        comments.push(("TUNEMESH_START".to_string(), format!("{:.3}", req.start)));
+    }
+    let vendor = format!("tunemesh {} ({})", env!("CARGO_PKG_VERSION"), encoder_id());
+    let serial = m.track_id.map_or(0x746d_7368, |id| {
+        u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]])
+    });
+    let mux = oggopus::Muxer::new(
+        serial,
+        &oggopus::Head {
+            channels: channels as u8,
+            pre_skip,
+            input_rate: info.rate,
+            vendor: &vendor,
+            comments: &comments,
+        },
+    );
+    Ok(Output::Opus(Box::new(Transcode {
+        source,
+        mixer,
+        resampler,
+        encoder,
+        mux,
+        channels,
+        pre_skip: pre_skip as u64,
+        decoded: Vec::new(),
+        mixed: Vec::new(),
+        pcm: Vec::new(),
+        pcm_at: 0,
+        frames: 0,
+        packets_samples: 0,
+        done: false,
+        info,
+    })))
+}
+
+/// A running transcode: call [`next_pages`](Self::next_pages) until it
+/// returns `None`.
+pub struct Transcode {
+    source: source::Source,
+    mixer: mix::Mixer,
+    resampler: resample::Resampler,
+    encoder: opus::Encoder,
+    mux: oggopus::Muxer,
+    channels: usize,
+    pre_skip: u64,
+    decoded: Vec<f32>,
+    mixed: Vec<f32>,
+    /// 48 kHz interleaved samples waiting for the encoder, from `pcm_at`.
+    pcm: Vec<f32>,
+    pcm_at: usize,
+    /// 48 kHz frames produced by the resampler so far.
+    frames: u64,
+    /// Samples covered by the packets written so far.
+    packets_samples: u64,
+    done: bool,
+    info: source::SourceInfo,
+}
+
+/// Samples per Opus packet: 20 ms at 48 kHz.
+const FRAME: usize = 960;
+
+impl Transcode {
+    /// Codec of the source ("FLAC", "MP3" …).
+    pub fn source_codec(&self) -> &'static str {
+        self.info.codec
+    }
+
+    /// Channels of the output (1 or 2).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The next complete pages, or `None` when the stream has ended. The
+    /// first call returns the two header pages without decoding anything.
+    pub fn next_pages(&mut self) -> Result<Option<Vec<u8>>, TranscodeError> {
+        loop {
+            let bytes = self.mux.take();
+            if !bytes.is_empty() {
+                return Ok(Some(bytes));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.step()?;
+        }
+    }
+
+    /// Decode one packet's worth of the source and encode whatever whole
+    /// Opus frames that completes; at the end, flush everything.
+    fn step(&mut self) -> Result<(), TranscodeError> {
+        self.decoded.clear();
+        let more = self.source.read(&mut self.decoded)?;
+        let before = self.pcm.len();
+        if more {
+            self.mixed.clear();
+            self.mixer.mix(&self.decoded, &mut self.mixed);
+            self.resampler.process(&self.mixed, &mut self.pcm)?;
+        } else {
+            self.source.check_complete()?;
+            self.resampler.finish(&mut self.pcm)?;
+        }
+        self.frames += ((self.pcm.len() - before) / self.channels) as u64;
+        let ch = self.channels;
+        while self.pcm.len() - self.pcm_at >= FRAME * ch {
+            let packet = self
+                .encoder
+                .encode(&self.pcm[self.pcm_at..self.pcm_at + FRAME * ch])?;
+            self.pcm_at += FRAME * ch;
+            self.packets_samples += FRAME as u64;
+            if more || self.packets_samples < self.frames + self.pre_skip {
+                self.mux.packet(packet, self.packets_samples, false);
+            } else {
+                // The input ended exactly here, pre-skip included.
+                self.mux.packet(packet, self.frames + self.pre_skip, true);
+                self.done = true;
+                return Ok(());
+            }
+        }
+        // Keep the unencoded tail at the front of the buffer.
+        self.pcm.drain(..self.pcm_at);
+        self.pcm_at = 0;
+        if !more {
+            // Pad with silence so the decoder returns every input frame
+            // after the pre-skip; the last granule trims the padding.
+            let needed = self.frames + self.pre_skip;
+            while self.packets_samples < needed {
+                self.pcm.resize(FRAME * ch, 0.0);
+                let packet = self.encoder.encode(&self.pcm[..FRAME * ch])?;
+                self.pcm.clear();
+                self.packets_samples += FRAME as u64;
+                let last = self.packets_samples >= needed;
+                let granule = if last { needed } else { self.packets_samples };
+                self.mux.packet(packet, granule, last);
+            }
+            self.done = true;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! Decoding: any supported file to interleaved f32 frames at the source's
+//! own rate, with the encoder delay and padding of the source removed.
+//!
+//! Symphonia demuxes and decodes everything but Opus, which goes to the
+//! Opus decoder of [`super::opus`]. Decoders run with their own gapless
+//! trimming off: the trims are applied here, from the packets' trim fields
+//! (set by the demuxer from LAME/Xing headers, Ogg granules and pre-skip)
+//! and from the MP4 edit list (see [`super::mp4`]), because symphonia 0.6
+//! neither reads MP4 edit lists nor trims Vorbis correctly across some page
+//! boundaries. Positions count *valid* frames from the start of the track,
+//! never container timestamps.
+
+use super::{opus, TranscodeError};
+use std::fs::File;
+use std::io::Seek;
+use std::path::Path;
+use symphonia::core::audio::{Channels, Position};
+use symphonia::core::codecs::audio::well_known::*;
+use symphonia::core::codecs::audio::{AudioCodecId, AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
+
+/// What the decoder learned about the source before the first frame.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// Human name of the codec ("FLAC", "MP3", …).
+    pub codec: &'static str,
+    pub rate: u32,
+    /// Speaker position of each interleaved channel, in order.
+    pub layout: Vec<Position>,
+    /// Valid frames in the track, when the container says.
+    pub frames: Option<u64>,
+}
+
+enum Decoder {
+    Symphonia(Box<dyn AudioDecoder>),
+    Opus(opus::Decoder),
+}
+
+pub struct Source {
+    reader: Box<dyn FormatReader>,
+    decoder: Decoder,
+    track_id: u32,
+    info: SourceInfo,
+    /// Honour packet trims (the container carries gapless information).
+    packet_trims: bool,
+    /// Frames still to drop from the start (MP4 edit list priming).
+    skip: u64,
+    /// Valid frames delivered so far: the position of the next frame.
+    pos: u64,
+    /// Frames before this position are decoded but not delivered.
+    start: u64,
+    /// Last valid frame + 1, when an edit list bounds the track.
+    end: Option<u64>,
+    /// The packet after the one being decoded.
+    next: Option<Packet>,
+    /// Scratch space for one decoded packet.
+    scratch: Vec<f32>,
+    finished: bool,
+}
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source, TranscodeError> {
+        let file =
+            File::open(path).map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
+        let edit = super::mp4::edit_list(&mut &file).unwrap_or(None);
+        (&file)
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let reader = symphonia::default::get_probe()
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
+            .map_err(|e| match e {
+                SymError::Unsupported(_) => {
+                    TranscodeError::Unsupported("no decoder recognises this file's format".into())
+                }
+                e => TranscodeError::Corrupt(format!("cannot read the container: {e}")),
+            })?;
+        let track = reader
+            .default_track(TrackType::Audio)
+            .ok_or_else(|| TranscodeError::Unsupported("the file has no audio track".into()))?;
+        let track_id = track.id;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| TranscodeError::Unsupported("the file has no audio track".into()))?
+            .clone();
+        let codec = codec_name(params.codec);
+        let channels = params
+            .channels
+            .clone()
+            .ok_or_else(|| TranscodeError::Corrupt(format!("{codec}: channel count unknown")))?;
+        let layout = layout_of(&channels);
+        if layout.is_empty() {
+            return Err(TranscodeError::Corrupt(format!("{codec}: no channels")));
+        }
+        let packet_trims = track.delay.is_some() || track.padding.is_some();
+        let decoder = if params.codec == CODEC_ID_OPUS {
+            let head = params.extra_data.as_deref().unwrap_or(&[]);
+            Decoder::Opus(opus::Decoder::new(head)?)
+        } else {
+            let opts = AudioDecoderOptions::default().gapless(false);
+            match symphonia::default::get_codecs().make_audio_decoder(&params, &opts) {
+                Ok(d) => Decoder::Symphonia(d),
+                Err(_) => {
+                    return Err(TranscodeError::Unsupported(format!(
+                        "no decoder for {codec} audio"
+                    )))
+                }
+            }
+        };
+        let rate = match &decoder {
+            Decoder::Opus(_) => 48_000,
+            Decoder::Symphonia(_) => params
+                .sample_rate
+                .filter(|r| *r > 0)
+                .ok_or_else(|| TranscodeError::Corrupt(format!("{codec}: sample rate unknown")))?,
+        };
+        let (mut skip, end, mut frames) = match edit {
+            Some(e) if e.timescale == rate as u64 || e.timescale == 0 => {
+                (e.skip, e.frames, e.frames)
+            }
+            _ => (0, None, track.num_frames),
+        };
+        let is_opus = matches!(decoder, Decoder::Opus(_));
+        if is_opus {
+            // Symphonia's Ogg reader reports the pre-skip as the track delay
+            // but leaves it in the packets (it trims only the end).
+            let pre_skip = track.delay.unwrap_or(0) as u64;
+            skip += pre_skip;
+            frames = frames.map(|f| f.saturating_sub(pre_skip));
+        }
+        Ok(Source {
+            reader,
+            decoder,
+            track_id,
+            info: SourceInfo {
+                codec,
+                rate,
+                layout,
+                frames,
+            },
+            packet_trims,
+            skip,
+            pos: 0,
+            start: 0,
+            end,
+            next: None,
+            scratch: Vec::new(),
+            finished: false,
+        })
+    }
+
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    /// Start delivering at valid frame `frame`: what comes before it is
+    /// decoded and dropped. Decoding from the start is exact for every
+    /// format (container timestamps are not: symphonia's Ogg timestamps
+    /// drift at some page boundaries), and decoding runs at 300-1500x
+    /// realtime, so a seek deep into a long track costs a fraction of a
+    /// second.
+    pub fn start_at(&mut self, frame: u64) {
+        self.start = frame;
+    }
+
+    /// Stop before valid frame `frame` (an excerpt).
+    pub fn stop_at(&mut self, frame: u64) {
+        self.end = Some(self.end.map_or(frame, |e| e.min(frame)));
+    }
+
+    /// Append the next decoded frames (interleaved) to `out`. Returns
+    /// `false` at the end of the track.
+    pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, TranscodeError> {
+        let ch = self.info.layout.len();
+        loop {
+            if self.finished || self.end.is_some_and(|e| self.pos >= e) {
+                self.finished = true;
+                return Ok(false);
+            }
+            // One packet of lookahead tells whether this one is the last.
+            let packet = match self.next.take() {
+                Some(p) => p,
+                None => match self.fetch()? {
+                    Some(p) => p,
+                    None => {
+                        self.finished = true;
+                        return Ok(false);
+                    }
+                },
+            };
+            self.next = self.fetch()?;
+            let last = self.next.is_none();
+            self.scratch.clear();
+            let frames = match &mut self.decoder {
+                Decoder::Symphonia(d) => match d.decode(&packet) {
+                    Ok(buf) => {
+                        if buf.spec().channels().count() != ch {
+                            return Err(TranscodeError::Corrupt(format!(
+                                "{}: the channel count changes mid-stream",
+                                self.info.codec
+                            )));
+                        }
+                        self.scratch.resize(buf.samples_interleaved(), 0.0);
+                        buf.copy_to_slice_interleaved(&mut self.scratch[..]);
+                        buf.frames()
+                    }
+                    // One damaged packet: drop it and go on, as players do.
+                    Err(SymError::DecodeError(e)) => {
+                        tracing::debug!(codec = self.info.codec, "dropped a damaged packet: {e}");
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(TranscodeError::Corrupt(format!("{}: {e}", self.info.codec)))
+                    }
+                },
+                Decoder::Opus(d) => d.decode(&packet.data, &mut self.scratch)?,
+            };
+            // Trims count only at the edges: leading packets (nothing
+            // delivered yet) and the very last one. Symphonia's Ogg reader
+            // also puts bogus end trims on some mid-stream packets where
+            // its timestamps drift; honouring those would cut audio.
+            let (mut from, mut to) = (0usize, frames);
+            if self.packet_trims {
+                if self.pos == 0 && !matches!(self.decoder, Decoder::Opus(_)) {
+                    from = (packet.trim_start.get() as usize).min(frames);
+                }
+                if last {
+                    to = frames
+                        .saturating_sub(packet.trim_end.get() as usize)
+                        .max(from);
+                }
+            }
+            if self.skip > 0 {
+                let s = self.skip.min((to - from) as u64) as usize;
+                self.skip -= s as u64;
+                from += s;
+            }
+            if let Some(end) = self.end {
+                let room = end.saturating_sub(self.pos) as usize;
+                to = to.min(from + room);
+            }
+            let first = self.pos;
+            self.pos += (to - from) as u64;
+            // Frames before the start position are dropped.
+            from += self.start.saturating_sub(first).min((to - from) as u64) as usize;
+            if to > from {
+                out.extend_from_slice(&self.scratch[from * ch..to * ch]);
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The next packet of our track, `None` at the end.
+    fn fetch(&mut self) -> Result<Option<Packet>, TranscodeError> {
+        loop {
+            match self.reader.next_packet() {
+                Ok(Some(p)) if p.track_id == self.track_id => return Ok(Some(p)),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(None),
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(self.truncated());
+                }
+                Err(e) => return Err(TranscodeError::Corrupt(format!("{}: {e}", self.info.codec))),
+            }
+        }
+    }
+
+    /// Called at the end: a container that promised more frames than it
+    /// held is truncated, not a short track.
+    pub fn check_complete(&self) -> Result<(), TranscodeError> {
+        if self.end.is_some_and(|e| self.pos >= e) {
+            return Ok(()); // stopped at an edit-list or excerpt end
+        }
+        match self.info.frames {
+            // Tolerate one second: frame counts in headers are often
+            // approximate (VBR MP3 without a LAME tag, odd Ogg granules).
+            Some(n) if self.pos + u64::from(self.info.rate) < n => Err(self.truncated()),
+            _ => Ok(()),
+        }
+    }
+
+    fn truncated(&self) -> TranscodeError {
+        let rate = self.info.rate as f64;
+        match self.info.frames {
+            Some(n) => TranscodeError::Corrupt(format!(
+                "{}: truncated: the audio stops at {:.2} s of {:.2} s",
+                self.info.codec,
+                self.pos as f64 / rate,
+                n as f64 / rate
+            )),
+            None => TranscodeError::Corrupt(format!(
+                "{}: truncated: the audio stops at {:.2} s",
+                self.info.codec,
+                self.pos as f64 / rate
+            )),
+        }
+    }
+}
+
+/// Speaker positions of the interleaved channels, in buffer order.
+fn layout_of(ch: &Channels) -> Vec<Position> {
+    match ch {
+        Channels::Positioned(p) => p.iter().collect(),
+        other => {
+            let n = other.count() as u32;
+            match Position::from_count(n) {
+                Some(p) if n > 0 => p.iter().collect(),
+                // Unknown layouts: treat as front channels, alternating.
+                _ => (0..n)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            Position::FRONT_LEFT
+                        } else {
+                            Position::FRONT_RIGHT
+                        }
+                    })
+                    .collect(),
+            }
+        }
+    }
+}
+
+pub fn codec_name(id: AudioCodecId) -> &'static str {
+    match id {
+        CODEC_ID_MP3 => "MP3",
+        CODEC_ID_MP2 => "MP2",
+        CODEC_ID_MP1 => "MP1",
+        CODEC_ID_AAC => "AAC",
+        CODEC_ID_ALAC => "ALAC",
+        CODEC_ID_FLAC => "FLAC",
+        CODEC_ID_VORBIS => "Vorbis",
+        CODEC_ID_OPUS => "Opus",
+        CODEC_ID_WAVPACK => "WavPack",
+        CODEC_ID_MONKEYS_AUDIO => "Monkey's Audio",
+        CODEC_ID_AC3 => "AC-3",
+        CODEC_ID_EAC3 => "E-AC-3",
+        CODEC_ID_DCA => "DTS",
+        CODEC_ID_WMA => "WMA",
+        CODEC_ID_SPEEX => "Speex",
+        CODEC_ID_MUSEPACK => "Musepack",
+        CODEC_ID_TTA => "TTA",
+        // Symphonia numbers PCM variants 0x100.. and ADPCM ones 0x200..
+        id => match u32::from_str_radix(id.to_string().trim_start_matches("0x"), 16) {
+            Ok(0x100..=0x1ff) => "PCM",
+            Ok(0x200..=0x2ff) => "ADPCM",
+            _ => "an unknown codec",
+        },
+    }
+}
