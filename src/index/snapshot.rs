@@ -33,7 +33,11 @@ const EMPTY: Hash32 = Hash32([0; 32]);
 
 fn nibble(id: &Hash32, depth: usize) -> usize {
     let b = id.0[depth / 2];
-    usize::from(if depth.is_multiple_of(2) { b >> 4 } else { b & 0x0f })
+    usize::from(if depth.is_multiple_of(2) {
+        b >> 4
+    } else {
+        b & 0x0f
+    })
 }
 
 /// Split sorted entries into 16 runs by the nibble at `depth`.

@@ -187,21 +187,36 @@ impl Source {
     /// Append the next decoded frames (interleaved) to `out`. Returns
     /// `false` at the end of the track.
     pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, TranscodeError> {
-        let ch = self.info.layout.len();
         loop {
             if self.finished || self.end.is_some_and(|e| self.pos >= e) {
                 self.finished = true;
                 return Ok(false);
             }
+            let Some((frames, trim_start, trim_end)) = self.decode_next()? else {
+                self.finished = true;
+                return Ok(false);
+            };
+            if self.deliver(
+                trim_start.min(frames),
+                frames.saturating_sub(trim_end).max(trim_start.min(frames)),
+                out,
+            ) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Decode the next packet into `scratch`: its frame count and the trims
+    /// that apply to it (start, end).
+    fn decode_next(&mut self) -> Result<Option<(usize, usize, usize)>, TranscodeError> {
+        let ch = self.info.layout.len();
+        loop {
             // One packet of lookahead tells whether this one is the last.
             let packet = match self.next.take() {
                 Some(p) => p,
                 None => match self.fetch()? {
                     Some(p) => p,
-                    None => {
-                        self.finished = true;
-                        return Ok(false);
-                    }
+                    None => return Ok(None),
                 },
             };
             self.next = self.fetch()?;
@@ -235,35 +250,41 @@ impl Source {
             // delivered yet) and the very last one. Symphonia's Ogg reader
             // also puts bogus end trims on some mid-stream packets where
             // its timestamps drift; honouring those would cut audio.
-            let (mut from, mut to) = (0usize, frames);
+            let (mut trim_start, mut trim_end) = (0, 0);
             if self.packet_trims {
                 if self.pos == 0 && !matches!(self.decoder, Decoder::Opus(_)) {
-                    from = (packet.trim_start.get() as usize).min(frames);
+                    trim_start = packet.trim_start.get() as usize;
                 }
                 if last {
-                    to = frames
-                        .saturating_sub(packet.trim_end.get() as usize)
-                        .max(from);
+                    trim_end = packet.trim_end.get() as usize;
                 }
             }
-            if self.skip > 0 {
-                let s = self.skip.min((to - from) as u64) as usize;
-                self.skip -= s as u64;
-                from += s;
-            }
-            if let Some(end) = self.end {
-                let room = end.saturating_sub(self.pos) as usize;
-                to = to.min(from + room);
-            }
-            let first = self.pos;
-            self.pos += (to - from) as u64;
-            // Frames before the start position are dropped.
-            from += self.start.saturating_sub(first).min((to - from) as u64) as usize;
-            if to > from {
-                out.extend_from_slice(&self.scratch[from * ch..to * ch]);
-                return Ok(true);
-            }
+            return Ok(Some((frames, trim_start, trim_end)));
         }
+    }
+
+    /// Deliver `scratch[from..to]` (frames) through the edit-list skip, the
+    /// excerpt end and the start position; whether anything came out.
+    fn deliver(&mut self, mut from: usize, mut to: usize, out: &mut Vec<f32>) -> bool {
+        let ch = self.info.layout.len();
+        if self.skip > 0 {
+            let s = self.skip.min((to - from) as u64) as usize;
+            self.skip -= s as u64;
+            from += s;
+        }
+        if let Some(end) = self.end {
+            let room = end.saturating_sub(self.pos) as usize;
+            to = to.min(from + room);
+        }
+        let first = self.pos;
+        self.pos += (to - from) as u64;
+        // Frames before the start position are dropped.
+        from += self.start.saturating_sub(first).min((to - from) as u64) as usize;
+        if to > from {
+            out.extend_from_slice(&self.scratch[from * ch..to * ch]);
+            return true;
+        }
+        false
     }
 
     /// The next packet of our track, `None` at the end.
