@@ -26,7 +26,7 @@ pub use resample::OUT_RATE;
 
 /// Bumped whenever the pipeline would produce different bytes for the same
 /// source and profile: it is part of every cache key.
-pub const PIPELINE_VERSION: u32 = 1;
+pub const PIPELINE_VERSION: u32 = 2;
 
 /// Opus bitrates the profiles offer, kb/s. Any value in
 /// [`MIN_KBPS`]..=[`MAX_KBPS`] is accepted; these are the named ones.
@@ -156,9 +156,13 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
     }
     let mixer = mix::Mixer::new(&info.layout);
     let channels = mixer.outputs();
-    let resampler = resample::Resampler::new(info.rate, channels)?;
-    let encoder = opus::Encoder::new(channels, req.kbps)?;
-    let pre_skip = encoder.lookahead();
+    let enc_rate = resample::encode_rate(info.rate);
+    let scale = (OUT_RATE / enc_rate) as u64;
+    let resampler = resample::Resampler::new(info.rate, enc_rate, channels)?;
+    let encoder = opus::Encoder::new(channels, enc_rate, req.kbps)?;
+    let lookahead = encoder.lookahead() as u64;
+    let pre_skip = u16::try_from(lookahead * scale)
+        .map_err(|_| TranscodeError::Internal(format!("encoder lookahead {lookahead}")))?;
     let mut comments = Vec::new();
     let m = &req.meta;
     if !m.title.is_empty() {
@@ -190,6 +194,7 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
             comments: &comments,
         },
     );
+    let encoder_frame = encoder.frame();
     Ok(Output::Opus(Box::new(Transcode {
         source,
         mixer,
@@ -197,7 +202,9 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
         encoder,
         mux,
         channels,
-        pre_skip: pre_skip as u64,
+        pre_skip: lookahead,
+        frame: encoder_frame,
+        scale,
         decoded: Vec::new(),
         mixed: Vec::new(),
         pcm: Vec::new(),
@@ -218,22 +225,24 @@ pub struct Transcode {
     encoder: opus::Encoder,
     mux: oggopus::Muxer,
     channels: usize,
+    /// Encoder lookahead, at the encoder's rate (all counts below are at
+    /// that rate; granules are at 48 kHz, `scale` times larger).
     pre_skip: u64,
+    /// Samples per channel in one 20 ms packet at the encoder's rate.
+    frame: usize,
+    scale: u64,
     decoded: Vec<f32>,
     mixed: Vec<f32>,
     /// 48 kHz interleaved samples waiting for the encoder, from `pcm_at`.
     pcm: Vec<f32>,
     pcm_at: usize,
-    /// 48 kHz frames produced by the resampler so far.
+    /// Frames produced by the resampler so far.
     frames: u64,
     /// Samples covered by the packets written so far.
     packets_samples: u64,
     done: bool,
     info: source::SourceInfo,
 }
-
-/// Samples per Opus packet: 20 ms at 48 kHz.
-const FRAME: usize = 960;
 
 impl Transcode {
     /// Codec of the source ("FLAC", "MP3" …).
@@ -276,18 +285,19 @@ impl Transcode {
             self.resampler.finish(&mut self.pcm)?;
         }
         self.frames += ((self.pcm.len() - before) / self.channels) as u64;
-        let ch = self.channels;
-        while self.pcm.len() - self.pcm_at >= FRAME * ch {
+        let (ch, frame, scale) = (self.channels, self.frame, self.scale);
+        while self.pcm.len() - self.pcm_at >= frame * ch {
             let packet = self
                 .encoder
-                .encode(&self.pcm[self.pcm_at..self.pcm_at + FRAME * ch])?;
-            self.pcm_at += FRAME * ch;
-            self.packets_samples += FRAME as u64;
+                .encode(&self.pcm[self.pcm_at..self.pcm_at + frame * ch])?;
+            self.pcm_at += frame * ch;
+            self.packets_samples += frame as u64;
             if more || self.packets_samples < self.frames + self.pre_skip {
-                self.mux.packet(packet, self.packets_samples, false);
+                self.mux.packet(packet, self.packets_samples * scale, false);
             } else {
                 // The input ended exactly here, pre-skip included.
-                self.mux.packet(packet, self.frames + self.pre_skip, true);
+                self.mux
+                    .packet(packet, (self.frames + self.pre_skip) * scale, true);
                 self.done = true;
                 return Ok(());
             }
@@ -300,13 +310,13 @@ impl Transcode {
             // after the pre-skip; the last granule trims the padding.
             let needed = self.frames + self.pre_skip;
             while self.packets_samples < needed {
-                self.pcm.resize(FRAME * ch, 0.0);
-                let packet = self.encoder.encode(&self.pcm[..FRAME * ch])?;
+                self.pcm.resize(frame * ch, 0.0);
+                let packet = self.encoder.encode(&self.pcm[..frame * ch])?;
                 self.pcm.clear();
-                self.packets_samples += FRAME as u64;
+                self.packets_samples += frame as u64;
                 let last = self.packets_samples >= needed;
                 let granule = if last { needed } else { self.packets_samples };
-                self.mux.packet(packet, granule, last);
+                self.mux.packet(packet, granule * scale, last);
             }
             self.done = true;
         }

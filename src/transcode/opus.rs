@@ -9,8 +9,6 @@
 use super::TranscodeError;
 use unsafe_libopus::*;
 
-/// 20 ms at 48 kHz: the packet size we encode.
-const FRAME: usize = 960;
 /// The largest packet libopus can produce (RFC 6716 §3.2.1 bound).
 const MAX_PACKET: usize = 1276 * 3 + 7;
 /// The longest Opus packet decodes to 120 ms.
@@ -28,6 +26,8 @@ fn opus_error(what: &str, code: i32) -> TranscodeError {
 pub struct Encoder {
     st: *mut OpusEncoder,
     channels: usize,
+    /// Samples per channel in one 20 ms packet at the encoder's rate.
+    frame: usize,
     out: Vec<u8>,
 }
 
@@ -36,9 +36,9 @@ pub struct Encoder {
 unsafe impl Send for Encoder {}
 
 impl Encoder {
-    /// A music encoder at `kbps` VBR (unconstrained, as ffmpeg's libopus
-    /// default), complexity 10, fullband 48 kHz.
-    pub fn new(channels: usize, kbps: u32) -> Result<Encoder, TranscodeError> {
+    /// A music encoder fed at `rate` (48, 24, 16, 12 or 8 kHz), `kbps` VBR
+    /// (unconstrained, as ffmpeg's libopus default), complexity 10.
+    pub fn new(channels: usize, rate: u32, kbps: u32) -> Result<Encoder, TranscodeError> {
         if !(1..=2).contains(&channels) {
             return Err(TranscodeError::Internal(format!(
                 "{channels} channels for the encoder"
@@ -47,7 +47,12 @@ impl Encoder {
         let mut err = 0i32;
         // SAFETY: valid arguments; `err` outlives the call.
         let st = unsafe {
-            opus_encoder_create(48_000, channels as i32, OPUS_APPLICATION_AUDIO, &mut err)
+            opus_encoder_create(
+                rate as i32,
+                channels as i32,
+                OPUS_APPLICATION_AUDIO,
+                &mut err,
+            )
         };
         if st.is_null() || err != OPUS_OK {
             return Err(opus_error("cannot create the encoder", err));
@@ -55,6 +60,7 @@ impl Encoder {
         let enc = Encoder {
             st,
             channels,
+            frame: rate as usize / 50,
             out: vec![0; MAX_PACKET],
         };
         for (req, val, what) in [
@@ -73,28 +79,33 @@ impl Encoder {
         Ok(enc)
     }
 
-    /// Samples at 48 kHz the decoder must drop at the start (OpusHead
-    /// pre-skip): the encoder's lookahead.
+    /// Samples per channel in one 20 ms packet.
+    pub fn frame(&self) -> usize {
+        self.frame
+    }
+
+    /// The encoder's lookahead at its own rate (the OpusHead pre-skip,
+    /// once scaled to 48 kHz).
     pub fn lookahead(&self) -> u16 {
         let mut la = 0i32;
         // SAFETY: live encoder; the request writes one i32 through the pointer.
         let r = unsafe { opus_encoder_ctl!(self.st, OPUS_GET_LOOKAHEAD_REQUEST, &mut la) };
         if r != OPUS_OK {
-            return 312; // libopus's value at 48 kHz in audio mode
+            return (312 * self.frame / 960) as u16; // libopus's value in audio mode
         }
         la.clamp(0, u16::MAX as i32) as u16
     }
 
     /// Encode one 20 ms frame of interleaved samples into a packet.
     pub fn encode(&mut self, pcm: &[f32]) -> Result<Vec<u8>, TranscodeError> {
-        assert_eq!(pcm.len(), FRAME * self.channels, "one 20 ms frame");
-        // SAFETY: `pcm` holds exactly FRAME frames of `channels` samples,
+        assert_eq!(pcm.len(), self.frame * self.channels, "one 20 ms frame");
+        // SAFETY: `pcm` holds exactly `frame` frames of `channels` samples,
         // `out` has MAX_PACKET writable bytes, and `st` is live.
         let n = unsafe {
             opus_encode_float(
                 self.st,
                 pcm.as_ptr(),
-                FRAME as i32,
+                self.frame as i32,
                 self.out.as_mut_ptr(),
                 MAX_PACKET as i32,
             )

@@ -1,15 +1,28 @@
-//! Sample-rate conversion to 48 kHz, Opus's native rate, with rubato.
+//! Sample-rate conversion to an Opus rate (48 kHz, or the smallest Opus rate
+//! that holds a low-rate source), with rubato.
 //!
 //! A synchronous FFT resampler (fixed ratio, band-limited, fast). Its delay
 //! is removed: the first output frame is the first input frame, and the
-//! output has exactly `round(input_frames * 48000 / rate)` frames, so a
+//! output has exactly `round(input_frames * out_rate / rate)` frames, so a
 //! transcode is as long as its source and excerpts line up.
 
 use super::TranscodeError;
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler as _};
 
+/// Opus's native rate: what every decoder outputs, and granules count.
 pub const OUT_RATE: u32 = 48_000;
+
+/// The rate to encode a `rate` source at: the smallest rate the Opus
+/// encoder accepts that keeps all of the source's bandwidth (ffmpeg picks
+/// the same). A 22.05 kHz source is coded as 24 kHz audio: the same sound,
+/// fewer bands to code.
+pub fn encode_rate(rate: u32) -> u32 {
+    [8_000, 12_000, 16_000, 24_000]
+        .into_iter()
+        .find(|&r| r >= rate)
+        .unwrap_or(OUT_RATE)
+}
 /// Input frames per FFT call. Larger chunks amortise the FFT; this is
 /// ~23 ms at 44.1 kHz, well below a page of output.
 const CHUNK: usize = 1024;
@@ -17,6 +30,7 @@ const CHUNK: usize = 1024;
 pub struct Resampler {
     channels: usize,
     rate: u32,
+    out_rate: u32,
     fft: Option<Fft<f32>>,
     /// Interleaved input not yet processed (less than one chunk).
     pending: Vec<f32>,
@@ -28,14 +42,14 @@ pub struct Resampler {
 }
 
 impl Resampler {
-    pub fn new(rate: u32, channels: usize) -> Result<Resampler, TranscodeError> {
-        let fft = if rate == OUT_RATE {
+    pub fn new(rate: u32, out_rate: u32, channels: usize) -> Result<Resampler, TranscodeError> {
+        let fft = if rate == out_rate {
             None
         } else {
             Some(
                 Fft::<f32>::new(
                     rate as usize,
-                    OUT_RATE as usize,
+                    out_rate as usize,
                     CHUNK,
                     channels,
                     FixedSync::Input,
@@ -50,6 +64,7 @@ impl Resampler {
         Ok(Resampler {
             channels,
             rate,
+            out_rate,
             fft,
             pending: Vec::with_capacity(CHUNK * channels),
             drop,
@@ -96,8 +111,8 @@ impl Resampler {
         if self.fft.is_none() {
             return Ok(());
         }
-        let want =
-            (self.frames_in as u128 * OUT_RATE as u128 + self.rate as u128 / 2) / self.rate as u128;
+        let want = (self.frames_in as u128 * self.out_rate as u128 + self.rate as u128 / 2)
+            / self.rate as u128;
         let want = want as u64;
         let ch = self.channels;
         let mut chunk = std::mem::take(&mut self.pending);
@@ -166,7 +181,7 @@ mod tests {
             (48_000, 500),
         ] {
             let input = sine(rate, frames, 440.0);
-            let mut r = Resampler::new(rate, 1).unwrap();
+            let mut r = Resampler::new(rate, 48_000, 1).unwrap();
             let mut out = Vec::new();
             // Feed in odd pieces to exercise the partial-chunk path.
             for piece in input.chunks(777) {
