@@ -19,6 +19,8 @@
 //! Every process is timed by wall clock from spawn to reap; its peak RSS
 //! comes from `wait4`'s rusage (`ru_maxrss`, KiB on Linux).
 
+mod common;
+use common::{flush, loadavg, median, mib, section};
 use std::error::Error;
 use std::fmt::Display;
 use std::io::Read;
@@ -910,40 +912,6 @@ struct Single {
     rss_kib: i64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
-fn mib(kib: i64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn section(title: &str) {
-    println!("\n== {title} ==");
-    flush();
-}
-
-fn flush() {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
 }
