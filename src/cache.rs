@@ -145,6 +145,7 @@ struct Inner {
 
 /// A handle on one cache folder. Encode workers hold the shared state too,
 /// so they can publish their entry the moment it is complete.
+#[derive(Clone)]
 pub struct Cache {
     shared: Arc<Shared>,
 }

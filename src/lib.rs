@@ -5,10 +5,13 @@
 //! → [`index`] (durable, content-addressed store and search). See
 //! ARCHITECTURE.md for the map and the invariants.
 
+pub mod api;
 pub mod cache;
 pub mod index;
 pub mod library;
+pub mod mesh;
 pub mod model;
+pub mod node;
 pub mod stream;
 pub mod transcode;
 

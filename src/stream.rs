@@ -47,6 +47,10 @@ pub struct StreamRequest {
     pub start: f64,
     pub duration: Option<f64>,
     pub passthrough: bool,
+    /// Skip this many bytes of the stream (a resumed download, an HTTP
+    /// range). Transcodes are deterministic, so a skipped encode gives the
+    /// same bytes as the first one did.
+    pub offset: u64,
 }
 
 impl StreamRequest {
@@ -56,6 +60,7 @@ impl StreamRequest {
             start: 0.0,
             duration: None,
             passthrough: true,
+            offset: 0,
         }
     }
 }
@@ -88,6 +93,35 @@ enum Body {
         pending: Vec<u8>,
         at: usize,
     },
+}
+
+impl Stream {
+    /// Whether `len` is final (a file or a finished cache entry): byte
+    /// ranges can be served.
+    pub fn is_complete(&self) -> bool {
+        match &self.body {
+            Body::File(_) => true,
+            Body::Cache(r) => r.is_complete(),
+            Body::Live { .. } => false,
+        }
+    }
+
+    /// Skip `n` bytes: a seek for files, reading and dropping otherwise.
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        if let Body::File(f) = &mut self.body {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(n))?;
+            return Ok(());
+        }
+        let copied = io::copy(&mut (&mut *self).take(n), &mut io::sink())?;
+        if copied < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("offset {n} is past the end of the stream ({copied} bytes)"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Read for Stream {
@@ -154,6 +188,18 @@ impl Streamer {
     }
 
     pub fn open(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
+        let mut s = self.open_at_zero(track, req)?;
+        if req.offset > 0 {
+            s.skip(req.offset)
+                .map_err(|source| StreamError::Io {
+                    path: track.paths.first().cloned().unwrap_or_default(),
+                    source,
+                })?;
+        }
+        Ok(s)
+    }
+
+    fn open_at_zero(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
         let path = track
             .paths
             .iter()

@@ -32,8 +32,11 @@
 //! finished facts.
 
 mod codec;
+mod remote;
 pub mod search;
 pub mod snapshot;
+
+pub use remote::decode_record;
 
 use crate::model::{
     Album, Artist, Cover, CoverId, FileError, FileState, Hash32, Outcome, Track, TrackId,
@@ -69,6 +72,8 @@ pub enum IndexError {
     Storage(#[from] sled::Error),
     #[error("corrupt index entry under key {key:?}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("received track record rejected: {0}")]
+    Rejected(String),
     #[error("index writer: {0}")]
     Writer(String),
     #[error("the index at {path} has format {found}; this tunemesh reads format {FORMAT}")]

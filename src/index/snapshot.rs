@@ -41,7 +41,7 @@ fn nibble(id: &Hash32, depth: usize) -> usize {
 }
 
 /// Split sorted entries into 16 runs by the nibble at `depth`.
-fn children(entries: &[Entry], depth: usize) -> [&[Entry]; 16] {
+pub fn children(entries: &[Entry], depth: usize) -> [&[Entry]; 16] {
     let mut out: [&[Entry]; 16] = [&[]; 16];
     let mut rest = entries;
     for (n, slot) in out.iter_mut().enumerate() {
@@ -108,6 +108,17 @@ pub fn node_at(entries: &[Entry], path: &[u8]) -> Node {
     node(run, path.len())
 }
 
+/// The entries whose ids start with the nibbles of `path` (one per byte).
+/// Unlike [`node_at`], this follows the path whatever the trie shape, so
+/// two peers with different sets agree on what lies under a path.
+pub fn subtree<'a>(entries: &'a [Entry], path: &[u8]) -> &'a [Entry] {
+    let mut run = entries;
+    for (depth, &n) in path.iter().enumerate() {
+        run = children(run, depth)[usize::from(n & 0x0f)];
+    }
+    run
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +178,15 @@ mod tests {
             }
         }
         assert!(path.len() <= 4, "depth {}", path.len());
+    }
+
+    #[test]
+    fn subtree_follows_id_prefixes() {
+        let a = entries(3000, 1);
+        let under = subtree(&a, &[0xa, 0x3]);
+        assert!(!under.is_empty());
+        assert!(under.iter().all(|(id, _)| id.0[0] == 0xa3));
+        assert_eq!(under.len(), a.iter().filter(|(id, _)| id.0[0] == 0xa3).count());
+        assert_eq!(subtree(&a, &[]).len(), a.len());
     }
 }

@@ -59,7 +59,7 @@ pub enum ScanError {
     Internal(String),
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ScanOptions {
     /// Worker threads reading files.
     pub threads: usize,

@@ -1,0 +1,341 @@
+//! The local HTTP API: the control plane for the CLI and apps, and the
+//! stream endpoint players use.
+//!
+//! Listens on loopback only. Every request carries the node's token, as
+//! `Authorization: Bearer TOKEN` or `?token=TOKEN` (for players that only
+//! take a URL). JSON under `/api/…`; audio at `/stream/{track}` with HTTP
+//! ranges on originals and finished transcodes, so mpv, ffplay, VLC and
+//! browsers can seek.
+//!
+//! Must never: listen beyond loopback, answer without the token, or touch
+//! the index, the mesh or files itself; everything goes through [`Node`].
+
+use crate::node::{LibraryTrack, Node, NodeError};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct AppState {
+    node: Node,
+    token: blake3::Hash,
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let code = match &e {
+            NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NodeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NodeError::Mesh(crate::mesh::MeshError::BadInput(_))
+            | NodeError::Mesh(crate::mesh::MeshError::Ticket(_)) => StatusCode::BAD_REQUEST,
+            NodeError::Mesh(crate::mesh::MeshError::Refused(_)) => StatusCode::FORBIDDEN,
+            NodeError::Unavailable(_) | NodeError::Mesh(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Serve the API on `listener` until `cancel` fires. Streams still open
+/// then are cut after a short grace period.
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    token: String,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AppState {
+        node,
+        token: blake3::hash(token.as_bytes()),
+    };
+    let app = Router::new()
+        .route("/api/status", get(status))
+        .route("/api/peers", get(peers))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}", delete(remove_device))
+        .route("/api/invite", post(invite))
+        .route("/api/join", post(join))
+        .route("/api/library", get(library))
+        .route("/api/search", get(search))
+        .route("/stream/{id}", get(stream))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state);
+    let c = cancel.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await });
+    tokio::select! {
+        r = server => r,
+        // Open streams would hold a graceful shutdown forever.
+        _ = async { cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => Ok(()),
+    }
+}
+
+/// Bind the API's loopback listener (port 0 for any free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the API listens on loopback only, not {addr}"),
+        ));
+    }
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+    });
+    let ok = from_header
+        .or(from_query)
+        .is_some_and(|t| blake3::hash(t.as_bytes()) == s.token);
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (see api.json in the data dir)".into(),
+        )
+        .into_response()
+    }
+}
+
+pub fn track_json(t: &LibraryTrack) -> serde_json::Value {
+    let tr = &t.track;
+    json!({
+        "id": tr.id,
+        "title": tr.tags.title,
+        "artist": tr.tags.artist(),
+        "album": tr.tags.album,
+        "track": tr.tags.track,
+        "disc": tr.tags.disc,
+        "year": tr.tags.year,
+        "duration_ms": tr.audio.duration_ms,
+        "codec": tr.audio.codec,
+        "container": tr.audio.container,
+        "sample_rate": tr.audio.sample_rate,
+        "channels": tr.audio.channels,
+        "bitrate_kbps": tr.audio.bitrate_kbps,
+        "size": tr.size,
+        "sources": t.sources,
+    })
+}
+
+async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(s.node.status()).unwrap_or_default())
+}
+
+async fn peers(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(s.node.peers()).unwrap_or_default())
+}
+
+async fn devices(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let me = s.node.device_id().to_string();
+    let v: Vec<serde_json::Value> = s
+        .node
+        .devices()
+        .into_iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(&d).unwrap_or_default();
+            v["this_device"] = json!(d.id == me);
+            v
+        })
+        .collect();
+    Json(json!(v))
+}
+
+async fn remove_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    s.node.remove_device(&id).await?;
+    Ok(Json(json!({ "removed": id })))
+}
+
+#[derive(Deserialize)]
+struct InviteQuery {
+    ttl: Option<u64>,
+}
+
+async fn invite(State(s): State<AppState>, Query(q): Query<InviteQuery>) -> ApiResult<Json<serde_json::Value>> {
+    let ttl = Duration::from_secs(q.ttl.unwrap_or(crate::mesh::DEFAULT_INVITE_TTL.as_secs()).clamp(10, 7 * 24 * 3600));
+    let ticket = s.node.invite(ttl)?;
+    Ok(Json(json!({ "ticket": ticket, "expires_in_s": ttl.as_secs() })))
+}
+
+#[derive(Deserialize)]
+struct JoinBody {
+    ticket: String,
+}
+
+async fn join(State(s): State<AppState>, Json(b): Json<JoinBody>) -> ApiResult<Json<serde_json::Value>> {
+    let devices = s.node.join(&b.ticket).await?;
+    Ok(Json(json!({ "mesh": s.node.status().mesh, "devices": devices })))
+}
+
+#[derive(Deserialize)]
+struct LibraryQuery {
+    /// "all" (default) or "local".
+    scope: Option<String>,
+}
+
+async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> ApiResult<Json<serde_json::Value>> {
+    let local_only = q.scope.as_deref() == Some("local");
+    let v: Vec<serde_json::Value> = s
+        .node
+        .library()
+        .await?
+        .iter()
+        .filter(|t| !local_only || t.sources.iter().any(|s| s.local))
+        .map(track_json)
+        .collect();
+    Ok(Json(json!(v)))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+    limit: Option<usize>,
+}
+
+async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<Json<serde_json::Value>> {
+    let hits = s.node.search(&q.q, q.limit.unwrap_or(50)).await?;
+    Ok(Json(json!(hits.iter().map(track_json).collect::<Vec<_>>())))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    /// Opus kb/s, or "original" [default: 128].
+    bitrate: Option<String>,
+    /// Seconds into the track.
+    start: Option<f64>,
+}
+
+/// `bytes=A-B`, `bytes=A-` (one range; suffix ranges are not supported).
+fn parse_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let v = h.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse().ok()?)
+    };
+    Some((start, end))
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let kbps = match q.bitrate.as_deref() {
+        None => 128,
+        Some("original") => 0,
+        Some(b) => b
+            .parse::<u32>()
+            .ok()
+            .filter(|k| (crate::transcode::MIN_KBPS..=crate::transcode::MAX_KBPS).contains(k))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("bitrate must be original or 16..=256 kb/s, not {b:?}"),
+                )
+            })?,
+    };
+    let start_ms = match q.start {
+        Some(x) if x.is_finite() && x >= 0.0 => (x * 1000.0) as u64,
+        Some(_) => return Err(ApiError(StatusCode::BAD_REQUEST, "start must be ≥ 0 seconds".into())),
+        None => 0,
+    };
+    let range = if start_ms == 0 { parse_range(&headers) } else { None };
+    let offset = range.map_or(0, |r| r.0);
+    let mut ns = s.node.open_stream(&id, kbps, start_ms, offset).await?;
+    let mut ranged = range.is_some();
+    if ranged && !(ns.complete && ns.total_len.is_some()) {
+        // Not seekable by bytes (a live encode): the whole stream, 200.
+        ranged = false;
+        if offset > 0 {
+            ns = s.node.open_stream(&id, kbps, start_ms, 0).await?;
+        }
+    }
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, ns.mime.as_str())
+        .header("x-tunemesh-track", ns.track.id.to_hex())
+        .header("x-tunemesh-source", ns.source.as_str())
+        .header("x-tunemesh-via", ns.via.as_str())
+        .header(header::CACHE_CONTROL, "no-store");
+    if ns.complete {
+        resp = resp.header(header::ACCEPT_RANGES, "bytes");
+    }
+    let total = ns.total_len.filter(|_| ns.complete);
+    let (status, body) = match (ranged, total) {
+        (true, Some(total)) => {
+            let (a, b) = range.unwrap_or((0, None));
+            if a >= total {
+                return Ok(Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                    .body(Body::empty())
+                    .unwrap_or_default());
+            }
+            let end = b.unwrap_or(total - 1).min(total - 1);
+            let len = end + 1 - a;
+            resp = resp
+                .header(header::CONTENT_RANGE, format!("bytes {a}-{end}/{total}"))
+                .header(header::CONTENT_LENGTH, len);
+            let r = ns.reader.take(len);
+            (StatusCode::PARTIAL_CONTENT, Body::from_stream(ReaderStream::new(r)))
+        }
+        _ => {
+            if let Some(t) = total {
+                resp = resp.header(header::CONTENT_LENGTH, t);
+            }
+            (StatusCode::OK, Body::from_stream(ReaderStream::new(ns.reader)))
+        }
+    };
+    resp.status(status)
+        .body(body)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// What `serve` writes to the data dir so the CLI finds the API.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ApiInfo {
+    pub url: String,
+    pub token: String,
+    pub device: String,
+    pub pid: u32,
+}
+
+impl ApiInfo {
+    pub const FILE: &'static str = "api.json";
+}

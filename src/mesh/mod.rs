@@ -1,0 +1,1457 @@
+//! The mesh: libp2p connections between the devices of one owner.
+//!
+//! Responsible for identity (the device key in the data dir), transports
+//! (TCP and QUIC, noise, yamux), LAN discovery (mDNS), liveness (ping),
+//! the signed member list and pairing (tickets, join), and two protocols,
+//! each one message exchange per substream:
+//!
+//! - `/tunemesh/ctl/1`: join, announce (snapshot root + member list),
+//!   library sync requests. Answered by the node through [`Event::Request`].
+//! - `/tunemesh/stream/1`: one audio stream per substream; the node writes
+//!   a [`StreamHead`] then the bytes ([`Event::Stream`]).
+//!
+//! Shaped like rust-libp2p's file-sharing example: a cloneable [`Client`]
+//! talks to an event loop task that alone owns the `Swarm`; substreams are
+//! opened and accepted through `libp2p-stream`'s `Control`, outside the loop.
+//!
+//! Must never: let a non-member past a join attempt (its connection is
+//! closed, every protocol refuses it), hand a libp2p or prost type to
+//! another module, or block the event loop on anything but the swarm.
+//!
+//! Known trap: `libp2p-stream` hands inbound substreams over a channel of
+//! capacity one and drops the ones that do not fit (and rust-libp2p #5410
+//! reports stalls over yamux). Accept loops therefore only move each
+//! substream into its own task, every request is idempotent and retried
+//! once on a dropped substream, and tests run many streams concurrently.
+
+mod members;
+mod ticket;
+mod wire;
+
+pub use members::{Device, MembersError};
+pub use ticket::TicketError;
+
+use crate::index::snapshot::Entry;
+use crate::model::{Hash32, TrackId};
+use crate::proto;
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use members::Members;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use ticket::Ticket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+const CTL: StreamProtocol = StreamProtocol::new("/tunemesh/ctl/1");
+const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
+/// How long a stranger may stay connected while invitations are open, to
+/// present its ticket.
+const JOIN_GRACE: Duration = Duration::from_secs(10);
+/// Longest a control exchange may take.
+const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default life of an invitation.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
+
+/// A device id: the libp2p PeerId of the device's key, in its usual text
+/// form (`12D3KooW…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(PeerId);
+
+impl DeviceId {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.to_bytes()
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<DeviceId> {
+        PeerId::from_bytes(b).ok().map(DeviceId)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for DeviceId {
+    type Err = MeshError;
+    fn from_str(s: &str) -> Result<Self, MeshError> {
+        s.parse()
+            .map(DeviceId)
+            .map_err(|e| MeshError::BadInput(format!("{s:?} is not a device id: {e}")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("identity key {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+    #[error("cannot start the network: {0}")]
+    Start(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: DeviceId, reason: String },
+    #[error("{peer}: {reason}")]
+    Protocol { peer: DeviceId, reason: String },
+    #[error("the mesh is shutting down")]
+    Closed,
+}
+
+/// What a member says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Announcement {
+    pub root: Hash32,
+    pub tracks: u64,
+    pub name: String,
+    pub role: String,
+}
+
+/// A library sync request from a member.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// The snapshot trie under `path` (nibbles), answered against `root`.
+    GetNode {
+        root: Hash32,
+        path: Vec<u8>,
+        max_entries: u32,
+        with_records: bool,
+    },
+    /// Encoded track records by id.
+    GetRecords(Vec<TrackId>),
+}
+
+/// Part of a snapshot trie: the children's hashes, or every entry below.
+#[derive(Debug, Clone)]
+pub struct NodeReply {
+    pub root: Hash32,
+    pub children: Option<Box<[Hash32; 16]>>,
+    pub entries: Vec<Entry>,
+    pub records: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Response {
+    Node(NodeReply),
+    Records(Vec<Vec<u8>>),
+    Error(String),
+}
+
+/// A request to stream one track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamOpen {
+    pub track: TrackId,
+    /// Opus bitrate; 0 for the original file.
+    pub kbps: u32,
+    pub start_ms: u64,
+    pub offset: u64,
+}
+
+/// The serving side's answer, before the bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamHead {
+    pub error: Option<String>,
+    pub mime: String,
+    pub total_len: Option<u64>,
+    pub complete: bool,
+    pub via: String,
+}
+
+/// An audio substream, as tokio I/O.
+pub struct MeshStream(Compat<libp2p::Stream>);
+
+impl MeshStream {
+    /// Send the head of a stream (the serving side, before the bytes).
+    pub async fn write_head(&mut self, head: &StreamHead) -> Result<(), MeshError> {
+        let msg = proto::StreamHead {
+            error: head.error.clone().unwrap_or_default(),
+            mime: head.mime.clone(),
+            total_len: head.total_len.unwrap_or(0),
+            complete: head.complete,
+            via: head.via.clone(),
+        };
+        wire::write(self.0.get_mut(), &msg, wire::MAX_STREAM_HEAD)
+            .await
+            .map_err(|e| MeshError::Refused(e.to_string()))
+    }
+}
+
+impl tokio::io::AsyncRead for MeshStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for MeshStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// What the mesh tells the node.
+pub enum Event {
+    /// A member told us its snapshot root (on connecting and after changes).
+    Announced {
+        from: DeviceId,
+        announcement: Announcement,
+    },
+    /// A member asks for part of our library.
+    Request {
+        from: DeviceId,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A member asks for a stream; write the head, then the bytes.
+    Stream {
+        from: DeviceId,
+        open: StreamOpen,
+        stream: MeshStream,
+    },
+    /// The member list changed (a join, a revocation, a merge).
+    MembersChanged,
+    Connected(DeviceId),
+    Disconnected(DeviceId),
+}
+
+/// How we reach a peer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub member: bool,
+    pub connected: bool,
+    /// "lan", "direct" or "relayed" (empty when not connected).
+    pub path: String,
+    pub addr: Option<String>,
+    pub rtt_ms: Option<f64>,
+    /// Snapshot root and track count it last announced.
+    pub root: Option<String>,
+    pub tracks: Option<u64>,
+}
+
+/// How a node takes part in the mesh.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Multiaddrs to listen on; empty for every interface on random ports
+    /// (TCP and QUIC).
+    pub listen: Vec<String>,
+    pub mdns: bool,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Disconnect(PeerId),
+}
+
+#[derive(Default)]
+struct PeerState {
+    conns: HashMap<ConnectionId, Multiaddr>,
+    rtt: Option<Duration>,
+    announced: Option<Announcement>,
+    /// A stranger allowed to stay until then (to present a ticket).
+    grace_until: Option<Instant>,
+    last_dial: Option<Instant>,
+}
+
+struct State {
+    members: Members,
+    /// blake3 of each open invitation's secret → expiry (unix ms).
+    tickets: HashMap<Hash32, i64>,
+    listen: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerState>,
+    local: Announcement,
+    /// Addresses seen for members (identify, mDNS), for redialling.
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+struct Shared {
+    key: Keypair,
+    me: PeerId,
+    members_path: PathBuf,
+    state: Mutex<State>,
+    events: mpsc::Sender<Event>,
+    cmd: mpsc::Sender<Command>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spawn an owned task, cancelled at shutdown.
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = f => {}
+            }
+        });
+    }
+
+    fn is_member(&self, p: &PeerId) -> bool {
+        self.state().members.is_member(p)
+    }
+
+    async fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev).await;
+    }
+}
+
+/// A running mesh node: the handle that owns the event loop.
+pub struct Mesh {
+    client: Client,
+}
+
+/// A cloneable handle to the mesh.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    control: libp2p_stream::Control,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Load the device key from `dir/identity.key`, creating it (mode 0600) on
+/// first run.
+fn load_or_create_key(dir: &Path) -> Result<Keypair, MeshError> {
+    let path = dir.join("identity.key");
+    let err = |reason: String| MeshError::Identity {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| err(e.to_string()))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| err(e.to_string()))?;
+            tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
+            // No clobbering: a racing first run keeps the key that won.
+            tmp.persist_noclobber(&path)
+                .map_err(|e| err(e.error.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// "lan", "direct" or "relayed", from the remote address of a connection.
+fn path_kind(addr: &Multiaddr) -> &'static str {
+    let mut lan = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => return "relayed",
+            Protocol::Ip4(ip) => lan = ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+            Protocol::Ip6(ip) => {
+                lan = ip.is_loopback()
+                    || (ip.segments()[0] & 0xfe00) == 0xfc00
+                    || (ip.segments()[0] & 0xffc0) == 0xfe80
+            }
+            _ => {}
+        }
+    }
+    if lan {
+        "lan"
+    } else {
+        "direct"
+    }
+}
+
+impl Mesh {
+    /// Start the mesh: load (or create) the device key and member list,
+    /// listen, and run the event loop until [`Mesh::shutdown`].
+    pub async fn start(
+        cfg: Config,
+        local: Announcement,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Mesh, MeshError> {
+        let key = load_or_create_key(&cfg.data_dir)?;
+        let me = key.public().to_peer_id();
+        let members_path = cfg.data_dir.join("members.pb");
+        let members = match Members::load(&members_path)? {
+            Some(m) => m,
+            None => {
+                let m = Members::found(&key, &cfg.name, &cfg.role, vec![]);
+                m.save(&members_path)?;
+                m
+            }
+        };
+        let mdns_on = cfg.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| MeshError::Start(e.to_string()))?
+            .with_quic()
+            .with_behaviour(|key| {
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        key.public().to_peer_id(),
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/tunemesh/id/1".into(), key.public())
+                            .with_agent_version(format!("tunemesh/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    mdns: Toggle::from(mdns),
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            })
+            .map_err(|e| MeshError::Start(e.to_string()))?
+            // Members stay connected while both run: announcements and
+            // streams must not wait for a dial.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
+            .build();
+        let listen = if cfg.listen.is_empty() {
+            vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1".to_string(),
+                "/ip4/0.0.0.0/tcp/0".to_string(),
+            ]
+        } else {
+            cfg.listen.clone()
+        };
+        for a in &listen {
+            let addr: Multiaddr = a.parse().map_err(|e| MeshError::Listen {
+                addr: a.clone(),
+                reason: format!("{e}"),
+            })?;
+            swarm.listen_on(addr).map_err(|e| MeshError::Listen {
+                addr: a.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let ctl_in = control
+            .accept(CTL)
+            .map_err(|e| MeshError::Start(e.to_string()))?;
+        let audio_in = control
+            .accept(AUDIO)
+            .map_err(|e| MeshError::Start(e.to_string()))?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let shared = Arc::new(Shared {
+            key,
+            me,
+            members_path,
+            state: Mutex::new(State {
+                members,
+                tickets: HashMap::new(),
+                listen: vec![],
+                peers: HashMap::new(),
+                local,
+                addrs: HashMap::new(),
+            }),
+            events,
+            cmd: cmd_tx,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        let client = Client { shared, control };
+        let c = client.clone();
+        client
+            .shared
+            .spawn(async move { c.run(swarm, cmd_rx).await }.instrument(tracing::info_span!("mesh", me = %me)));
+        let c = client.clone();
+        client.shared.spawn(c.accept_loop(ctl_in, false));
+        let c = client.clone();
+        client.shared.spawn(c.accept_loop(audio_in, true));
+        // Wait for the listeners, so tickets and status carry addresses.
+        for _ in 0..100 {
+            if !client.shared.state().listen.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Mesh { client })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Stop every task of the mesh (connections close with the swarm).
+    pub async fn shutdown(self) {
+        let s = &self.client.shared;
+        s.cancel.cancel();
+        s.tasks.close();
+        s.tasks.wait().await;
+    }
+}
+
+impl Client {
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId(self.shared.me)
+    }
+
+    pub fn mesh_id(&self) -> DeviceId {
+        DeviceId(self.shared.state().members.mesh())
+    }
+
+    pub fn listen_addrs(&self) -> Vec<String> {
+        let me = self.shared.me;
+        self.shared
+            .state()
+            .listen
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
+            .collect()
+    }
+
+    pub fn is_member(&self, d: &DeviceId) -> bool {
+        self.shared.is_member(&d.0)
+    }
+
+    pub fn devices(&self) -> Vec<Device> {
+        self.shared.state().members.devices()
+    }
+
+    /// Members other than this device that are connected now.
+    pub fn connected_members(&self) -> Vec<DeviceId> {
+        let st = self.shared.state();
+        st.peers
+            .iter()
+            .filter(|(p, s)| !s.conns.is_empty() && **p != self.shared.me && st.members.is_member(p))
+            .map(|(p, _)| DeviceId(*p))
+            .collect()
+    }
+
+    /// Every peer we know or see, members first.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let st = self.shared.state();
+        let devices = st.members.devices();
+        let mut out: Vec<PeerInfo> = Vec::new();
+        let mut seen: Vec<PeerId> = vec![self.shared.me];
+        let info = |p: PeerId, name: String, role: String, member: bool| {
+            let ps = st.peers.get(&p);
+            let addr = ps.and_then(|s| s.conns.values().next().cloned());
+            let ann = ps.and_then(|s| s.announced.clone());
+            PeerInfo {
+                id: p.to_string(),
+                name: ann.as_ref().map_or(name, |a| a.name.clone()),
+                role: ann.as_ref().map_or(role, |a| a.role.clone()),
+                member,
+                connected: addr.is_some(),
+                path: addr.as_ref().map_or("", path_kind).to_string(),
+                addr: addr.map(|a| a.to_string()),
+                rtt_ms: ps.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+                root: ann.as_ref().map(|a| a.root.to_hex()),
+                tracks: ann.as_ref().map(|a| a.tracks),
+            }
+        };
+        for d in devices {
+            let Ok(p) = d.id.parse::<PeerId>() else {
+                continue;
+            };
+            if p == self.shared.me {
+                continue;
+            }
+            seen.push(p);
+            out.push(info(p, d.name, d.role, true));
+        }
+        for (p, s) in &st.peers {
+            if !seen.contains(p) && !s.conns.is_empty() {
+                out.push(info(*p, String::new(), String::new(), false));
+            }
+        }
+        out
+    }
+
+    /// What this node announces; pushed to every connected member when the
+    /// root changes.
+    pub fn set_local(&self, root: Hash32, tracks: u64) {
+        let changed = {
+            let mut st = self.shared.state();
+            let changed = st.local.root != root || st.local.tracks != tracks;
+            st.local.root = root;
+            st.local.tracks = tracks;
+            changed
+        };
+        if changed {
+            self.announce_all();
+        }
+    }
+
+    /// The last announcement of a member.
+    pub fn announced(&self, d: &DeviceId) -> Option<Announcement> {
+        self.shared
+            .state()
+            .peers
+            .get(&d.0)
+            .and_then(|s| s.announced.clone())
+    }
+
+    /// Open a one-time invitation valid for `ttl`.
+    pub fn invite(&self, ttl: Duration) -> Result<String, MeshError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| MeshError::Start(e.to_string()))?;
+        let expires = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut st = self.shared.state();
+        st.tickets.retain(|_, exp| *exp > now_ms());
+        st.tickets.insert(Hash32::of(&secret), expires);
+        let t = Ticket {
+            inviter: self.shared.me,
+            addrs: st.listen.clone(),
+            secret,
+            expires_unix_ms: expires,
+            mesh: st.members.mesh(),
+        };
+        Ok(t.encode())
+    }
+
+    /// Join the mesh of `ticket`'s inviter; this device's own mesh (if it
+    /// had other members) is left. Returns the new member list.
+    pub async fn join(&self, ticket: &str) -> Result<Vec<Device>, MeshError> {
+        let t = Ticket::decode(ticket)?;
+        if t.expires_unix_ms < now_ms() {
+            return Err(MeshError::Refused("this ticket has expired".into()));
+        }
+        if t.inviter == self.shared.me {
+            return Err(MeshError::Refused("this ticket was made by this device".into()));
+        }
+        self.dial(t.inviter, t.addrs.clone()).await?;
+        let (name, role, addrs) = {
+            let st = self.shared.state();
+            (
+                st.local.name.clone(),
+                st.local.role.clone(),
+                st.listen.iter().map(|a| a.to_vec()).collect(),
+            )
+        };
+        let req = proto::CtlRequest {
+            kind: Some(proto::ctl_request::Kind::Join(proto::Join {
+                secret: t.secret.to_vec(),
+                name,
+                role,
+                addrs,
+            })),
+        };
+        let resp = self.exchange(t.inviter, &req).await?;
+        let list = match resp.kind {
+            Some(proto::ctl_response::Kind::Joined(list)) => list,
+            Some(proto::ctl_response::Kind::Error(e)) => return Err(MeshError::Refused(e)),
+            _ => {
+                return Err(MeshError::Protocol {
+                    peer: DeviceId(t.inviter),
+                    reason: "unexpected answer to a join".into(),
+                })
+            }
+        };
+        let members = Members::adopt(t.mesh, &list);
+        if !members.is_member(&self.shared.me) || !members.is_member(&t.inviter) {
+            return Err(MeshError::Protocol {
+                peer: DeviceId(t.inviter),
+                reason: "the member list it sent does not include us".into(),
+            });
+        }
+        members.save(&self.shared.members_path)?;
+        let devices = members.devices();
+        self.shared.state().members = members;
+        self.shared.emit(Event::MembersChanged).await;
+        self.announce_all();
+        Ok(devices)
+    }
+
+    /// Revoke a member; the revocation spreads to every member and the
+    /// device is disconnected everywhere.
+    pub async fn remove_device(&self, id: &DeviceId) -> Result<(), MeshError> {
+        {
+            let mut st = self.shared.state();
+            if !st.members.is_member(&id.0) {
+                return Err(MeshError::BadInput(format!("{id} is not a member")));
+            }
+            st.members
+                .issue(&self.shared.key, id.0, true, "", "", vec![])?;
+            st.members.save(&self.shared.members_path)?;
+        }
+        self.shared.emit(Event::MembersChanged).await;
+        // Tell the revoked device too, so it knows; then cut it off.
+        let c = self.clone();
+        let victim = id.0;
+        self.shared.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.announce_to(victim)).await;
+            let _ = c.shared.cmd.send(Command::Disconnect(victim)).await;
+        });
+        self.announce_all();
+        Ok(())
+    }
+
+    /// Ask a member for part of its library.
+    pub async fn request(&self, peer: &DeviceId, req: Request) -> Result<Response, MeshError> {
+        let msg = proto::CtlRequest {
+            kind: Some(match req {
+                Request::GetNode {
+                    root,
+                    path,
+                    max_entries,
+                    with_records,
+                } => proto::ctl_request::Kind::GetNode(proto::GetNode {
+                    root: root.0.to_vec(),
+                    path,
+                    max_entries,
+                    with_records,
+                }),
+                Request::GetRecords(ids) => proto::ctl_request::Kind::GetRecords(proto::GetRecords {
+                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                }),
+            }),
+        };
+        let resp = self.exchange(peer.0, &msg).await?;
+        let bad = |reason: &str| MeshError::Protocol {
+            peer: *peer,
+            reason: reason.into(),
+        };
+        Ok(match resp.kind {
+            Some(proto::ctl_response::Kind::Node(n)) => {
+                let root = Hash32::from_slice(&n.root).ok_or_else(|| bad("bad root"))?;
+                let children = if n.children.is_empty() {
+                    None
+                } else if n.children.len() == 16 {
+                    let mut c = [Hash32([0; 32]); 16];
+                    for (dst, src) in c.iter_mut().zip(&n.children) {
+                        *dst = Hash32::from_slice(src).ok_or_else(|| bad("bad child hash"))?;
+                    }
+                    Some(Box::new(c))
+                } else {
+                    return Err(bad("a branch must have 16 children"));
+                };
+                let mut entries = Vec::with_capacity(n.entries.len());
+                for e in n.entries {
+                    entries.push((
+                        Hash32::from_slice(&e.id).ok_or_else(|| bad("bad entry id"))?,
+                        Hash32::from_slice(&e.hash).ok_or_else(|| bad("bad entry hash"))?,
+                    ));
+                }
+                Response::Node(NodeReply {
+                    root,
+                    children,
+                    entries,
+                    records: n.records,
+                })
+            }
+            Some(proto::ctl_response::Kind::Records(r)) => Response::Records(r.records),
+            Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
+            _ => return Err(bad("unexpected answer")),
+        })
+    }
+
+    /// Open an audio stream from a member: the head, then the bytes.
+    pub async fn open_stream(
+        &self,
+        peer: &DeviceId,
+        open: &StreamOpen,
+    ) -> Result<(StreamHead, MeshStream), MeshError> {
+        let msg = proto::StreamOpen {
+            track: open.track.0.to_vec(),
+            kbps: open.kbps,
+            start_ms: open.start_ms,
+            offset: open.offset,
+        };
+        let perr = |reason: String| MeshError::Protocol {
+            peer: *peer,
+            reason,
+        };
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let mut s = match self.control.clone().open_stream(peer.0, AUDIO).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Some(MeshError::Unreachable {
+                        peer: *peer,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = wire::write(&mut s, &msg, wire::MAX_STREAM_HEAD).await {
+                last = Some(perr(e.to_string()));
+                continue;
+            }
+            let head: proto::StreamHead =
+                match tokio::time::timeout(CTL_TIMEOUT, wire::read(&mut s, wire::MAX_STREAM_HEAD))
+                    .await
+                {
+                    Ok(Ok(h)) => h,
+                    // Dropped by the remote's accept queue: try again.
+                    Ok(Err(wire::WireError::Closed)) => {
+                        last = Some(perr("the stream was closed before its head".into()));
+                        continue;
+                    }
+                    Ok(Err(e)) => return Err(perr(e.to_string())),
+                    Err(_) => return Err(perr("no answer to a stream request".into())),
+                };
+            let head = StreamHead {
+                error: (!head.error.is_empty()).then_some(head.error),
+                mime: head.mime,
+                total_len: (head.total_len > 0).then_some(head.total_len),
+                complete: head.complete,
+                via: head.via,
+            };
+            return Ok((head, MeshStream(s.compat())));
+        }
+        Err(last.unwrap_or(MeshError::Closed))
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .cmd
+            .send(Command::Dial {
+                peer,
+                addrs,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| MeshError::Closed)?;
+        match tokio::time::timeout(CTL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(MeshError::Unreachable {
+                peer: DeviceId(peer),
+                reason,
+            }),
+            Ok(Err(_)) => Err(MeshError::Closed),
+            Err(_) => Err(MeshError::Unreachable {
+                peer: DeviceId(peer),
+                reason: "timed out".into(),
+            }),
+        }
+    }
+
+    /// One control exchange on a fresh substream, retried when the remote
+    /// dropped the substream unanswered (see the module note).
+    async fn exchange(
+        &self,
+        peer: PeerId,
+        req: &proto::CtlRequest,
+    ) -> Result<proto::CtlResponse, MeshError> {
+        let perr = |reason: String| MeshError::Protocol {
+            peer: DeviceId(peer),
+            reason,
+        };
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let once = async {
+                let mut s = self
+                    .control
+                    .clone()
+                    .open_stream(peer, CTL)
+                    .await
+                    .map_err(|e| MeshError::Unreachable {
+                        peer: DeviceId(peer),
+                        reason: e.to_string(),
+                    })?;
+                wire::write(&mut s, req, wire::MAX_CTL_REQUEST)
+                    .await
+                    .map_err(|e| perr(e.to_string()))?;
+                let r = wire::read::<proto::CtlResponse, _>(&mut s, wire::MAX_CTL_RESPONSE).await;
+                let _ = s.close().await;
+                r.map_err(|e| match e {
+                    wire::WireError::Closed => MeshError::Closed,
+                    e => perr(e.to_string()),
+                })
+            };
+            match tokio::time::timeout(CTL_TIMEOUT, once).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(MeshError::Closed)) => {
+                    last = Some(perr("the peer closed the request unanswered".into()));
+                }
+                Ok(Err(e @ MeshError::Unreachable { .. })) => last = Some(e),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(perr("no answer in time".into())),
+            }
+        }
+        Err(last.unwrap_or(MeshError::Closed))
+    }
+
+    fn announcement_msg(&self) -> proto::CtlRequest {
+        let st = self.shared.state();
+        proto::CtlRequest {
+            kind: Some(proto::ctl_request::Kind::Announce(proto::Announce {
+                root: st.local.root.0.to_vec(),
+                tracks: st.local.tracks,
+                members: Some(st.members.to_proto()),
+                name: st.local.name.clone(),
+                role: st.local.role.clone(),
+            })),
+        }
+    }
+
+    /// Take in a member's announcement: merge its member list, remember its
+    /// root, tell the node.
+    async fn absorb(&self, from: PeerId, a: proto::Announce) {
+        let merged = {
+            let mut st = self.shared.state();
+            let n = a.members.as_ref().map_or(0, |l| st.members.merge(l));
+            if n > 0 {
+                if let Err(e) = st.members.save(&self.shared.members_path) {
+                    tracing::error!("{e}");
+                }
+            }
+            n
+        };
+        if merged > 0 {
+            tracing::info!(%from, "{merged} new member list operations");
+            self.shared.emit(Event::MembersChanged).await;
+            // Spread the news, and drop devices that are no longer members.
+            self.announce_all();
+            let gone: Vec<PeerId> = {
+                let st = self.shared.state();
+                st.peers
+                    .iter()
+                    .filter(|(p, s)| !s.conns.is_empty() && !st.members.is_member(p))
+                    .map(|(p, _)| *p)
+                    .collect()
+            };
+            for p in gone {
+                let _ = self.shared.cmd.send(Command::Disconnect(p)).await;
+            }
+        }
+        if !self.shared.is_member(&from) {
+            return;
+        }
+        let Some(root) = Hash32::from_slice(&a.root) else {
+            tracing::warn!(%from, "announcement without a valid root ignored");
+            return;
+        };
+        let ann = Announcement {
+            root,
+            tracks: a.tracks,
+            name: a.name,
+            role: a.role,
+        };
+        self.shared
+            .state()
+            .peers
+            .entry(from)
+            .or_default()
+            .announced = Some(ann.clone());
+        self.shared
+            .emit(Event::Announced {
+                from: DeviceId(from),
+                announcement: ann,
+            })
+            .await;
+    }
+
+    async fn announce_to(&self, peer: PeerId) {
+        let msg = self.announcement_msg();
+        match self.exchange(peer, &msg).await {
+            Ok(proto::CtlResponse {
+                kind: Some(proto::ctl_response::Kind::Announce(a)),
+            }) => self.absorb(peer, a).await,
+            Ok(proto::CtlResponse {
+                kind: Some(proto::ctl_response::Kind::Error(e)),
+            }) => tracing::info!(%peer, "announcement refused: {e}"),
+            Ok(_) => tracing::warn!(%peer, "unexpected answer to an announcement"),
+            Err(e) => tracing::debug!(%peer, "announcement failed: {e}"),
+        }
+    }
+
+    fn announce_all(&self) {
+        for d in self.connected_members() {
+            let c = self.clone();
+            self.shared.spawn(async move { c.announce_to(d.0).await });
+        }
+    }
+
+    // ----- inbound ---------------------------------------------------------
+
+    async fn accept_loop(self, mut incoming: libp2p_stream::IncomingStreams, audio: bool) {
+        while let Some((peer, stream)) = incoming.next().await {
+            let c = self.clone();
+            let span = tracing::info_span!("inbound", %peer, audio);
+            if audio {
+                self.shared
+                    .spawn(async move { c.serve_audio(peer, stream).await }.instrument(span));
+            } else {
+                self.shared
+                    .spawn(async move { c.serve_ctl(peer, stream).await }.instrument(span));
+            }
+        }
+    }
+
+    async fn refuse(&self, peer: PeerId, why: &str) {
+        tracing::info!(%peer, "refused: {why}");
+        let _ = self.shared.cmd.send(Command::Disconnect(peer)).await;
+    }
+
+    async fn serve_audio(&self, peer: PeerId, mut s: libp2p::Stream) {
+        if !self.shared.is_member(&peer) {
+            return self.refuse(peer, "stream request from a non-member").await;
+        }
+        let open: proto::StreamOpen = match wire::read(&mut s, wire::MAX_STREAM_HEAD).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(%peer, "bad stream request: {e}");
+                return;
+            }
+        };
+        let Some(track) = Hash32::from_slice(&open.track) else {
+            tracing::warn!(%peer, "stream request without a valid track id");
+            let head = proto::StreamHead {
+                error: "bad track id".into(),
+                ..Default::default()
+            };
+            let _ = wire::write(&mut s, &head, wire::MAX_STREAM_HEAD).await;
+            return;
+        };
+        self.shared
+            .emit(Event::Stream {
+                from: DeviceId(peer),
+                open: StreamOpen {
+                    track,
+                    kbps: open.kbps,
+                    start_ms: open.start_ms,
+                    offset: open.offset,
+                },
+                stream: MeshStream(s.compat()),
+            })
+            .await;
+    }
+
+    async fn serve_ctl(&self, peer: PeerId, mut s: libp2p::Stream) {
+        let req: proto::CtlRequest = match wire::read(&mut s, wire::MAX_CTL_REQUEST).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, "bad control request: {e}");
+                let resp = proto::CtlResponse {
+                    kind: Some(proto::ctl_response::Kind::Error(format!("bad request: {e}"))),
+                };
+                let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
+                return;
+            }
+        };
+        let member = self.shared.is_member(&peer);
+        let kind = match req.kind {
+            Some(proto::ctl_request::Kind::Join(j)) => Some(self.on_join(peer, j).await),
+            _ if !member => {
+                let resp = proto::CtlResponse {
+                    kind: Some(proto::ctl_response::Kind::Error("not a member of this mesh".into())),
+                };
+                let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
+                return self.refuse(peer, "control request from a non-member").await;
+            }
+            Some(proto::ctl_request::Kind::Announce(a)) => {
+                self.absorb(peer, a).await;
+                match self.announcement_msg().kind {
+                    Some(proto::ctl_request::Kind::Announce(mine)) => {
+                        Some(proto::ctl_response::Kind::Announce(mine))
+                    }
+                    _ => None,
+                }
+            }
+            Some(proto::ctl_request::Kind::GetNode(g)) => {
+                match (Hash32::from_slice(&g.root), g.path.iter().all(|&n| n < 16) && g.path.len() <= 64) {
+                    (Some(root), true) => {
+                        self.ask_node(
+                            peer,
+                            Request::GetNode {
+                                root,
+                                path: g.path,
+                                max_entries: g.max_entries,
+                                with_records: g.with_records,
+                            },
+                        )
+                        .await
+                    }
+                    _ => Some(proto::ctl_response::Kind::Error("bad trie path or root".into())),
+                }
+            }
+            Some(proto::ctl_request::Kind::GetRecords(g)) => {
+                let ids: Option<Vec<TrackId>> = g.ids.iter().map(|i| Hash32::from_slice(i)).collect();
+                match ids {
+                    Some(ids) if ids.len() <= 4096 => {
+                        self.ask_node(peer, Request::GetRecords(ids)).await
+                    }
+                    _ => Some(proto::ctl_response::Kind::Error("bad or too many track ids".into())),
+                }
+            }
+            None => Some(proto::ctl_response::Kind::Error(
+                "unknown request (a newer tunemesh?)".into(),
+            )),
+        };
+        let resp = proto::CtlResponse { kind };
+        if let Err(e) = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await {
+            tracing::warn!(%peer, "cannot answer: {e}");
+        }
+        let _ = s.close().await;
+    }
+
+    async fn ask_node(&self, peer: PeerId, request: Request) -> Option<proto::ctl_response::Kind> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .emit(Event::Request {
+                from: DeviceId(peer),
+                request,
+                reply: tx,
+            })
+            .await;
+        let resp = rx.await.ok()?;
+        Some(match resp {
+            Response::Error(e) => proto::ctl_response::Kind::Error(e),
+            Response::Records(r) => proto::ctl_response::Kind::Records(proto::RecordsReply { records: r }),
+            Response::Node(n) => proto::ctl_response::Kind::Node(proto::NodeReply {
+                root: n.root.0.to_vec(),
+                children: n
+                    .children
+                    .map(|c| c.iter().map(|h| h.0.to_vec()).collect())
+                    .unwrap_or_default(),
+                entries: n
+                    .entries
+                    .iter()
+                    .map(|(id, h)| proto::Entry {
+                        id: id.0.to_vec(),
+                        hash: h.0.to_vec(),
+                    })
+                    .collect(),
+                records: n.records,
+            }),
+        })
+    }
+
+    async fn on_join(&self, peer: PeerId, j: proto::Join) -> proto::ctl_response::Kind {
+        let outcome = {
+            let mut st = self.shared.state();
+            let h = Hash32::of(&j.secret);
+            match st.tickets.remove(&h) {
+                None => Err("unknown or already used ticket"),
+                Some(exp) if exp < now_ms() => Err("expired ticket"),
+                Some(_) => {
+                    let addrs = j
+                        .addrs
+                        .iter()
+                        .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
+                        .map(|a| a.to_string())
+                        .collect();
+                    let role = if j.role == "home" { "home" } else { "phone" };
+                    let name: String = j.name.chars().take(64).collect();
+                    st.members
+                        .issue(&self.shared.key, peer, false, &name, role, addrs)
+                        .map_err(|_| "this device can no longer invite")
+                        .and_then(|()| {
+                            st.members
+                                .save(&self.shared.members_path)
+                                .map_err(|_| "cannot save the member list")
+                        })
+                        .map(|()| st.members.to_proto())
+                }
+            }
+        };
+        match outcome {
+            Ok(list) => {
+                tracing::info!(%peer, "joined the mesh");
+                if let Some(p) = self.shared.state().peers.get_mut(&peer) {
+                    p.grace_until = None;
+                }
+                self.shared.emit(Event::MembersChanged).await;
+                self.shared.emit(Event::Connected(DeviceId(peer))).await;
+                // The joiner announces itself once it has the list; tell
+                // the other members now.
+                self.announce_all();
+                proto::ctl_response::Kind::Joined(list)
+            }
+            Err(why) => {
+                tracing::warn!(%peer, "join refused: {why}");
+                proto::ctl_response::Kind::Error(format!("join refused: {why}"))
+            }
+        }
+    }
+
+    // ----- the event loop --------------------------------------------------
+
+    async fn run(self, mut swarm: libp2p::Swarm<Behaviour>, mut cmd_rx: mpsc::Receiver<Command>) {
+        let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                Some(cmd) = cmd_rx.recv() => match cmd {
+                    Command::Dial { peer, addrs, reply } => {
+                        if swarm.is_connected(&peer) {
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        for a in &addrs {
+                            swarm.add_peer_address(peer, a.clone());
+                        }
+                        match swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                            Ok(()) => dials.entry(peer).or_default().push(reply),
+                            Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                        }
+                    }
+                    Command::Disconnect(peer) => { let _ = swarm.disconnect_peer_id(peer); }
+                },
+                ev = swarm.select_next_some() => self.on_swarm_event(&mut swarm, ev, &mut dials).await,
+                _ = tick.tick() => self.on_tick(&mut swarm),
+            }
+        }
+    }
+
+    fn on_tick(&self, swarm: &mut libp2p::Swarm<Behaviour>) {
+        let now = Instant::now();
+        let mut cut = vec![];
+        let mut redial = vec![];
+        {
+            let mut st = self.shared.state();
+            let live_tickets = st.tickets.values().any(|e| *e > now_ms());
+            let members = st.members.member_ids();
+            let known: HashMap<PeerId, Vec<Multiaddr>> = st
+                .members
+                .devices()
+                .into_iter()
+                .filter_map(|d| {
+                    let p = d.id.parse().ok()?;
+                    let addrs = d.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    Some((p, addrs))
+                })
+                .collect();
+            for (p, s) in st.peers.iter_mut() {
+                if let Some(g) = s.grace_until {
+                    if now > g || !live_tickets {
+                        s.grace_until = None;
+                        cut.push(*p);
+                    }
+                }
+            }
+            for p in members {
+                if p == self.shared.me || swarm.is_connected(&p) {
+                    continue;
+                }
+                let s = st.peers.entry(p).or_default();
+                if s.last_dial.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+                    continue;
+                }
+                s.last_dial = Some(now);
+                let mut addrs = st.addrs.get(&p).cloned().unwrap_or_default();
+                addrs.extend(known.get(&p).cloned().unwrap_or_default());
+                if !addrs.is_empty() {
+                    redial.push((p, addrs));
+                }
+            }
+        }
+        for p in cut {
+            if !self.shared.is_member(&p) {
+                tracing::info!(peer = %p, "stranger did not join in time: disconnected");
+                let _ = swarm.disconnect_peer_id(p);
+            }
+        }
+        for (p, addrs) in redial {
+            tracing::debug!(peer = %p, "redialling member");
+            let _ = swarm.dial(DialOpts::peer_id(p).addresses(addrs).build());
+        }
+    }
+
+    async fn on_swarm_event(
+        &self,
+        swarm: &mut libp2p::Swarm<Behaviour>,
+        ev: SwarmEvent<BehaviourEvent>,
+        dials: &mut HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    ) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}");
+                self.shared.state().listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.shared.state().listen.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                for r in dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = r.send(Ok(()));
+                }
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                let (member, live_tickets) = {
+                    let st = self.shared.state();
+                    (
+                        st.members.is_member(&peer_id),
+                        st.tickets.values().any(|e| *e > now_ms()),
+                    )
+                };
+                if !member && !live_tickets && !endpoint.is_dialer() {
+                    tracing::info!(peer = %peer_id, %addr, "refused: not a member, no open invitation");
+                    swarm.close_connection(connection_id);
+                    return;
+                }
+                {
+                    let mut st = self.shared.state();
+                    let s = st.peers.entry(peer_id).or_default();
+                    s.conns.insert(connection_id, addr.clone());
+                    if !member {
+                        s.grace_until = Some(Instant::now() + JOIN_GRACE);
+                    }
+                }
+                tracing::info!(peer = %peer_id, %addr, member, "connected");
+                if member && num_established.get() == 1 {
+                    self.shared.emit(Event::Connected(DeviceId(peer_id))).await;
+                    let c = self.clone();
+                    self.shared.spawn(async move { c.announce_to(peer_id).await });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                let gone = {
+                    let mut st = self.shared.state();
+                    let s = st.peers.entry(peer_id).or_default();
+                    s.conns.remove(&connection_id);
+                    s.conns.is_empty()
+                };
+                tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                if gone && num_established == 0 {
+                    self.shared.emit(Event::Disconnected(DeviceId(peer_id))).await;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(p),
+                error,
+                ..
+            } => {
+                if !swarm.is_connected(&p) {
+                    for r in dials.remove(&p).unwrap_or_default() {
+                        let _ = r.send(Err(error.to_string()));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                if let Some(s) = self.shared.state().peers.get_mut(&peer) {
+                    s.rtt = Some(rtt);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let mut st = self.shared.state();
+                if st.members.is_member(&peer_id) {
+                    st.addrs.insert(peer_id, info.listen_addrs);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    let member = {
+                        let mut st = self.shared.state();
+                        let m = st.members.is_member(&peer);
+                        if m {
+                            let v = st.addrs.entry(peer).or_default();
+                            if !v.contains(&addr) {
+                                v.push(addr.clone());
+                            }
+                        }
+                        m
+                    };
+                    // Strangers on the LAN are seen and left alone.
+                    if member && peer != self.shared.me && !swarm.is_connected(&peer) {
+                        tracing::info!(%peer, %addr, "member found on the LAN");
+                        let _ = swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    } else if !member {
+                        tracing::debug!(%peer, "a stranger on the LAN (ignored)");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
