@@ -65,10 +65,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List every indexed track.
+    /// List every indexed track; with --all, the merged library of every
+    /// device of the mesh (asks the running node).
     Ls {
         #[arg(long)]
         json: bool,
+        /// The merged library of all devices (needs `tunemesh serve`).
+        #[arg(long)]
+        all: bool,
     },
     /// Search titles, artists and albums (case and accents ignored).
     Search {
@@ -101,6 +105,71 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run this device's node until Ctrl-C: the mesh, LAN discovery, the
+    /// local HTTP API, and (home) indexing and watching its folders.
+    Serve {
+        /// Library folders to add (home); the ones added before are kept.
+        dirs: Vec<PathBuf>,
+        /// home: indexes and serves its folders (default when folders are
+        /// given, or already known); phone: consumes the mesh's library.
+        #[arg(long, value_parser = ["home", "phone"])]
+        role: Option<String>,
+        /// Mesh listen address, repeatable [default: all interfaces, random
+        /// TCP and QUIC ports].
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Address of the local HTTP API (loopback only; port 0 for any).
+        #[arg(long, default_value = "127.0.0.1:7380", env = "TUNEMESH_API")]
+        api: std::net::SocketAddr,
+        /// Do not discover or announce on the LAN (mDNS).
+        #[arg(long)]
+        no_mdns: bool,
+        /// Name shown to the other devices [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Size limit of the transcode cache, in MiB.
+        #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
+        cache_mib: u64,
+    },
+    /// Print a one-time ticket that lets another device join this mesh.
+    Invite {
+        /// Minutes until the ticket expires.
+        #[arg(long, default_value_t = 10)]
+        ttl_min: u64,
+        /// Print only the ticket (no QR code, no help text).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Join the mesh of the device that printed TICKET.
+    Join { ticket: String },
+    /// List the devices of the mesh (the signed member list).
+    Devices {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
+    /// List the peers this node sees: path (lan, direct, relayed) and RTT.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a track of the merged library (from whichever device holds
+    /// it). The file appears only when whole; an original is checked
+    /// against its track id.
+    Get {
+        /// Track id, or any unique prefix of it.
+        id: String,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Opus bitrate in kb/s.
+        #[arg(long, default_value_t = 128, conflicts_with = "original")]
+        bitrate: u32,
+        /// The original file, byte for byte.
+        #[arg(long)]
+        original: bool,
+    },
     /// Transcode a file or an indexed track to Ogg Opus, as the home node
     /// streams it (an Opus or MP3 source at or below the bitrate is copied
     /// as it is). Whole-track transcodes go through the transcode cache.
@@ -129,6 +198,15 @@ enum Command {
         /// Size limit of the transcode cache, in MiB.
         #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
         cache_mib: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Revoke a device: every member stops talking to it.
+    Remove {
+        /// Device id (as `tunemesh devices` shows it).
+        id: String,
     },
 }
 
@@ -234,6 +312,94 @@ fn open_index(dir: &Path) -> Result<Index> {
 fn run(cli: Cli) -> Result<()> {
     let dir = data_dir(&cli.data_dir)?;
     match cli.command {
+        Command::Serve {
+            dirs,
+            role,
+            listen,
+            api,
+            no_mdns,
+            name,
+            cache_mib,
+        } => serve(&dir, dirs, role, listen, api, !no_mdns, name, cache_mib)?,
+        Command::Invite { ttl_min, quiet } => {
+            let api = ApiClient::open(&dir)?;
+            let v = api.call("POST", &format!("/api/invite?ttl={}", ttl_min * 60), None)?;
+            let ticket = v["ticket"].as_str().context("no ticket in the answer")?;
+            if quiet {
+                println!("{ticket}");
+            } else {
+                if std::io::stdout().is_terminal() {
+                    if let Ok(code) = qrcode::QrCode::new(ticket.as_bytes()) {
+                        let img = code
+                            .render::<qrcode::render::unicode::Dense1x2>()
+                            .quiet_zone(true)
+                            .build();
+                        println!("{img}");
+                    }
+                }
+                println!("{ticket}");
+                eprintln!(
+                    "On the new device: tunemesh join <ticket>  (valid {ttl_min} min, once)"
+                );
+            }
+        }
+        Command::Join { ticket } => {
+            let api = ApiClient::open(&dir)?;
+            let v = api.call("POST", "/api/join", Some(serde_json::json!({ "ticket": ticket })))?;
+            println!("joined mesh {}", v["mesh"].as_str().unwrap_or("?"));
+            print_devices(&v["devices"], false)?;
+        }
+        Command::Devices { json, command } => {
+            let api = ApiClient::open(&dir)?;
+            match command {
+                Some(DevicesCommand::Remove { id }) => {
+                    api.call("DELETE", &format!("/api/devices/{id}"), None)?;
+                    println!("removed {id}");
+                }
+                None => print_devices(&api.call("GET", "/api/devices", None)?, json)?,
+            }
+        }
+        Command::Peers { json } => {
+            let api = ApiClient::open(&dir)?;
+            let v = api.call("GET", "/api/peers", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for p in v.as_array().into_iter().flatten() {
+                    let rtt = p["rtt_ms"]
+                        .as_f64()
+                        .map_or("-".to_string(), |r| format!("{r:.1} ms"));
+                    println!(
+                        "{}  {:<12} {:<6} {:<10} {:>9}  {}{}",
+                        p["id"].as_str().unwrap_or(""),
+                        p["name"].as_str().unwrap_or(""),
+                        p["role"].as_str().unwrap_or(""),
+                        if p["connected"].as_bool() == Some(true) {
+                            p["path"].as_str().unwrap_or("")
+                        } else {
+                            "offline"
+                        },
+                        rtt,
+                        p["addr"].as_str().unwrap_or(""),
+                        if p["member"].as_bool() == Some(true) { "" } else { "  (stranger)" },
+                    );
+                }
+            }
+        }
+        Command::Get {
+            id,
+            output,
+            bitrate,
+            original,
+        } => {
+            let api = ApiClient::open(&dir)?;
+            let q = if original {
+                "original".to_string()
+            } else {
+                bitrate.to_string()
+            };
+            api.download(&format!("/stream/{id}?bitrate={q}"), &output, original)?;
+        }
         Command::Transcode {
             input,
             output,
@@ -323,7 +489,10 @@ fn run(cli: Cli) -> Result<()> {
             add_roots(&index, &dirs)?;
             watch_loop(&index, &ScanOptions::default(), debounce_ms, json)?;
         }
-        Command::Ls { json } => {
+        Command::Ls { json, all } => {
+            if all || ApiClient::running(&dir) {
+                return remote_ls(&dir, all, json);
+            }
             let index = open_index(&dir)?;
             let mut tracks = index.tracks().collect::<Result<Vec<_>, _>>()?;
             tracks.sort_by_cached_key(|t| {
@@ -642,3 +811,303 @@ fn print_track_details(t: &Track) {
 /// scan: 0.31 s against 0.38 s, measured).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// ----- the node and its API ------------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    dir: &Path,
+    dirs: Vec<PathBuf>,
+    role: Option<String>,
+    listen: Vec<String>,
+    api: std::net::SocketAddr,
+    mdns: bool,
+    name: Option<String>,
+    cache_mib: u64,
+) -> Result<()> {
+    use tunemesh::node::{Node, NodeConfig, Role};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let role = match role.as_deref() {
+        Some("phone") => Role::Phone,
+        Some(_) => Role::Home,
+        None if !dirs.is_empty() => Role::Home,
+        // A node that indexed folders before stays a home node.
+        None if dir.join("index").exists() && has_roots(dir) => Role::Home,
+        None => Role::Phone,
+    };
+    let mut cfg = NodeConfig::new(dir.to_path_buf(), role);
+    cfg.dirs = dirs;
+    cfg.listen = listen;
+    cfg.mdns = mdns;
+    cfg.cache_bytes = cache_mib << 20;
+    if let Some(n) = name {
+        cfg.name = n;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tunemesh-rt")
+        .build()?;
+    rt.block_on(async move {
+        let listener = tunemesh::api::bind(api)
+            .await
+            .with_context(|| format!("cannot listen on {api} for the HTTP API"))?;
+        let addr = listener.local_addr()?;
+        let node = Node::start(cfg).await?;
+        let token = api_token(dir)?;
+        let info = tunemesh::api::ApiInfo {
+            url: format!("http://{addr}"),
+            token: token.clone(),
+            device: node.device_id().to_string(),
+            pid: std::process::id(),
+        };
+        write_private(
+            &dir.join(tunemesh::api::ApiInfo::FILE),
+            serde_json::to_string_pretty(&info)?.as_bytes(),
+        )?;
+        let status = node.status();
+        eprintln!("tunemesh {} node {}", role.as_str(), status.device);
+        eprintln!("  mesh     {}", status.mesh);
+        for a in &status.listen {
+            eprintln!("  listen   {a}");
+        }
+        eprintln!("  api      http://{addr}  (token in {})", dir.join("api.json").display());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let api_task = tokio::spawn(tunemesh::api::serve(node.clone(), listener, token, cancel.clone()));
+        wait_for_signal().await;
+        eprintln!("stopping…");
+        cancel.cancel();
+        let _ = api_task.await;
+        node.shutdown().await;
+        let _ = std::fs::remove_file(dir.join(tunemesh::api::ApiInfo::FILE));
+        anyhow::Ok(())
+    })
+}
+
+fn has_roots(dir: &Path) -> bool {
+    Index::open(dir)
+        .and_then(|i| i.roots())
+        .map(|r| !r.is_empty())
+        .unwrap_or(false)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The API token, made once per data dir (so player URLs keep working
+/// across restarts).
+fn api_token(dir: &Path) -> Result<String> {
+    let path = dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let t = data_encoding::BASE64URL_NOPAD.encode(&b);
+    write_private(&path, t.as_bytes())?;
+    Ok(t)
+}
+
+/// Write a file only its owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The running node's HTTP API, found through `api.json` in the data dir.
+struct ApiClient {
+    info: tunemesh::api::ApiInfo,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    fn running(dir: &Path) -> bool {
+        ApiClient::open(dir)
+            .and_then(|a| a.call("GET", "/api/status", None))
+            .is_ok()
+    }
+
+    fn open(dir: &Path) -> Result<ApiClient> {
+        let path = dir.join(tunemesh::api::ApiInfo::FILE);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            anyhow::anyhow!(
+                "no tunemesh node is running for {} (start one with `tunemesh serve`)",
+                dir.display()
+            )
+        })?;
+        let info: tunemesh::api::ApiInfo =
+            serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        Ok(ApiClient { info, agent })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value> {
+        let url = format!("{}{}", self.info.url, path);
+        let auth = format!("Bearer {}", self.info.token);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("authorization", &auth).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("authorization", &auth).call(),
+            (_, Some(b)) => self
+                .agent
+                .post(&url)
+                .header("authorization", &auth)
+                .send_json(b),
+            (_, None) => self.agent.post(&url).header("authorization", &auth).send_empty(),
+        }
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the tunemesh node at {} ({e}); is `tunemesh serve` running?",
+                self.info.url
+            )
+        })?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
+        if !status.is_success() {
+            bail!("{}", v["error"].as_str().unwrap_or(status.as_str()));
+        }
+        Ok(v)
+    }
+
+    /// Stream `path` into `output`, which appears only when whole (and, for
+    /// an original, only if its blake3 is the track id).
+    fn download(&self, path: &str, output: &Path, original: bool) -> Result<()> {
+        let url = format!("{}{}", self.info.url, path);
+        let resp = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {}", self.info.token))
+            .call()
+            .map_err(|e| anyhow::anyhow!("cannot reach the tunemesh node at {}: {e}", self.info.url))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let v: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
+            bail!("{}", v["error"].as_str().unwrap_or(status.as_str()));
+        }
+        let track = resp
+            .headers()
+            .get("x-tunemesh-track")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tunemesh-")
+            .suffix(".part")
+            .tempfile_in(parent)
+            .with_context(|| format!("cannot write in {}", parent.display()))?;
+        let mut body = resp.into_body();
+        let mut reader = body.as_reader();
+        use std::io::Read;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = reader.read(&mut buf).context("download failed")?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .with_context(|| format!("cannot write in {}", parent.display()))?;
+        }
+        if original && hasher.finalize().to_hex().as_str() != track {
+            bail!("the file received is not track {track} (blake3 differs); nothing was kept");
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+        Ok(())
+    }
+}
+
+fn print_devices(v: &serde_json::Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    for d in v.as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<12} {:<6}{}",
+            d["id"].as_str().unwrap_or(""),
+            d["name"].as_str().unwrap_or(""),
+            d["role"].as_str().unwrap_or(""),
+            if d["this_device"].as_bool() == Some(true) { "  (this device)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn remote_ls(dir: &Path, all: bool, json: bool) -> Result<()> {
+    let api = ApiClient::open(dir)?;
+    let v = api.call(
+        "GET",
+        if all { "/api/library" } else { "/api/library?scope=local" },
+        None,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for t in v.as_array().into_iter().flatten() {
+        let sources: Vec<&str> = t["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                if s["local"].as_bool() == Some(true) {
+                    "this device"
+                } else {
+                    s["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("?")
+                }
+            })
+            .collect();
+        let secs = t["duration_ms"].as_u64().unwrap_or(0) / 1000;
+        println!(
+            "{}  {} - {} - {}  [{}:{:02}]  ({})",
+            &t["id"].as_str().unwrap_or("")[..12.min(t["id"].as_str().unwrap_or("").len())],
+            t["artist"].as_str().unwrap_or(""),
+            t["album"].as_str().unwrap_or(""),
+            t["title"].as_str().unwrap_or(""),
+            secs / 60,
+            secs % 60,
+            sources.join(", ")
+        );
+    }
+    Ok(())
+}
