@@ -82,7 +82,8 @@ pub async fn serve(
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     let c = cancel.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await });
     tokio::select! {
         r = server => r,
         // Open streams would hold a graceful shutdown forever.
@@ -170,7 +171,10 @@ async fn devices(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!(v))
 }
 
-async fn remove_device(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn remove_device(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     s.node.remove_device(&id).await?;
     Ok(Json(json!({ "removed": id })))
 }
@@ -180,10 +184,19 @@ struct InviteQuery {
     ttl: Option<u64>,
 }
 
-async fn invite(State(s): State<AppState>, Query(q): Query<InviteQuery>) -> ApiResult<Json<serde_json::Value>> {
-    let ttl = Duration::from_secs(q.ttl.unwrap_or(crate::mesh::DEFAULT_INVITE_TTL.as_secs()).clamp(10, 7 * 24 * 3600));
+async fn invite(
+    State(s): State<AppState>,
+    Query(q): Query<InviteQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ttl = Duration::from_secs(
+        q.ttl
+            .unwrap_or(crate::mesh::DEFAULT_INVITE_TTL.as_secs())
+            .clamp(10, 7 * 24 * 3600),
+    );
     let ticket = s.node.invite(ttl)?;
-    Ok(Json(json!({ "ticket": ticket, "expires_in_s": ttl.as_secs() })))
+    Ok(Json(
+        json!({ "ticket": ticket, "expires_in_s": ttl.as_secs() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -191,9 +204,14 @@ struct JoinBody {
     ticket: String,
 }
 
-async fn join(State(s): State<AppState>, Json(b): Json<JoinBody>) -> ApiResult<Json<serde_json::Value>> {
+async fn join(
+    State(s): State<AppState>,
+    Json(b): Json<JoinBody>,
+) -> ApiResult<Json<serde_json::Value>> {
     let devices = s.node.join(&b.ticket).await?;
-    Ok(Json(json!({ "mesh": s.node.status().mesh, "devices": devices })))
+    Ok(Json(
+        json!({ "mesh": s.node.status().mesh, "devices": devices }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -202,7 +220,10 @@ struct LibraryQuery {
     scope: Option<String>,
 }
 
-async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> ApiResult<Json<serde_json::Value>> {
+async fn library(
+    State(s): State<AppState>,
+    Query(q): Query<LibraryQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let local_only = q.scope.as_deref() == Some("local");
     let v: Vec<serde_json::Value> = s
         .node
@@ -221,7 +242,10 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<Json<serde_json::Value>> {
+async fn search(
+    State(s): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let hits = s.node.search(&q.q, q.limit.unwrap_or(50)).await?;
     Ok(Json(json!(hits.iter().map(track_json).collect::<Vec<_>>())))
 }
@@ -273,10 +297,19 @@ async fn stream(
     };
     let start_ms = match q.start {
         Some(x) if x.is_finite() && x >= 0.0 => (x * 1000.0) as u64,
-        Some(_) => return Err(ApiError(StatusCode::BAD_REQUEST, "start must be ≥ 0 seconds".into())),
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "start must be ≥ 0 seconds".into(),
+            ))
+        }
         None => 0,
     };
-    let range = if start_ms == 0 { parse_range(&headers) } else { None };
+    let range = if start_ms == 0 {
+        parse_range(&headers)
+    } else {
+        None
+    };
     let offset = range.map_or(0, |r| r.0);
     let mut ns = s.node.open_stream(&id, kbps, start_ms, offset).await?;
     let mut ranged = range.is_some();
@@ -313,13 +346,19 @@ async fn stream(
                 .header(header::CONTENT_RANGE, format!("bytes {a}-{end}/{total}"))
                 .header(header::CONTENT_LENGTH, len);
             let r = ns.reader.take(len);
-            (StatusCode::PARTIAL_CONTENT, Body::from_stream(ReaderStream::new(r)))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Body::from_stream(ReaderStream::new(r)),
+            )
         }
         _ => {
             if let Some(t) = total {
                 resp = resp.header(header::CONTENT_LENGTH, t);
             }
-            (StatusCode::OK, Body::from_stream(ReaderStream::new(ns.reader)))
+            (
+                StatusCode::OK,
+                Body::from_stream(ReaderStream::new(ns.reader)),
+            )
         }
     };
     resp.status(status)

@@ -338,14 +338,16 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 println!("{ticket}");
-                eprintln!(
-                    "On the new device: tunemesh join <ticket>  (valid {ttl_min} min, once)"
-                );
+                eprintln!("On the new device: tunemesh join <ticket>  (valid {ttl_min} min, once)");
             }
         }
         Command::Join { ticket } => {
             let api = ApiClient::open(&dir)?;
-            let v = api.call("POST", "/api/join", Some(serde_json::json!({ "ticket": ticket })))?;
+            let v = api.call(
+                "POST",
+                "/api/join",
+                Some(serde_json::json!({ "ticket": ticket })),
+            )?;
             println!("joined mesh {}", v["mesh"].as_str().unwrap_or("?"));
             print_devices(&v["devices"], false)?;
         }
@@ -381,7 +383,11 @@ fn run(cli: Cli) -> Result<()> {
                         },
                         rtt,
                         p["addr"].as_str().unwrap_or(""),
-                        if p["member"].as_bool() == Some(true) { "" } else { "  (stranger)" },
+                        if p["member"].as_bool() == Some(true) {
+                            ""
+                        } else {
+                            "  (stranger)"
+                        },
                     );
                 }
             }
@@ -870,9 +876,17 @@ fn serve(
         for a in &status.listen {
             eprintln!("  listen   {a}");
         }
-        eprintln!("  api      http://{addr}  (token in {})", dir.join("api.json").display());
+        eprintln!(
+            "  api      http://{addr}  (token in {})",
+            dir.join("api.json").display()
+        );
         let cancel = tokio_util::sync::CancellationToken::new();
-        let api_task = tokio::spawn(tunemesh::api::serve(node.clone(), listener, token, cancel.clone()));
+        let api_task = tokio::spawn(tunemesh::api::serve(
+            node.clone(),
+            listener,
+            token,
+            cancel.clone(),
+        ));
         wait_for_signal().await;
         eprintln!("stopping…");
         cancel.cancel();
@@ -965,8 +979,8 @@ impl ApiClient {
                 dir.display()
             )
         })?;
-        let info: tunemesh::api::ApiInfo =
-            serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        let info: tunemesh::api::ApiInfo = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
@@ -975,18 +989,31 @@ impl ApiClient {
         Ok(ApiClient { info, agent })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
         let url = format!("{}{}", self.info.url, path);
         let auth = format!("Bearer {}", self.info.token);
         let resp = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("authorization", &auth).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("authorization", &auth).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("authorization", &auth)
+                .call(),
             (_, Some(b)) => self
                 .agent
                 .post(&url)
                 .header("authorization", &auth)
                 .send_json(b),
-            (_, None) => self.agent.post(&url).header("authorization", &auth).send_empty(),
+            (_, None) => self
+                .agent
+                .post(&url)
+                .header("authorization", &auth)
+                .send_empty(),
         }
         .map_err(|e| {
             anyhow::anyhow!(
@@ -1011,7 +1038,9 @@ impl ApiClient {
             .get(&url)
             .header("authorization", &format!("Bearer {}", self.info.token))
             .call()
-            .map_err(|e| anyhow::anyhow!("cannot reach the tunemesh node at {}: {e}", self.info.url))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the tunemesh node at {}: {e}", self.info.url)
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let v: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
@@ -1067,7 +1096,11 @@ fn print_devices(v: &serde_json::Value, json: bool) -> Result<()> {
             d["id"].as_str().unwrap_or(""),
             d["name"].as_str().unwrap_or(""),
             d["role"].as_str().unwrap_or(""),
-            if d["this_device"].as_bool() == Some(true) { "  (this device)" } else { "" }
+            if d["this_device"].as_bool() == Some(true) {
+                "  (this device)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
@@ -1077,7 +1110,11 @@ fn remote_ls(dir: &Path, all: bool, json: bool) -> Result<()> {
     let api = ApiClient::open(dir)?;
     let v = api.call(
         "GET",
-        if all { "/api/library" } else { "/api/library?scope=local" },
+        if all {
+            "/api/library"
+        } else {
+            "/api/library?scope=local"
+        },
         None,
     )?;
     if json {

@@ -16,8 +16,8 @@ use crate::index::snapshot::{self, Entry, LEAF_MAX};
 use crate::index::{self, Index, Snapshot};
 use crate::library::{self, ScanOptions};
 use crate::mesh::{
-    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, NodeReply,
-    PeerInfo, Request, Response, StreamHead, StreamOpen,
+    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, NodeReply, PeerInfo,
+    Request, Response, StreamHead, StreamOpen,
 };
 use crate::model::{Hash32, Track, TrackId};
 use crate::stream::{Profile, StreamRequest, Streamer, Via};
@@ -232,7 +232,10 @@ impl Node {
                     NodeError::BadRequest(format!("cannot use {}: {e}", d.display()))
                 })?;
                 if !c.is_dir() {
-                    return Err(NodeError::BadRequest(format!("{} is not a folder", d.display())));
+                    return Err(NodeError::BadRequest(format!(
+                        "{} is not a folder",
+                        d.display()
+                    )));
                 }
                 canon.push(c);
             }
@@ -321,7 +324,12 @@ impl Node {
         if let Some(m) = self.inner.mesh.lock().await.take() {
             m.shutdown().await;
         }
-        let w = self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let w = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(w) = w {
             let _ = blocking(move || w.join()).await;
         }
@@ -360,7 +368,11 @@ impl Node {
     }
 
     pub fn sync_stats(&self) -> SyncStats {
-        self.inner.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {
@@ -392,7 +404,11 @@ impl Node {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.inner.snap.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .snap
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Recompute the snapshot after the index changed; announce it.
@@ -465,7 +481,13 @@ impl Node {
                     node.inner.cfg.debounce,
                     &stop,
                     |scopes, report| {
-                        tracing::info!(?scopes, added = report.added, changed = report.changed, removed = report.removed, "rescanned");
+                        tracing::info!(
+                            ?scopes,
+                            added = report.added,
+                            changed = report.changed,
+                            removed = report.removed,
+                            "rescanned"
+                        );
                         if let Err(e) = handle.block_on(node.refresh_snapshot()) {
                             tracing::error!("snapshot: {e}");
                         }
@@ -646,7 +668,11 @@ impl Node {
                     let req = Request::GetNode {
                         root,
                         path: path.clone(),
-                        max_entries: if under == 0 { MAX_ENTRIES } else { 4 * LEAF_MAX as u32 },
+                        max_entries: if under == 0 {
+                            MAX_ENTRIES
+                        } else {
+                            4 * LEAF_MAX as u32
+                        },
                         with_records: under == 0,
                     };
                     let c = self.inner.client.clone();
@@ -663,10 +689,14 @@ impl Node {
                 let reply = match r? {
                     Response::Node(n) => n,
                     Response::Error(e) => {
-                        return Err(NodeError::Unavailable(format!("{peer} refused a sync request: {e}")))
+                        return Err(NodeError::Unavailable(format!(
+                            "{peer} refused a sync request: {e}"
+                        )))
                     }
                     Response::Records(_) => {
-                        return Err(NodeError::Unavailable(format!("{peer} answered out of turn")))
+                        return Err(NodeError::Unavailable(format!(
+                            "{peer} answered out of turn"
+                        )))
                     }
                 };
                 self.count_reply(&reply);
@@ -707,11 +737,18 @@ impl Node {
                         while !missing.is_empty() {
                             requests += 1;
                             let ids: Vec<TrackId> = missing.iter().map(|(id, _)| *id).collect();
-                            let recs = match self.inner.client.request(&peer, Request::GetRecords(ids)).await? {
+                            let recs = match self
+                                .inner
+                                .client
+                                .request(&peer, Request::GetRecords(ids))
+                                .await?
+                            {
                                 Response::Records(r) => r,
                                 Response::Error(e) => return Err(NodeError::Unavailable(e)),
                                 Response::Node(_) => {
-                                    return Err(NodeError::Unavailable(format!("{peer} answered out of turn")))
+                                    return Err(NodeError::Unavailable(format!(
+                                        "{peer} answered out of turn"
+                                    )))
                                 }
                             };
                             if recs.is_empty() {
@@ -721,7 +758,9 @@ impl Node {
                                 )));
                             }
                             let got: usize = recs.iter().map(Vec::len).sum();
-                            self.inner.sync_bytes.fetch_add(got as u64, Ordering::Relaxed);
+                            self.inner
+                                .sync_bytes
+                                .fetch_add(got as u64, Ordering::Relaxed);
                             let by_hash: HashMap<Hash32, Vec<u8>> =
                                 recs.into_iter().map(|r| (Hash32::of(&r), r)).collect();
                             let before = missing.len();
@@ -804,8 +843,11 @@ impl Node {
         let name = self.inner.cfg.name.clone();
         blocking(move || -> Result<Vec<LibraryTrack>, NodeError> {
             let online: HashSet<DeviceId> = client.connected_members().into_iter().collect();
-            let names: HashMap<String, String> =
-                client.devices().into_iter().map(|d| (d.id, d.name)).collect();
+            let names: HashMap<String, String> = client
+                .devices()
+                .into_iter()
+                .map(|d| (d.id, d.name))
+                .collect();
             let mut out: HashMap<TrackId, LibraryTrack> = HashMap::new();
             for t in ix.tracks() {
                 let t = t?;
@@ -936,7 +978,8 @@ impl Node {
             .into_iter()
             .filter_map(|p| Some((p.id, p.rtt_ms?)))
             .collect();
-        let mut sources: Vec<&Source> = lt.sources.iter().filter(|s| s.online && !s.local).collect();
+        let mut sources: Vec<&Source> =
+            lt.sources.iter().filter(|s| s.online && !s.local).collect();
         sources.sort_by(|a, b| {
             let ra = rtts.get(&a.device).copied().unwrap_or(f64::MAX);
             let rb = rtts.get(&b.device).copied().unwrap_or(f64::MAX);
@@ -1020,7 +1063,12 @@ impl Node {
                 }
             };
             let complete = s.is_complete() || matches!(s.via, Via::Original | Via::Passthrough);
-            let _ = head_tx.send(Ok((s.mime.to_string(), s.len, complete, format!("{:?}", s.via).to_lowercase())));
+            let _ = head_tx.send(Ok((
+                s.mime.to_string(),
+                s.len,
+                complete,
+                format!("{:?}", s.via).to_lowercase(),
+            )));
             let mut buf = vec![0u8; CHUNK];
             loop {
                 if cancel.is_cancelled() {
@@ -1041,7 +1089,8 @@ impl Node {
             .await
             .map_err(|_| NodeError::Unavailable("stream worker failed".into()))?
             .map_err(NodeError::Unavailable)?;
-        let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let body =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
         Ok(NodeStream {
             track,
             mime,
@@ -1075,7 +1124,10 @@ impl Node {
                 return;
             }
         };
-        let ns = match self.open_local(track, open.kbps, open.start_ms, open.offset).await {
+        let ns = match self
+            .open_local(track, open.kbps, open.start_ms, open.offset)
+            .await
+        {
             Ok(ns) => ns,
             Err(e) => {
                 tracing::warn!("cannot serve: {e}");

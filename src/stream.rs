@@ -190,11 +190,10 @@ impl Streamer {
     pub fn open(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
         let mut s = self.open_at_zero(track, req)?;
         if req.offset > 0 {
-            s.skip(req.offset)
-                .map_err(|source| StreamError::Io {
-                    path: track.paths.first().cloned().unwrap_or_default(),
-                    source,
-                })?;
+            s.skip(req.offset).map_err(|source| StreamError::Io {
+                path: track.paths.first().cloned().unwrap_or_default(),
+                source,
+            })?;
         }
         Ok(s)
     }

@@ -186,7 +186,10 @@ mod tests {
         let under = subtree(&a, &[0xa, 0x3]);
         assert!(!under.is_empty());
         assert!(under.iter().all(|(id, _)| id.0[0] == 0xa3));
-        assert_eq!(under.len(), a.iter().filter(|(id, _)| id.0[0] == 0xa3).count());
+        assert_eq!(
+            under.len(),
+            a.iter().filter(|(id, _)| id.0[0] == 0xa3).count()
+        );
         assert_eq!(subtree(&a, &[]).len(), a.len());
     }
 }

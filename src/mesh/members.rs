@@ -282,7 +282,8 @@ impl Members {
             path: path.display().to_string(),
             reason,
         };
-        let saved = proto::SavedMembers::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))?;
+        let saved =
+            proto::SavedMembers::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))?;
         let mesh = peer(&saved.mesh).ok_or_else(|| err("bad mesh id".into()))?;
         let list = saved.list.unwrap_or_default();
         let m = Members::adopt(mesh, &list);
@@ -331,7 +332,8 @@ mod tests {
         // The phone adopts the list, then adds the laptop itself.
         let mut b = Members::adopt(hp, &a.to_proto());
         assert!(b.is_member(&pp));
-        b.issue(&phone, lp, false, "laptop", "phone", vec![]).unwrap();
+        b.issue(&phone, lp, false, "laptop", "phone", vec![])
+            .unwrap();
         assert_eq!(a.merge(&b.to_proto()), 1);
         assert!(a.is_member(&lp));
         // Concurrent changes merge in any order.
@@ -374,7 +376,9 @@ mod tests {
             body,
             signer_key: stranger.public().encode_protobuf(),
         };
-        forged.ops.insert(wire.signature.clone(), verify(&wire).unwrap());
+        forged
+            .ops
+            .insert(wire.signature.clone(), verify(&wire).unwrap());
         assert_eq!(a.merge(&forged.to_proto()), 0);
         // A tampered body fails the signature.
         let mut tampered = a.to_proto();

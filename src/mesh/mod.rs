@@ -385,9 +385,7 @@ fn load_or_create_key(dir: &Path) -> Result<Keypair, MeshError> {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .map_err(|e| err(e.to_string()))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
             let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
             #[cfg(unix)]
             {
@@ -527,9 +525,10 @@ impl Mesh {
         });
         let client = Client { shared, control };
         let c = client.clone();
-        client
-            .shared
-            .spawn(async move { c.run(swarm, cmd_rx).await }.instrument(tracing::info_span!("mesh", me = %me)));
+        client.shared.spawn(
+            async move { c.run(swarm, cmd_rx).await }
+                .instrument(tracing::info_span!("mesh", me = %me)),
+        );
         let c = client.clone();
         client.shared.spawn(c.accept_loop(ctl_in, false));
         let c = client.clone();
@@ -589,7 +588,9 @@ impl Client {
         let st = self.shared.state();
         st.peers
             .iter()
-            .filter(|(p, s)| !s.conns.is_empty() && **p != self.shared.me && st.members.is_member(p))
+            .filter(|(p, s)| {
+                !s.conns.is_empty() && **p != self.shared.me && st.members.is_member(p)
+            })
             .map(|(p, _)| DeviceId(*p))
             .collect()
     }
@@ -685,7 +686,9 @@ impl Client {
             return Err(MeshError::Refused("this ticket has expired".into()));
         }
         if t.inviter == self.shared.me {
-            return Err(MeshError::Refused("this ticket was made by this device".into()));
+            return Err(MeshError::Refused(
+                "this ticket was made by this device".into(),
+            ));
         }
         self.dial(t.inviter, t.addrs.clone()).await?;
         let (name, role, addrs) = {
@@ -704,7 +707,19 @@ impl Client {
                 addrs,
             })),
         };
-        let resp = self.exchange(t.inviter, &req).await?;
+        let resp = match self.exchange(t.inviter, &req).await {
+            Ok(r) => r,
+            // Connected, then cut off: a node with no open invitation
+            // closes connections from strangers at once.
+            Err(MeshError::Unreachable { .. }) | Err(MeshError::Protocol { .. }) => {
+                return Err(MeshError::Refused(
+                    "join refused: the inviting device closed the connection (the ticket was \
+                     already used, has expired, or was made by a device no longer in its mesh)"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
         let list = match resp.kind {
             Some(proto::ctl_response::Kind::Joined(list)) => list,
             Some(proto::ctl_response::Kind::Error(e)) => return Err(MeshError::Refused(e)),
@@ -769,9 +784,11 @@ impl Client {
                     max_entries,
                     with_records,
                 }),
-                Request::GetRecords(ids) => proto::ctl_request::Kind::GetRecords(proto::GetRecords {
-                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-                }),
+                Request::GetRecords(ids) => {
+                    proto::ctl_request::Kind::GetRecords(proto::GetRecords {
+                        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                    })
+                }
             }),
         };
         let resp = self.exchange(peer.0, &msg).await?;
@@ -1005,12 +1022,7 @@ impl Client {
             name: a.name,
             role: a.role,
         };
-        self.shared
-            .state()
-            .peers
-            .entry(from)
-            .or_default()
-            .announced = Some(ann.clone());
+        self.shared.state().peers.entry(from).or_default().announced = Some(ann.clone());
         self.shared
             .emit(Event::Announced {
                 from: DeviceId(from),
@@ -1101,7 +1113,9 @@ impl Client {
             Err(e) => {
                 tracing::warn!(%peer, "bad control request: {e}");
                 let resp = proto::CtlResponse {
-                    kind: Some(proto::ctl_response::Kind::Error(format!("bad request: {e}"))),
+                    kind: Some(proto::ctl_response::Kind::Error(format!(
+                        "bad request: {e}"
+                    ))),
                 };
                 let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
                 return;
@@ -1112,7 +1126,9 @@ impl Client {
             Some(proto::ctl_request::Kind::Join(j)) => Some(self.on_join(peer, j).await),
             _ if !member => {
                 let resp = proto::CtlResponse {
-                    kind: Some(proto::ctl_response::Kind::Error("not a member of this mesh".into())),
+                    kind: Some(proto::ctl_response::Kind::Error(
+                        "not a member of this mesh".into(),
+                    )),
                 };
                 let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
                 return self.refuse(peer, "control request from a non-member").await;
@@ -1127,7 +1143,10 @@ impl Client {
                 }
             }
             Some(proto::ctl_request::Kind::GetNode(g)) => {
-                match (Hash32::from_slice(&g.root), g.path.iter().all(|&n| n < 16) && g.path.len() <= 64) {
+                match (
+                    Hash32::from_slice(&g.root),
+                    g.path.iter().all(|&n| n < 16) && g.path.len() <= 64,
+                ) {
                     (Some(root), true) => {
                         self.ask_node(
                             peer,
@@ -1140,16 +1159,21 @@ impl Client {
                         )
                         .await
                     }
-                    _ => Some(proto::ctl_response::Kind::Error("bad trie path or root".into())),
+                    _ => Some(proto::ctl_response::Kind::Error(
+                        "bad trie path or root".into(),
+                    )),
                 }
             }
             Some(proto::ctl_request::Kind::GetRecords(g)) => {
-                let ids: Option<Vec<TrackId>> = g.ids.iter().map(|i| Hash32::from_slice(i)).collect();
+                let ids: Option<Vec<TrackId>> =
+                    g.ids.iter().map(|i| Hash32::from_slice(i)).collect();
                 match ids {
                     Some(ids) if ids.len() <= 4096 => {
                         self.ask_node(peer, Request::GetRecords(ids)).await
                     }
-                    _ => Some(proto::ctl_response::Kind::Error("bad or too many track ids".into())),
+                    _ => Some(proto::ctl_response::Kind::Error(
+                        "bad or too many track ids".into(),
+                    )),
                 }
             }
             None => Some(proto::ctl_response::Kind::Error(
@@ -1175,7 +1199,9 @@ impl Client {
         let resp = rx.await.ok()?;
         Some(match resp {
             Response::Error(e) => proto::ctl_response::Kind::Error(e),
-            Response::Records(r) => proto::ctl_response::Kind::Records(proto::RecordsReply { records: r }),
+            Response::Records(r) => {
+                proto::ctl_response::Kind::Records(proto::RecordsReply { records: r })
+            }
             Response::Node(n) => proto::ctl_response::Kind::Node(proto::NodeReply {
                 root: n.root.0.to_vec(),
                 children: n
@@ -1303,7 +1329,9 @@ impl Client {
                     continue;
                 }
                 let s = st.peers.entry(p).or_default();
-                if s.last_dial.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+                if s.last_dial
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+                {
                     continue;
                 }
                 s.last_dial = Some(now);
@@ -1378,7 +1406,8 @@ impl Client {
                 if member && num_established.get() == 1 {
                     self.shared.emit(Event::Connected(DeviceId(peer_id))).await;
                     let c = self.clone();
-                    self.shared.spawn(async move { c.announce_to(peer_id).await });
+                    self.shared
+                        .spawn(async move { c.announce_to(peer_id).await });
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1396,18 +1425,18 @@ impl Client {
                 };
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
                 if gone && num_established == 0 {
-                    self.shared.emit(Event::Disconnected(DeviceId(peer_id))).await;
+                    self.shared
+                        .emit(Event::Disconnected(DeviceId(peer_id)))
+                        .await;
                 }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(p),
                 error,
                 ..
-            } => {
-                if !swarm.is_connected(&p) {
-                    for r in dials.remove(&p).unwrap_or_default() {
-                        let _ = r.send(Err(error.to_string()));
-                    }
+            } if !swarm.is_connected(&p) => {
+                for r in dials.remove(&p).unwrap_or_default() {
+                    let _ = r.send(Err(error.to_string()));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {

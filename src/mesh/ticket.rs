@@ -39,7 +39,10 @@ impl Ticket {
     }
 
     pub fn decode(s: &str) -> Result<Ticket, TicketError> {
-        let s: String = s.split_whitespace().collect::<String>().to_ascii_uppercase();
+        let s: String = s
+            .split_whitespace()
+            .collect::<String>()
+            .to_ascii_uppercase();
         let body = s
             .strip_prefix(PREFIX)
             .ok_or_else(|| TicketError(format!("it does not start with {PREFIX}")))?;

@@ -112,13 +112,21 @@ mod tests {
     fn malformed_frames_are_errors() {
         // A prefix claiming 4 GiB: refused without allocating it.
         let huge = [0xff, 0xff, 0xff, 0xff, 0x0f];
-        let e = run(read::<proto::StreamOpen, _>(&mut &huge[..], MAX_CTL_RESPONSE)).unwrap_err();
+        let e = run(read::<proto::StreamOpen, _>(
+            &mut &huge[..],
+            MAX_CTL_RESPONSE,
+        ))
+        .unwrap_err();
         assert!(matches!(e, WireError::TooBig { .. }), "{e}");
         // Truncated body.
         let e = run(read::<proto::StreamOpen, _>(&mut &[5u8, 1, 2][..], 100)).unwrap_err();
         assert!(matches!(e, WireError::Malformed(_)), "{e}");
         // Garbage body (a field with wire type 7 does not exist).
-        let e = run(read::<proto::StreamOpen, _>(&mut &[2u8, 0x0f, 0x01][..], 100)).unwrap_err();
+        let e = run(read::<proto::StreamOpen, _>(
+            &mut &[2u8, 0x0f, 0x01][..],
+            100,
+        ))
+        .unwrap_err();
         assert!(matches!(e, WireError::Malformed(_)), "{e}");
         // Empty stream.
         let e = run(read::<proto::StreamOpen, _>(&mut &[][..], 100)).unwrap_err();
