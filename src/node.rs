@@ -925,6 +925,53 @@ impl Node {
         Ok(hits.into_iter().take(limit).map(|(_, t)| t).collect())
     }
 
+    /// One track of the merged library and its sources, by whole id.
+    async fn lookup(&self, id: TrackId) -> Result<Option<LibraryTrack>, NodeError> {
+        let ix = self.inner.index.clone();
+        let client = self.inner.client.clone();
+        let me = self.device_id();
+        let name = self.inner.cfg.name.clone();
+        blocking(move || -> Result<Option<LibraryTrack>, NodeError> {
+            let mut found: Option<LibraryTrack> = ix.track(&id)?.map(|t| LibraryTrack {
+                track: t,
+                sources: vec![Source {
+                    device: me.to_string(),
+                    name,
+                    local: true,
+                    online: true,
+                }],
+            });
+            let online: HashSet<DeviceId> = client.connected_members().into_iter().collect();
+            let names: HashMap<String, String> =
+                client.devices().into_iter().map(|d| (d.id, d.name)).collect();
+            for p in ix.remote_peers()? {
+                let Some(d) = DeviceId::from_bytes(&p) else {
+                    continue;
+                };
+                if d == me || !client.is_member(&d) {
+                    continue;
+                }
+                if let Some(t) = ix.remote_track(&p, &id)? {
+                    let src = Source {
+                        device: d.to_string(),
+                        name: names.get(&d.to_string()).cloned().unwrap_or_default(),
+                        local: false,
+                        online: online.contains(&d),
+                    };
+                    found
+                        .get_or_insert_with(|| LibraryTrack {
+                            track: t,
+                            sources: vec![],
+                        })
+                        .sources
+                        .push(src);
+                }
+            }
+            Ok(found)
+        })
+        .await?
+    }
+
     /// A track of the merged library by id or unique id prefix.
     pub async fn resolve(&self, id: &str) -> Result<LibraryTrack, NodeError> {
         let id = id.trim().to_ascii_lowercase();
@@ -932,6 +979,13 @@ impl Node {
             return Err(NodeError::BadRequest(format!(
                 "{id:?} is not a track id (at least 4 hex digits)"
             )));
+        }
+        if let Ok(tid) = id.parse::<TrackId>() {
+            // A whole id: direct lookups, not a walk of the library.
+            return self
+                .lookup(tid)
+                .await?
+                .ok_or_else(|| NodeError::NotFound(format!("no track {id} in the library")));
         }
         let mut hits: Vec<LibraryTrack> = self
             .library()
