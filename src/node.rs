@@ -942,8 +942,11 @@ impl Node {
                 }],
             });
             let online: HashSet<DeviceId> = client.connected_members().into_iter().collect();
-            let names: HashMap<String, String> =
-                client.devices().into_iter().map(|d| (d.id, d.name)).collect();
+            let names: HashMap<String, String> = client
+                .devices()
+                .into_iter()
+                .map(|d| (d.id, d.name))
+                .collect();
             for p in ix.remote_peers()? {
                 let Some(d) = DeviceId::from_bytes(&p) else {
                     continue;

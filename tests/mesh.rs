@@ -433,7 +433,7 @@ fn daemons_pair_list_get_follow_changes_and_fail_cleanly() {
             .unwrap()
             .to_string();
         let out = out_dir.join("cut.opus");
-        let mut get = phone
+        let get = phone
             .tm
             .cmd()
             .args([

@@ -61,6 +61,8 @@ const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
 const JOIN_GRACE: Duration = Duration::from_secs(10);
 /// Longest a control exchange may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a peer may take to send its request on a new substream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default life of an invitation.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
 
@@ -405,6 +407,30 @@ fn load_or_create_key(dir: &Path) -> Result<Keypair, MeshError> {
     }
 }
 
+/// Where members were last seen: device id → multiaddrs (JSON).
+const ADDRS_FILE: &str = "known-addrs.json";
+
+fn load_addrs(path: &Path) -> HashMap<PeerId, Vec<Multiaddr>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let raw: HashMap<String, Vec<String>> = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            return HashMap::new();
+        }
+    };
+    raw.into_iter()
+        .filter_map(|(p, a)| {
+            Some((
+                p.parse().ok()?,
+                a.iter().filter_map(|a| a.parse().ok()).collect(),
+            ))
+        })
+        .collect()
+}
+
 /// "lan", "direct" or "relayed", from the remote address of a connection.
 fn path_kind(addr: &Multiaddr) -> &'static str {
     let mut lan = false;
@@ -516,7 +542,7 @@ impl Mesh {
                 listen: vec![],
                 peers: HashMap::new(),
                 local,
-                addrs: HashMap::new(),
+                addrs: load_addrs(&cfg.data_dir.join(ADDRS_FILE)),
             }),
             events,
             cmd: cmd_tx,
@@ -691,6 +717,7 @@ impl Client {
             ));
         }
         self.dial(t.inviter, t.addrs.clone()).await?;
+        self.shared.state().addrs.insert(t.inviter, t.addrs.clone());
         let (name, role, addrs) = {
             let st = self.shared.state();
             (
@@ -740,6 +767,7 @@ impl Client {
         members.save(&self.shared.members_path)?;
         let devices = members.devices();
         self.shared.state().members = members;
+        self.save_addrs();
         self.shared.emit(Event::MembersChanged).await;
         self.announce_all();
         Ok(devices)
@@ -966,6 +994,33 @@ impl Client {
         Err(last.unwrap_or(MeshError::Closed))
     }
 
+    /// Remember where members were last seen (so a restarted phone finds
+    /// its home without mDNS), written off the event loop.
+    fn save_addrs(&self) {
+        let book: HashMap<String, Vec<String>> = {
+            let st = self.shared.state();
+            st.addrs
+                .iter()
+                .filter(|(p, _)| st.members.is_member(p))
+                .map(|(p, a)| (p.to_string(), a.iter().map(|a| a.to_string()).collect()))
+                .collect()
+        };
+        let path = self.shared.members_path.with_file_name(ADDRS_FILE);
+        self.shared.tasks.spawn_blocking(move || {
+            let write = || -> std::io::Result<()> {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+                serde_json::to_writer_pretty(&mut tmp, &book)?;
+                tmp.as_file().sync_all()?;
+                tmp.persist(&path).map_err(|e| e.error)?;
+                Ok(())
+            };
+            if let Err(e) = write() {
+                tracing::warn!("cannot save {}: {e}", path.display());
+            }
+        });
+    }
+
     fn announcement_msg(&self) -> proto::CtlRequest {
         let st = self.shared.state();
         proto::CtlRequest {
@@ -1046,7 +1101,14 @@ impl Client {
     }
 
     fn announce_all(&self) {
+        self.announce_all_except(None);
+    }
+
+    fn announce_all_except(&self, skip: Option<PeerId>) {
         for d in self.connected_members() {
+            if Some(d.0) == skip {
+                continue;
+            }
             let c = self.clone();
             self.shared.spawn(async move { c.announce_to(d.0).await });
         }
@@ -1077,7 +1139,8 @@ impl Client {
         if !self.shared.is_member(&peer) {
             return self.refuse(peer, "stream request from a non-member").await;
         }
-        let open: proto::StreamOpen = match wire::read(&mut s, wire::MAX_STREAM_HEAD).await {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s, wire::MAX_STREAM_HEAD));
+        let open: proto::StreamOpen = match read.await.unwrap_or(Err(wire::WireError::Timeout)) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(%peer, "bad stream request: {e}");
@@ -1091,6 +1154,7 @@ impl Client {
                 ..Default::default()
             };
             let _ = wire::write(&mut s, &head, wire::MAX_STREAM_HEAD).await;
+            let _ = s.close().await;
             return;
         };
         self.shared
@@ -1108,7 +1172,8 @@ impl Client {
     }
 
     async fn serve_ctl(&self, peer: PeerId, mut s: libp2p::Stream) {
-        let req: proto::CtlRequest = match wire::read(&mut s, wire::MAX_CTL_REQUEST).await {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s, wire::MAX_CTL_REQUEST));
+        let req: proto::CtlRequest = match read.await.unwrap_or(Err(wire::WireError::Timeout)) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%peer, "bad control request: {e}");
@@ -1118,6 +1183,7 @@ impl Client {
                     ))),
                 };
                 let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
+                let _ = s.close().await;
                 return;
             }
         };
@@ -1131,6 +1197,7 @@ impl Client {
                     )),
                 };
                 let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
+                let _ = s.close().await;
                 return self.refuse(peer, "control request from a non-member").await;
             }
             Some(proto::ctl_request::Kind::Announce(a)) => {
@@ -1257,9 +1324,10 @@ impl Client {
                 }
                 self.shared.emit(Event::MembersChanged).await;
                 self.shared.emit(Event::Connected(DeviceId(peer))).await;
-                // The joiner announces itself once it has the list; tell
-                // the other members now.
-                self.announce_all();
+                // The joiner announces itself once it has adopted the
+                // list (before that, it would refuse us as a stranger);
+                // tell the other members now.
+                self.announce_all_except(Some(peer));
                 proto::ctl_response::Kind::Joined(list)
             }
             Err(why) => {
@@ -1453,9 +1521,14 @@ impl Client {
                 info,
                 ..
             })) => {
-                let mut st = self.shared.state();
-                if st.members.is_member(&peer_id) {
-                    st.addrs.insert(peer_id, info.listen_addrs);
+                let changed = {
+                    let mut st = self.shared.state();
+                    st.members.is_member(&peer_id)
+                        && st.addrs.insert(peer_id, info.listen_addrs.clone()).as_ref()
+                            != Some(&info.listen_addrs)
+                };
+                if changed {
+                    self.save_addrs();
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

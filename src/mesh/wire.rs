@@ -24,6 +24,8 @@ pub enum WireError {
     Malformed(String),
     #[error("the peer closed the stream before sending a message")]
     Closed,
+    #[error("the peer sent no complete message in time")]
+    Timeout,
 }
 
 /// Read one frame and decode it as `M`, refusing frames over `limit` bytes.
