@@ -343,6 +343,31 @@ fn daemons_pair_list_get_follow_changes_and_fail_cleanly() {
     assert_eq!(h["path"], "lan");
     assert!(h["rtt_ms"].as_f64().is_some() || h["root"].is_string());
     assert_eq!(library(&other).len(), 0, "a stranger sees nothing");
+    // Both see the same signed member list; keys are private.
+    for d in [&home, &phone] {
+        let devs = d.json(&["devices", "--json"]);
+        assert_eq!(devs.as_array().unwrap().len(), 2, "{devs}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.tm.data.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Search over the merged library, through the API.
+    let (url, token) = phone.api();
+    let hits: Value = ureq::get(format!("{url}/api/search?q=alpha&token={token}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    assert!(!hits.as_array().unwrap().is_empty());
+    assert!(hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["artist"].as_str().unwrap().contains("Alpha")));
 
     // get: a transcode (valid Opus per ffprobe), an original (identical).
     let tracks = library(&phone);
