@@ -279,6 +279,20 @@ fn find_track(dir: &Path, input: &str) -> Result<Track> {
     }
 }
 
+/// A temporary `.part` file in the folder of `output`, to be renamed onto
+/// it only when complete (dropped, it vanishes).
+fn part_file_beside(output: &Path) -> Result<tempfile::NamedTempFile> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".tunemesh-")
+        .suffix(".part")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))
+}
+
 /// Copy a stream to `-` (stdout) or to a file that appears only when whole.
 fn write_output(stream: &mut Stream, output: &Path) -> Result<()> {
     if output == Path::new("-") {
@@ -288,15 +302,7 @@ fn write_output(stream: &mut Stream, output: &Path) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tunemesh-")
-        .suffix(".part")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let mut tmp = part_file_beside(output)?;
     std::io::copy(stream, tmp.as_file_mut()).context("transcode failed")?;
     tmp.as_file().sync_all()?;
     tmp.persist(output)
@@ -1052,15 +1058,7 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tunemesh-")
-            .suffix(".part")
-            .tempfile_in(parent)
-            .with_context(|| format!("cannot write in {}", parent.display()))?;
+        let mut tmp = part_file_beside(output)?;
         let mut body = resp.into_body();
         let mut reader = body.as_reader();
         use std::io::Read;
@@ -1073,7 +1071,7 @@ impl ApiClient {
             }
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n])
-                .with_context(|| format!("cannot write in {}", parent.display()))?;
+                .with_context(|| format!("cannot write in {}", output.display()))?;
         }
         if original && hasher.finalize().to_hex().as_str() != track {
             bail!("the file received is not track {track} (blake3 differs); nothing was kept");

@@ -169,6 +169,47 @@ pub struct Status {
     pub sync: SyncStats,
 }
 
+/// This device and the members, for labelling where tracks are.
+struct Holders {
+    me: DeviceId,
+    name: String,
+    online: HashSet<DeviceId>,
+    names: HashMap<String, String>,
+    client: mesh::Client,
+}
+
+impl Holders {
+    fn local(&self) -> Source {
+        Source {
+            device: self.me.to_string(),
+            name: self.name.clone(),
+            local: true,
+            online: true,
+        }
+    }
+
+    fn remote(&self, d: DeviceId) -> Source {
+        Source {
+            device: d.to_string(),
+            name: self.names.get(&d.to_string()).cloned().unwrap_or_default(),
+            local: false,
+            online: self.online.contains(&d),
+        }
+    }
+
+    /// The stored catalogs of current members (not this device).
+    fn catalogs(&self, ix: &Index) -> Result<Vec<(Vec<u8>, DeviceId)>, NodeError> {
+        Ok(ix
+            .remote_peers()?
+            .into_iter()
+            .filter_map(|p| {
+                let d = DeviceId::from_bytes(&p)?;
+                (d != self.me && self.client.is_member(&d)).then_some((p, d))
+            })
+            .collect())
+    }
+}
+
 /// An audio stream for the local player.
 pub struct NodeStream {
     pub track: Track,
@@ -837,17 +878,9 @@ impl Node {
 
     /// Every track of every member (this device included), merged by id.
     pub async fn library(&self) -> Result<Vec<LibraryTrack>, NodeError> {
+        let holders = self.holders();
         let ix = self.inner.index.clone();
-        let client = self.inner.client.clone();
-        let me = self.device_id();
-        let name = self.inner.cfg.name.clone();
         blocking(move || -> Result<Vec<LibraryTrack>, NodeError> {
-            let online: HashSet<DeviceId> = client.connected_members().into_iter().collect();
-            let names: HashMap<String, String> = client
-                .devices()
-                .into_iter()
-                .map(|d| (d.id, d.name))
-                .collect();
             let mut out: HashMap<TrackId, LibraryTrack> = HashMap::new();
             for t in ix.tracks() {
                 let t = t?;
@@ -855,28 +888,12 @@ impl Node {
                     t.id,
                     LibraryTrack {
                         track: t,
-                        sources: vec![Source {
-                            device: me.to_string(),
-                            name: name.clone(),
-                            local: true,
-                            online: true,
-                        }],
+                        sources: vec![holders.local()],
                     },
                 );
             }
-            for p in ix.remote_peers()? {
-                let Some(d) = DeviceId::from_bytes(&p) else {
-                    continue;
-                };
-                if !client.is_member(&d) || d == me {
-                    continue;
-                }
-                let src = Source {
-                    device: d.to_string(),
-                    name: names.get(&d.to_string()).cloned().unwrap_or_default(),
-                    local: false,
-                    online: online.contains(&d),
-                };
+            for (p, d) in holders.catalogs(&ix)? {
+                let src = holders.remote(d);
                 for t in ix.remote_tracks(&p)? {
                     out.entry(t.id)
                         .or_insert_with(|| LibraryTrack {
@@ -904,6 +921,18 @@ impl Node {
         .await?
     }
 
+    /// Who holds tracks: this device and the members, as of now.
+    fn holders(&self) -> Holders {
+        let c = &self.inner.client;
+        Holders {
+            me: self.device_id(),
+            name: self.inner.cfg.name.clone(),
+            online: c.connected_members().into_iter().collect(),
+            names: c.devices().into_iter().map(|d| (d.id, d.name)).collect(),
+            client: c.clone(),
+        }
+    }
+
     /// Tracks of the merged library matching every word of `query`
     /// (case and accents ignored), best first.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<LibraryTrack>, NodeError> {
@@ -927,47 +956,22 @@ impl Node {
 
     /// One track of the merged library and its sources, by whole id.
     async fn lookup(&self, id: TrackId) -> Result<Option<LibraryTrack>, NodeError> {
+        let holders = self.holders();
         let ix = self.inner.index.clone();
-        let client = self.inner.client.clone();
-        let me = self.device_id();
-        let name = self.inner.cfg.name.clone();
         blocking(move || -> Result<Option<LibraryTrack>, NodeError> {
             let mut found: Option<LibraryTrack> = ix.track(&id)?.map(|t| LibraryTrack {
                 track: t,
-                sources: vec![Source {
-                    device: me.to_string(),
-                    name,
-                    local: true,
-                    online: true,
-                }],
+                sources: vec![holders.local()],
             });
-            let online: HashSet<DeviceId> = client.connected_members().into_iter().collect();
-            let names: HashMap<String, String> = client
-                .devices()
-                .into_iter()
-                .map(|d| (d.id, d.name))
-                .collect();
-            for p in ix.remote_peers()? {
-                let Some(d) = DeviceId::from_bytes(&p) else {
-                    continue;
-                };
-                if d == me || !client.is_member(&d) {
-                    continue;
-                }
+            for (p, d) in holders.catalogs(&ix)? {
                 if let Some(t) = ix.remote_track(&p, &id)? {
-                    let src = Source {
-                        device: d.to_string(),
-                        name: names.get(&d.to_string()).cloned().unwrap_or_default(),
-                        local: false,
-                        online: online.contains(&d),
-                    };
                     found
                         .get_or_insert_with(|| LibraryTrack {
                             track: t,
                             sources: vec![],
                         })
                         .sources
-                        .push(src);
+                        .push(holders.remote(d));
                 }
             }
             Ok(found)

@@ -3,6 +3,8 @@
 //! member are refused with an error reply and the home keeps serving; a
 //! stranger gets nothing on either protocol.
 
+mod common;
+use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{identity::Keypair, Multiaddr, PeerId, StreamProtocol};
 use prost::Message;
@@ -115,8 +117,7 @@ async fn malformed_messages_are_refused_and_the_node_keeps_working() {
         .try_init();
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lib");
-    copy(&fixtures, &lib);
+    copy_tree(&fixtures(), &lib);
     let home = Node::start(config(&tmp.path().join("home"), Role::Home, Some(&lib)))
         .await
         .unwrap();
@@ -265,17 +266,4 @@ async fn malformed_messages_are_refused_and_the_node_keeps_working() {
     assert_eq!(blake3::hash(&b).to_hex().as_str(), id);
     phone.shutdown().await;
     home.shutdown().await;
-}
-
-fn copy(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
