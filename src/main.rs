@@ -533,6 +533,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json, verify } => {
+            if !verify && ApiClient::running(&dir) {
+                // The node holds the index: ask it.
+                let v = ApiClient::open(&dir)?.call("GET", "/api/status", None)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("device      {}", v["device"].as_str().unwrap_or(""));
+                    println!("name        {}", v["name"].as_str().unwrap_or(""));
+                    println!("role        {}", v["role"].as_str().unwrap_or(""));
+                    println!("mesh        {}", v["mesh"].as_str().unwrap_or(""));
+                    println!("index root  {}", v["root"].as_str().unwrap_or(""));
+                    println!("tracks      {}", v["tracks"]);
+                    println!(
+                        "members     {} ({} connected)",
+                        v["members"], v["connected"]
+                    );
+                    for a in v["listen"].as_array().into_iter().flatten() {
+                        println!("listen      {}", a.as_str().unwrap_or(""));
+                    }
+                    println!("data dir    {}", dir.display());
+                }
+                return Ok(());
+            }
             let index = open_index(&dir)?;
             let snap = index.snapshot()?;
             let counts = index.counts()?;

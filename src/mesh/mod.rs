@@ -39,7 +39,8 @@ use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
 use members::Members;
 use std::collections::HashMap;
@@ -315,6 +316,11 @@ struct State {
     /// blake3 of each open invitation's secret → expiry (unix ms).
     tickets: HashMap<Hash32, i64>,
     listen: Vec<Multiaddr>,
+    /// Listeners that reported at least one address.
+    listeners_up: std::collections::HashSet<libp2p::core::transport::ListenerId>,
+    /// Addresses members announced over mDNS: a connection to one of them
+    /// is on the LAN, whatever its address range.
+    lan_seen: HashMap<PeerId, Vec<Multiaddr>>,
     peers: HashMap<PeerId, PeerState>,
     local: Announcement,
     /// Addresses seen for members (identify, mDNS), for redialling.
@@ -431,6 +437,19 @@ fn load_addrs(path: &Path) -> HashMap<PeerId, Vec<Multiaddr>> {
         .collect()
 }
 
+fn ip_of(a: &Multiaddr) -> Option<std::net::IpAddr> {
+    a.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
+/// Both addresses are on one IP, and `b` is not through a relay.
+fn same_ip(a: &Multiaddr, b: &Multiaddr) -> bool {
+    !b.iter().any(|p| p == Protocol::P2pCircuit) && ip_of(a).is_some() && ip_of(a) == ip_of(b)
+}
+
 /// "lan", "direct" or "relayed", from the remote address of a connection.
 fn path_kind(addr: &Multiaddr) -> &'static str {
     let mut lan = false;
@@ -514,15 +533,17 @@ impl Mesh {
         } else {
             cfg.listen.clone()
         };
+        let mut listeners = Vec::new();
         for a in &listen {
             let addr: Multiaddr = a.parse().map_err(|e| MeshError::Listen {
                 addr: a.clone(),
                 reason: format!("{e}"),
             })?;
-            swarm.listen_on(addr).map_err(|e| MeshError::Listen {
+            let id = swarm.listen_on(addr).map_err(|e| MeshError::Listen {
                 addr: a.clone(),
                 reason: e.to_string(),
             })?;
+            listeners.push(id);
         }
         let mut control = swarm.behaviour().stream.new_control();
         let ctl_in = control
@@ -540,6 +561,8 @@ impl Mesh {
                 members,
                 tickets: HashMap::new(),
                 listen: vec![],
+                listeners_up: Default::default(),
+                lan_seen: HashMap::new(),
                 peers: HashMap::new(),
                 local,
                 addrs: load_addrs(&cfg.data_dir.join(ADDRS_FILE)),
@@ -559,9 +582,14 @@ impl Mesh {
         client.shared.spawn(c.accept_loop(ctl_in, false));
         let c = client.clone();
         client.shared.spawn(c.accept_loop(audio_in, true));
-        // Wait for the listeners, so tickets and status carry addresses.
-        for _ in 0..100 {
-            if !client.shared.state().listen.is_empty() {
+        // Wait (briefly) until every listener has its addresses, so the
+        // first ticket and status carry them all.
+        for _ in 0..200 {
+            let ready = {
+                let st = client.shared.state();
+                listeners.iter().all(|l| st.listeners_up.contains(l))
+            };
+            if ready {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -637,7 +665,20 @@ impl Client {
                 role: ann.as_ref().map_or(role, |a| a.role.clone()),
                 member,
                 connected: addr.is_some(),
-                path: addr.as_ref().map_or("", path_kind).to_string(),
+                path: addr
+                    .as_ref()
+                    .map_or("", |a| {
+                        let lan = st
+                            .lan_seen
+                            .get(&p)
+                            .is_some_and(|seen| seen.iter().any(|s| same_ip(s, a)));
+                        if lan {
+                            "lan"
+                        } else {
+                            path_kind(a)
+                        }
+                    })
+                    .to_string(),
                 addr: addr.map(|a| a.to_string()),
                 rtt_ms: ps.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
                 root: ann.as_ref().map(|a| a.root.to_hex()),
@@ -715,6 +756,13 @@ impl Client {
             return Err(MeshError::Refused(
                 "this ticket was made by this device".into(),
             ));
+        }
+        {
+            let st = self.shared.state();
+            if st.members.mesh() == t.mesh && st.members.is_member(&self.shared.me) {
+                // Already in that mesh: nothing to join.
+                return Ok(st.members.devices());
+            }
         }
         self.dial(t.inviter, t.addrs.clone()).await?;
         self.shared.state().addrs.insert(t.inviter, t.addrs.clone());
@@ -1429,9 +1477,14 @@ impl Client {
         dials: &mut HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     ) {
         match ev {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 tracing::info!("listening on {address}");
-                self.shared.state().listen.push(address);
+                let mut st = self.shared.state();
+                st.listen.push(address);
+                st.listeners_up.insert(listener_id);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.shared.state().listen.retain(|a| *a != address);
@@ -1544,10 +1597,25 @@ impl Client {
                         }
                         m
                     };
+                    if member {
+                        let mut st = self.shared.state();
+                        let v = st.lan_seen.entry(peer).or_default();
+                        if !v.contains(&addr) {
+                            v.push(addr.clone());
+                        }
+                    }
                     // Strangers on the LAN are seen and left alone.
                     if member && peer != self.shared.me && !swarm.is_connected(&peer) {
                         tracing::info!(%peer, %addr, "member found on the LAN");
-                        let _ = swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                        // Even while a dial to stale addresses is pending:
+                        // this address is fresh.
+                        let opts = DialOpts::peer_id(peer)
+                            .condition(PeerCondition::Disconnected)
+                            .addresses(vec![addr])
+                            .build();
+                        if let Err(e) = swarm.dial(opts) {
+                            tracing::debug!(%peer, "dial: {e}");
+                        }
                     } else if !member {
                         tracing::debug!(%peer, "a stranger on the LAN (ignored)");
                     }
