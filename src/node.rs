@@ -37,6 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// A mesh reply and the bytes its exchange took on the wire.
+type WithBytes = (Response, u64);
+
 /// Chunk size of audio streams (mesh frames and the local pump).
 const CHUNK: usize = 64 << 10;
 /// Most entries a sync asks for in one reply (and with records, when we
@@ -148,7 +151,8 @@ pub struct LibraryTrack {
 pub struct SyncStats {
     pub syncs: u64,
     pub requests: u64,
-    /// Protobuf bytes received in sync replies (records and trie nodes).
+    /// Bytes of sync messages, both ways, as framed on the wire (before
+    /// noise and muxer overhead, a few percent).
     pub bytes_in: u64,
     pub records: u64,
     pub last_ms: u64,
@@ -703,7 +707,7 @@ impl Node {
         // Breadth first; each level's requests run concurrently.
         let mut level: Vec<Vec<u8>> = vec![vec![]];
         while !level.is_empty() {
-            let replies: Vec<(Vec<u8>, Result<Response, MeshError>)> =
+            let replies: Vec<(Vec<u8>, Result<WithBytes, MeshError>)> =
                 futures::stream::iter(level.drain(..).map(|path| {
                     let under = snapshot::subtree(&local, &path).len();
                     let req = Request::GetNode {
@@ -727,7 +731,9 @@ impl Node {
             let mut remove: Vec<TrackId> = vec![];
             for (path, r) in replies {
                 requests += 1;
-                let reply = match r? {
+                let (reply, wire) = r?;
+                self.inner.sync_bytes.fetch_add(wire, Ordering::Relaxed);
+                let reply = match reply {
                     Response::Node(n) => n,
                     Response::Error(e) => {
                         return Err(NodeError::Unavailable(format!(
@@ -740,7 +746,6 @@ impl Node {
                         )))
                     }
                 };
-                self.count_reply(&reply);
                 let mine = snapshot::subtree(&local, &path);
                 if let Some(children) = &reply.children {
                     for (i, part) in snapshot::children(mine, path.len()).iter().enumerate() {
@@ -767,8 +772,14 @@ impl Node {
                     .copied()
                     .collect();
                 if !reply.records.is_empty() && reply.records.len() == reply.entries.len() {
+                    let wanted: HashSet<TrackId> = want.iter().map(|(id, _)| *id).collect();
                     for ((id, h), rec) in reply.entries.iter().zip(reply.records) {
-                        if Hash32::of(&rec) == *h && want.iter().any(|(w, _)| w == id) {
+                        if Hash32::of(&rec) != *h {
+                            return Err(NodeError::Unavailable(format!(
+                                "{peer} sent a record for {id} that does not match its entry"
+                            )));
+                        }
+                        if wanted.contains(id) {
                             put.push((*id, rec));
                         }
                     }
@@ -778,12 +789,13 @@ impl Node {
                         while !missing.is_empty() {
                             requests += 1;
                             let ids: Vec<TrackId> = missing.iter().map(|(id, _)| *id).collect();
-                            let recs = match self
+                            let (reply, wire) = self
                                 .inner
                                 .client
                                 .request(&peer, Request::GetRecords(ids))
-                                .await?
-                            {
+                                .await?;
+                            self.inner.sync_bytes.fetch_add(wire, Ordering::Relaxed);
+                            let recs = match reply {
                                 Response::Records(r) => r,
                                 Response::Error(e) => return Err(NodeError::Unavailable(e)),
                                 Response::Node(_) => {
@@ -798,10 +810,6 @@ impl Node {
                                     missing.len()
                                 )));
                             }
-                            let got: usize = recs.iter().map(Vec::len).sum();
-                            self.inner
-                                .sync_bytes
-                                .fetch_add(got as u64, Ordering::Relaxed);
                             let by_hash: HashMap<Hash32, Vec<u8>> =
                                 recs.into_iter().map(|r| (Hash32::of(&r), r)).collect();
                             let before = missing.len();
@@ -864,14 +872,6 @@ impl Node {
             "library synced"
         );
         Ok(())
-    }
-
-    fn count_reply(&self, n: &NodeReply) {
-        let b = n.records.iter().map(Vec::len).sum::<usize>()
-            + n.entries.len() * 68
-            + n.children.as_ref().map_or(0, |_| 16 * 34)
-            + 34;
-        self.inner.sync_bytes.fetch_add(b as u64, Ordering::Relaxed);
     }
 
     // ----- the merged library -------------------------------------------------

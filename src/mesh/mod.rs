@@ -783,7 +783,7 @@ impl Client {
             })),
         };
         let resp = match self.exchange(t.inviter, &req).await {
-            Ok(r) => r,
+            Ok((r, _)) => r,
             // Connected, then cut off: a node with no open invitation
             // closes connections from strangers at once.
             Err(MeshError::Unreachable { .. }) | Err(MeshError::Protocol { .. }) => {
@@ -845,8 +845,14 @@ impl Client {
         Ok(())
     }
 
-    /// Ask a member for part of its library.
-    pub async fn request(&self, peer: &DeviceId, req: Request) -> Result<Response, MeshError> {
+    /// Ask a member for part of its library. Also returns the bytes the
+    /// exchange took on the wire, both ways, frames included (before noise
+    /// and muxer overhead).
+    pub async fn request(
+        &self,
+        peer: &DeviceId,
+        req: Request,
+    ) -> Result<(Response, u64), MeshError> {
         let msg = proto::CtlRequest {
             kind: Some(match req {
                 Request::GetNode {
@@ -867,12 +873,12 @@ impl Client {
                 }
             }),
         };
-        let resp = self.exchange(peer.0, &msg).await?;
+        let (resp, wire_bytes) = self.exchange(peer.0, &msg).await?;
         let bad = |reason: &str| MeshError::Protocol {
             peer: *peer,
             reason: reason.into(),
         };
-        Ok(match resp.kind {
+        let response = match resp.kind {
             Some(proto::ctl_response::Kind::Node(n)) => {
                 let root = Hash32::from_slice(&n.root).ok_or_else(|| bad("bad root"))?;
                 let children = if n.children.is_empty() {
@@ -903,7 +909,8 @@ impl Client {
             Some(proto::ctl_response::Kind::Records(r)) => Response::Records(r.records),
             Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
             _ => return Err(bad("unexpected answer")),
-        })
+        };
+        Ok((response, wire_bytes))
     }
 
     /// Open an audio stream from a member: the head, then the bytes.
@@ -999,7 +1006,7 @@ impl Client {
         &self,
         peer: PeerId,
         req: &proto::CtlRequest,
-    ) -> Result<proto::CtlResponse, MeshError> {
+    ) -> Result<(proto::CtlResponse, u64), MeshError> {
         let perr = |reason: String| MeshError::Protocol {
             peer: DeviceId(peer),
             reason,
@@ -1030,7 +1037,11 @@ impl Client {
                 })
             };
             match tokio::time::timeout(CTL_TIMEOUT, once).await {
-                Ok(Ok(r)) => return Ok(r),
+                Ok(Ok(r)) => {
+                    let wire = wire::framed_len(prost::Message::encoded_len(req))
+                        + wire::framed_len(prost::Message::encoded_len(&r));
+                    return Ok((r, wire as u64));
+                }
                 Ok(Err(MeshError::Closed)) => {
                     last = Some(perr("the peer closed the request unanswered".into()));
                 }
@@ -1136,7 +1147,7 @@ impl Client {
 
     async fn announce_to(&self, peer: PeerId) {
         let msg = self.announcement_msg();
-        match self.exchange(peer, &msg).await {
+        match self.exchange(peer, &msg).await.map(|(r, _)| r) {
             Ok(proto::CtlResponse {
                 kind: Some(proto::ctl_response::Kind::Announce(a)),
             }) => self.absorb(peer, a).await,

@@ -28,6 +28,11 @@ pub enum WireError {
     Timeout,
 }
 
+/// Bytes a message of `len` bytes takes as a frame (length prefix included).
+pub fn framed_len(len: usize) -> usize {
+    prost::length_delimiter_len(len) + len
+}
+
 /// Read one frame and decode it as `M`, refusing frames over `limit` bytes.
 pub async fn read<M, R>(r: &mut R, limit: usize) -> Result<M, WireError>
 where
