@@ -501,3 +501,94 @@ fn daemons_pair_list_get_follow_changes_and_fail_cleanly() {
     other.stop();
     phone.stop();
 }
+
+/// A WAV file of `secs` seconds of noise (16-bit stereo, 44.1 kHz).
+fn write_wav(path: &Path, secs: u32) {
+    let frames = 44_100 * secs;
+    let data_len = frames * 4;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&44_100u32.to_le_bytes());
+    b.extend_from_slice(&(44_100u32 * 4).to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..frames * 2 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b.extend_from_slice(&((x >> 20) as i16 - 2048).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A player that stops reading stalls the whole chain (HTTP, the phone,
+/// the mesh stream, the home's file pump): neither node buffers the track.
+#[test]
+fn a_stalled_reader_holds_back_the_home() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    write_wav(&lib.join("big.wav"), 400); // 70 MB
+    let home = Daemon::start(Tm::new(), &[lib.to_str().unwrap()]);
+    let phone = Daemon::start(Tm::new(), &["--role", "phone"]);
+    let ticket = home.tm.ok(&["invite", "--quiet"]);
+    phone.tm.ok(&["join", ticket.trim()]);
+    wait_until("the phone to list the big track", 60, || {
+        library(&phone).len() == 1
+    });
+    let t = &library(&phone)[0];
+    let id = t["id"].as_str().unwrap().to_string();
+    let size = t["size"].as_u64().unwrap();
+    let (url, token) = phone.api();
+    let resp = ureq::get(format!("{url}/stream/{id}?bitrate=original&token={token}"))
+        .call()
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut r = body.as_reader();
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    r.read_exact(&mut buf).unwrap();
+    hasher.update(&buf);
+    let (h0, p0) = (rss_kib(home.child.id()), rss_kib(phone.child.id()));
+    // Stall: whatever is in flight fills the buffers, then everything waits.
+    std::thread::sleep(Duration::from_secs(3));
+    let (h1, p1) = (rss_kib(home.child.id()), rss_kib(phone.child.id()));
+    eprintln!(
+        "while stalled: home RSS {h0} → {h1} KiB, phone RSS {p0} → {p1} KiB (file {} KiB)",
+        size >> 10
+    );
+    assert!(h1 < h0 + 16 * 1024, "the home buffered {} KiB", h1 - h0);
+    assert!(p1 < p0 + 16 * 1024, "the phone buffered {} KiB", p1 - p0);
+    // Resuming delivers every byte, intact.
+    let mut n = buf.len() as u64;
+    loop {
+        let k = r.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        n += k as u64;
+    }
+    assert_eq!(n, size);
+    assert_eq!(hasher.finalize().to_hex().as_str(), id);
+    phone.stop();
+    home.stop();
+}
