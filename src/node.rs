@@ -37,14 +37,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// A mesh reply and the bytes its exchange took on the wire.
-type WithBytes = (Response, u64);
-
 /// Chunk size of audio streams (mesh frames and the local pump).
 const CHUNK: usize = 64 << 10;
 /// Most entries a sync asks for in one reply (and with records, when we
 /// hold nothing under that part of the trie yet).
 const MAX_ENTRIES: u32 = 1024;
+/// Trie nodes asked for in one pipelined group (bounds what a sync holds
+/// in memory: a group's replies, about 100 KB each when records come along).
+const SYNC_GROUP: usize = 32;
+/// Times a failed sync is tried again while the peer stays connected.
+const SYNC_RETRIES: u32 = 5;
 /// Records per GetRecords request.
 const RECORD_BATCH: usize = 512;
 /// Largest reply a node builds (under the wire limit).
@@ -667,21 +669,37 @@ impl Node {
         self.spawn(
             async move {
                 let mut root = root;
+                let mut failures = 0u32;
                 loop {
-                    if let Err(e) = n.sync_once(peer, root).await {
-                        tracing::warn!("library sync failed: {e}");
+                    match n.sync_once(peer, root).await {
+                        Ok(()) => failures = 0,
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!("library sync failed (attempt {failures}): {e}");
+                        }
                     }
                     let next = {
                         let mut syncs = n.inner.syncs.lock().unwrap_or_else(|e| e.into_inner());
                         let slot = syncs.entry(peer).or_default();
                         let next = slot.want.take();
-                        if next.is_none() {
+                        // Try a failed sync again (what it fetched is kept)
+                        // while the peer stays connected.
+                        let retry = failures > 0
+                            && failures <= SYNC_RETRIES
+                            && n.inner.client.connected_members().contains(&peer);
+                        if next.is_none() && !retry {
                             slot.running = false;
                         }
-                        next
+                        next.or(retry.then_some(root))
                     };
                     match next {
-                        Some(r) => root = r,
+                        Some(r) => {
+                            if failures > 0 && r == root {
+                                tokio::time::sleep(Duration::from_millis(500 << failures.min(6)))
+                                    .await;
+                            }
+                            root = r;
+                        }
                         None => break,
                     }
                 }
@@ -691,7 +709,9 @@ impl Node {
     }
 
     /// Bring our copy of `peer`'s catalog to `root`, fetching only the parts
-    /// of its trie whose hashes differ from ours.
+    /// of its trie whose hashes differ from ours. Requests go out pipelined
+    /// in groups; each group's changes are stored before the next is asked
+    /// for, so an interrupted sync keeps what it got.
     async fn sync_once(&self, peer: DeviceId, root: Hash32) -> Result<(), NodeError> {
         let started = Instant::now();
         let pb = peer.to_bytes();
@@ -701,154 +721,149 @@ impl Node {
         if snapshot::root(&local) == root {
             return Ok(());
         }
-        let bytes0 = self.inner.sync_bytes.load(Ordering::Relaxed);
+        let mut bytes = 0u64;
         let mut requests = 0u64;
         let mut records_in = 0u64;
-        // Breadth first; each level's requests run concurrently.
+        // Breadth first, a level at a time.
         let mut level: Vec<Vec<u8>> = vec![vec![]];
         while !level.is_empty() {
-            let replies: Vec<(Vec<u8>, Result<WithBytes, MeshError>)> =
-                futures::stream::iter(level.drain(..).map(|path| {
-                    let under = snapshot::subtree(&local, &path).len();
-                    let req = Request::GetNode {
-                        root,
-                        path: path.clone(),
-                        max_entries: if under == 0 {
-                            MAX_ENTRIES
-                        } else {
-                            4 * LEAF_MAX as u32
-                        },
-                        with_records: under == 0,
-                    };
-                    let c = self.inner.client.clone();
-                    async move { (path, c.request(&peer, req).await) }
-                }))
-                .buffer_unordered(8)
-                .collect()
-                .await;
             let mut next = vec![];
-            let mut put: Vec<(TrackId, Vec<u8>)> = vec![];
-            let mut remove: Vec<TrackId> = vec![];
-            for (path, r) in replies {
-                requests += 1;
-                let (reply, wire) = r?;
-                self.inner.sync_bytes.fetch_add(wire, Ordering::Relaxed);
-                let reply = match reply {
-                    Response::Node(n) => n,
-                    Response::Error(e) => {
-                        return Err(NodeError::Unavailable(format!(
-                            "{peer} refused a sync request: {e}"
-                        )))
+            for group in level.chunks(SYNC_GROUP) {
+                let reqs: Vec<Request> = group
+                    .iter()
+                    .map(|path| {
+                        let under = snapshot::subtree(&local, path).len();
+                        Request::GetNode {
+                            root,
+                            path: path.clone(),
+                            max_entries: if under == 0 {
+                                MAX_ENTRIES
+                            } else {
+                                4 * LEAF_MAX as u32
+                            },
+                            with_records: under == 0,
+                        }
+                    })
+                    .collect();
+                requests += reqs.len() as u64;
+                let replies = self.inner.client.request_many(&peer, reqs).await?;
+                let mut put: Vec<(TrackId, Vec<u8>)> = vec![];
+                let mut remove: Vec<TrackId> = vec![];
+                let mut want: Vec<Entry> = vec![];
+                for (path, (reply, wire)) in group.iter().zip(replies) {
+                    bytes += wire;
+                    let reply = match reply {
+                        Response::Node(n) => n,
+                        Response::Error(e) => {
+                            return Err(NodeError::Unavailable(format!(
+                                "{peer} refused a sync request: {e}"
+                            )))
+                        }
+                        Response::Records(_) => {
+                            return Err(NodeError::Unavailable(format!(
+                                "{peer} answered out of turn"
+                            )))
+                        }
+                    };
+                    let mine = snapshot::subtree(&local, path);
+                    if let Some(children) = &reply.children {
+                        for (i, part) in snapshot::children(mine, path.len()).iter().enumerate() {
+                            if snapshot::node_hash(part, path.len() + 1) != children[i] {
+                                let mut p = path.clone();
+                                p.push(i as u8);
+                                next.push(p);
+                            }
+                        }
+                        continue;
                     }
-                    Response::Records(_) => {
-                        return Err(NodeError::Unavailable(format!(
-                            "{peer} answered out of turn"
-                        )))
+                    // Every entry under the path: diff against ours.
+                    let theirs: HashSet<TrackId> =
+                        reply.entries.iter().map(|(id, _)| *id).collect();
+                    remove.extend(
+                        mine.iter()
+                            .map(|(id, _)| *id)
+                            .filter(|id| !theirs.contains(id)),
+                    );
+                    let have: HashSet<Entry> = mine.iter().copied().collect();
+                    let new: Vec<Entry> = reply
+                        .entries
+                        .iter()
+                        .filter(|e| !have.contains(e))
+                        .copied()
+                        .collect();
+                    if !reply.records.is_empty() && reply.records.len() == reply.entries.len() {
+                        let wanted: HashSet<TrackId> = new.iter().map(|(id, _)| *id).collect();
+                        for ((id, h), rec) in reply.entries.iter().zip(reply.records) {
+                            if Hash32::of(&rec) != *h {
+                                return Err(NodeError::Unavailable(format!(
+                                    "{peer} sent a record for {id} that does not match its entry"
+                                )));
+                            }
+                            if wanted.contains(id) {
+                                put.push((*id, rec));
+                            }
+                        }
+                    } else {
+                        want.extend(new);
                     }
-                };
-                let mine = snapshot::subtree(&local, &path);
-                if let Some(children) = &reply.children {
-                    for (i, part) in snapshot::children(mine, path.len()).iter().enumerate() {
-                        if snapshot::node_hash(part, path.len() + 1) != children[i] {
-                            let mut p = path.clone();
-                            p.push(i as u8);
-                            next.push(p);
+                }
+                // Records not sent along: by id, in batches, until all came.
+                while !want.is_empty() {
+                    let reqs: Vec<Request> = want
+                        .chunks(RECORD_BATCH)
+                        .map(|b| Request::GetRecords(b.iter().map(|(id, _)| *id).collect()))
+                        .collect();
+                    requests += reqs.len() as u64;
+                    let mut by_hash: HashMap<Hash32, Vec<u8>> = HashMap::new();
+                    for (reply, wire) in self.inner.client.request_many(&peer, reqs).await? {
+                        bytes += wire;
+                        match reply {
+                            Response::Records(r) => {
+                                by_hash.extend(r.into_iter().map(|r| (Hash32::of(&r), r)));
+                            }
+                            Response::Error(e) => return Err(NodeError::Unavailable(e)),
+                            Response::Node(_) => {
+                                return Err(NodeError::Unavailable(format!(
+                                    "{peer} answered out of turn"
+                                )))
+                            }
                         }
                     }
+                    let before = want.len();
+                    want.retain(|(id, h)| match by_hash.remove(h) {
+                        Some(r) => {
+                            put.push((*id, r));
+                            false
+                        }
+                        None => true,
+                    });
+                    if want.len() == before {
+                        return Err(NodeError::Unavailable(format!(
+                            "{peer} no longer has {} of the records it listed",
+                            want.len()
+                        )));
+                    }
+                }
+                records_in += put.len() as u64;
+                if put.is_empty() && remove.is_empty() {
                     continue;
                 }
-                // Every entry under the path: diff against ours.
-                let theirs: HashMap<TrackId, Hash32> = reply.entries.iter().copied().collect();
-                for (id, _) in mine {
-                    if !theirs.contains_key(id) {
-                        remove.push(*id);
-                    }
-                }
-                let have: HashSet<Entry> = mine.iter().copied().collect();
-                let want: Vec<Entry> = reply
-                    .entries
-                    .iter()
-                    .filter(|e| !have.contains(e))
-                    .copied()
-                    .collect();
-                if !reply.records.is_empty() && reply.records.len() == reply.entries.len() {
-                    let wanted: HashSet<TrackId> = want.iter().map(|(id, _)| *id).collect();
-                    for ((id, h), rec) in reply.entries.iter().zip(reply.records) {
-                        if Hash32::of(&rec) != *h {
-                            return Err(NodeError::Unavailable(format!(
-                                "{peer} sent a record for {id} that does not match its entry"
-                            )));
-                        }
-                        if wanted.contains(id) {
-                            put.push((*id, rec));
-                        }
-                    }
-                } else {
-                    for batch in want.chunks(RECORD_BATCH) {
-                        let mut missing: Vec<Entry> = batch.to_vec();
-                        while !missing.is_empty() {
-                            requests += 1;
-                            let ids: Vec<TrackId> = missing.iter().map(|(id, _)| *id).collect();
-                            let (reply, wire) = self
-                                .inner
-                                .client
-                                .request(&peer, Request::GetRecords(ids))
-                                .await?;
-                            self.inner.sync_bytes.fetch_add(wire, Ordering::Relaxed);
-                            let recs = match reply {
-                                Response::Records(r) => r,
-                                Response::Error(e) => return Err(NodeError::Unavailable(e)),
-                                Response::Node(_) => {
-                                    return Err(NodeError::Unavailable(format!(
-                                        "{peer} answered out of turn"
-                                    )))
-                                }
-                            };
-                            if recs.is_empty() {
-                                return Err(NodeError::Unavailable(format!(
-                                    "{peer} no longer has {} of the records it listed",
-                                    missing.len()
-                                )));
-                            }
-                            let by_hash: HashMap<Hash32, Vec<u8>> =
-                                recs.into_iter().map(|r| (Hash32::of(&r), r)).collect();
-                            let before = missing.len();
-                            missing.retain(|(id, h)| match by_hash.get(h) {
-                                Some(r) => {
-                                    put.push((*id, r.clone()));
-                                    false
-                                }
-                                None => true,
-                            });
-                            if missing.len() == before {
-                                return Err(NodeError::Unavailable(format!(
-                                    "{peer} sent records that match none of its entries"
-                                )));
-                            }
-                        }
-                    }
-                }
-            }
-            records_in += put.len() as u64;
-            if !put.is_empty() || !remove.is_empty() {
+                // Keep the in-memory copy in step (sorted by id), then store.
+                let gone: HashSet<TrackId> = remove.iter().copied().collect();
+                local.retain(|(id, _)| !gone.contains(id));
+                let fresh: HashMap<TrackId, Hash32> =
+                    put.iter().map(|(id, r)| (*id, Hash32::of(r))).collect();
+                local.retain(|(id, _)| !fresh.contains_key(id));
+                local.extend(fresh);
+                local.sort_unstable();
                 let ix = self.inner.index.clone();
                 let p2 = pb.clone();
-                let (put2, rm2) = (put.clone(), remove.clone());
-                blocking(move || ix.remote_apply(&p2, &put2, &rm2)).await??;
-                // Keep the in-memory copy in step (sorted by id).
-                let rm: HashSet<TrackId> = remove.into_iter().collect();
-                local.retain(|(id, _)| !rm.contains(id));
-                let mut map: HashMap<TrackId, Hash32> = local.drain(..).collect();
-                for (id, rec) in &put {
-                    map.insert(*id, Hash32::of(rec));
-                }
-                local = map.into_iter().collect();
-                local.sort_unstable();
+                blocking(move || ix.remote_apply(&p2, &put, &remove)).await??;
             }
             level = next;
         }
         let got = snapshot::root(&local);
-        let bytes = self.inner.sync_bytes.load(Ordering::Relaxed) - bytes0;
+        self.inner.sync_bytes.fetch_add(bytes, Ordering::Relaxed);
         {
             let mut s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
             s.syncs += 1;

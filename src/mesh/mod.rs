@@ -472,6 +472,66 @@ fn path_kind(addr: &Multiaddr) -> &'static str {
     }
 }
 
+fn request_to_proto(req: Request) -> proto::CtlRequest {
+    proto::CtlRequest {
+        kind: Some(match req {
+            Request::GetNode {
+                root,
+                path,
+                max_entries,
+                with_records,
+            } => proto::ctl_request::Kind::GetNode(proto::GetNode {
+                root: root.0.to_vec(),
+                path,
+                max_entries,
+                with_records,
+            }),
+            Request::GetRecords(ids) => proto::ctl_request::Kind::GetRecords(proto::GetRecords {
+                ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            }),
+        }),
+    }
+}
+
+fn response_from_proto(peer: &DeviceId, resp: proto::CtlResponse) -> Result<Response, MeshError> {
+    let bad = |reason: &str| MeshError::Protocol {
+        peer: *peer,
+        reason: reason.into(),
+    };
+    Ok(match resp.kind {
+        Some(proto::ctl_response::Kind::Node(n)) => {
+            let root = Hash32::from_slice(&n.root).ok_or_else(|| bad("bad root"))?;
+            let children = if n.children.is_empty() {
+                None
+            } else if n.children.len() == 16 {
+                let mut c = [Hash32([0; 32]); 16];
+                for (dst, src) in c.iter_mut().zip(&n.children) {
+                    *dst = Hash32::from_slice(src).ok_or_else(|| bad("bad child hash"))?;
+                }
+                Some(Box::new(c))
+            } else {
+                return Err(bad("a branch must have 16 children"));
+            };
+            let mut entries = Vec::with_capacity(n.entries.len());
+            for e in n.entries {
+                entries.push((
+                    Hash32::from_slice(&e.id).ok_or_else(|| bad("bad entry id"))?,
+                    Hash32::from_slice(&e.hash).ok_or_else(|| bad("bad entry hash"))?,
+                ));
+            }
+            Response::Node(NodeReply {
+                root,
+                children,
+                entries,
+                records: n.records,
+            })
+        }
+        Some(proto::ctl_response::Kind::Records(r)) => Response::Records(r.records),
+        Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
+        _ => return Err(bad("unexpected answer")),
+    })
+}
+
 impl Mesh {
     /// Start the mesh: load (or create) the device key and member list,
     /// listen, and run the event loop until [`Mesh::shutdown`].
@@ -853,64 +913,24 @@ impl Client {
         peer: &DeviceId,
         req: Request,
     ) -> Result<(Response, u64), MeshError> {
-        let msg = proto::CtlRequest {
-            kind: Some(match req {
-                Request::GetNode {
-                    root,
-                    path,
-                    max_entries,
-                    with_records,
-                } => proto::ctl_request::Kind::GetNode(proto::GetNode {
-                    root: root.0.to_vec(),
-                    path,
-                    max_entries,
-                    with_records,
-                }),
-                Request::GetRecords(ids) => {
-                    proto::ctl_request::Kind::GetRecords(proto::GetRecords {
-                        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-                    })
-                }
-            }),
-        };
-        let (resp, wire_bytes) = self.exchange(peer.0, &msg).await?;
-        let bad = |reason: &str| MeshError::Protocol {
-            peer: *peer,
-            reason: reason.into(),
-        };
-        let response = match resp.kind {
-            Some(proto::ctl_response::Kind::Node(n)) => {
-                let root = Hash32::from_slice(&n.root).ok_or_else(|| bad("bad root"))?;
-                let children = if n.children.is_empty() {
-                    None
-                } else if n.children.len() == 16 {
-                    let mut c = [Hash32([0; 32]); 16];
-                    for (dst, src) in c.iter_mut().zip(&n.children) {
-                        *dst = Hash32::from_slice(src).ok_or_else(|| bad("bad child hash"))?;
-                    }
-                    Some(Box::new(c))
-                } else {
-                    return Err(bad("a branch must have 16 children"));
-                };
-                let mut entries = Vec::with_capacity(n.entries.len());
-                for e in n.entries {
-                    entries.push((
-                        Hash32::from_slice(&e.id).ok_or_else(|| bad("bad entry id"))?,
-                        Hash32::from_slice(&e.hash).ok_or_else(|| bad("bad entry hash"))?,
-                    ));
-                }
-                Response::Node(NodeReply {
-                    root,
-                    children,
-                    entries,
-                    records: n.records,
-                })
-            }
-            Some(proto::ctl_response::Kind::Records(r)) => Response::Records(r.records),
-            Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
-            _ => return Err(bad("unexpected answer")),
-        };
-        Ok((response, wire_bytes))
+        let mut r = self.request_many(peer, vec![req]).await?;
+        r.pop().ok_or(MeshError::Closed)
+    }
+
+    /// Several requests, pipelined on one substream: all are sent at once
+    /// and the answers read in order (one round trip for the lot). Answers
+    /// come back in the order of the requests.
+    pub async fn request_many(
+        &self,
+        peer: &DeviceId,
+        reqs: Vec<Request>,
+    ) -> Result<Vec<(Response, u64)>, MeshError> {
+        let msgs: Vec<proto::CtlRequest> = reqs.into_iter().map(request_to_proto).collect();
+        let answers = self.exchange_many(peer.0, &msgs).await?;
+        answers
+            .into_iter()
+            .map(|(r, n)| Ok((response_from_proto(peer, r)?, n)))
+            .collect()
     }
 
     /// Open an audio stream from a member: the head, then the bytes.
@@ -1000,57 +1020,106 @@ impl Client {
         }
     }
 
-    /// One control exchange on a fresh substream, retried when the remote
-    /// dropped the substream unanswered (see the module note).
+    /// One control exchange (see [`Client::exchange_many`]).
     async fn exchange(
         &self,
         peer: PeerId,
         req: &proto::CtlRequest,
     ) -> Result<(proto::CtlResponse, u64), MeshError> {
+        let mut r = self.exchange_many(peer, std::slice::from_ref(req)).await?;
+        r.pop().ok_or(MeshError::Closed)
+    }
+
+    /// Control requests pipelined on one substream. When the substream
+    /// breaks (the remote dropped it unaccepted, a reset), the requests not
+    /// yet answered are sent again on a new one: every request is
+    /// idempotent but a join, and a repeated join is refused as used.
+    async fn exchange_many(
+        &self,
+        peer: PeerId,
+        reqs: &[proto::CtlRequest],
+    ) -> Result<Vec<(proto::CtlResponse, u64)>, MeshError> {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut failures = 0u32;
+        while out.len() < reqs.len() {
+            let before = out.len();
+            match self.pipeline(peer, &reqs[before..], &mut out).await {
+                Ok(()) => {}
+                Err((e, retry)) => {
+                    if out.len() > before {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if !retry || failures > 3 {
+                        return Err(e);
+                    }
+                    tracing::debug!(%peer, "control substream failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << failures)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Send `reqs` on a fresh substream and read their answers into `out`.
+    /// On failure, says whether trying again may help.
+    async fn pipeline(
+        &self,
+        peer: PeerId,
+        reqs: &[proto::CtlRequest],
+        out: &mut Vec<(proto::CtlResponse, u64)>,
+    ) -> Result<(), (MeshError, bool)> {
         let perr = |reason: String| MeshError::Protocol {
             peer: DeviceId(peer),
             reason,
         };
-        let mut last = None;
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-            let once = async {
-                let mut s = self
-                    .control
-                    .clone()
-                    .open_stream(peer, CTL)
-                    .await
-                    .map_err(|e| MeshError::Unreachable {
+        let s = self
+            .control
+            .clone()
+            .open_stream(peer, CTL)
+            .await
+            .map_err(|e| {
+                (
+                    MeshError::Unreachable {
                         peer: DeviceId(peer),
                         reason: e.to_string(),
-                    })?;
-                wire::write(&mut s, req, wire::MAX_CTL_REQUEST)
-                    .await
-                    .map_err(|e| perr(e.to_string()))?;
-                let r = wire::read::<proto::CtlResponse, _>(&mut s, wire::MAX_CTL_RESPONSE).await;
-                let _ = s.close().await;
-                r.map_err(|e| match e {
-                    wire::WireError::Closed => MeshError::Closed,
-                    e => perr(e.to_string()),
-                })
-            };
-            match tokio::time::timeout(CTL_TIMEOUT, once).await {
-                Ok(Ok(r)) => {
-                    let wire = wire::framed_len(prost::Message::encoded_len(req))
-                        + wire::framed_len(prost::Message::encoded_len(&r));
-                    return Ok((r, wire as u64));
-                }
-                Ok(Err(MeshError::Closed)) => {
-                    last = Some(perr("the peer closed the request unanswered".into()));
-                }
-                Ok(Err(e @ MeshError::Unreachable { .. })) => last = Some(e),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(perr("no answer in time".into())),
+                    },
+                    true,
+                )
+            })?;
+        let (mut r, mut w) = futures::AsyncReadExt::split(s);
+        let writer = async {
+            for q in reqs {
+                wire::write(&mut w, q, wire::MAX_CTL_REQUEST).await?;
             }
-        }
-        Err(last.unwrap_or(MeshError::Closed))
+            w.close().await.map_err(wire::WireError::Io)
+        };
+        let reader = async {
+            for q in reqs {
+                let read = wire::read::<proto::CtlResponse, _>(&mut r, wire::MAX_CTL_RESPONSE);
+                let resp = match tokio::time::timeout(CTL_TIMEOUT, read).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(e)) => {
+                        let retry = matches!(e, wire::WireError::Closed | wire::WireError::Io(_));
+                        let e = match e {
+                            wire::WireError::Closed => {
+                                perr("the peer closed the request unanswered".into())
+                            }
+                            e => perr(e.to_string()),
+                        };
+                        return Err((e, retry));
+                    }
+                    Err(_) => return Err((perr("no answer in time".into()), false)),
+                };
+                let n = wire::framed_len(prost::Message::encoded_len(q))
+                    + wire::framed_len(prost::Message::encoded_len(&resp));
+                out.push((resp, n as u64));
+            }
+            Ok(())
+        };
+        // The reader knows what was answered; a writer error shows there too.
+        let (_, answered) = futures::join!(writer, reader);
+        answered
     }
 
     /// Remember where members were last seen (so a restarted phone finds
@@ -1230,26 +1299,29 @@ impl Client {
             .await;
     }
 
+    /// Answer the requests on one control substream, in order, until the
+    /// peer closes its side.
     async fn serve_ctl(&self, peer: PeerId, mut s: libp2p::Stream) {
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s, wire::MAX_CTL_REQUEST));
-        let req: proto::CtlRequest = match read.await.unwrap_or(Err(wire::WireError::Timeout)) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(%peer, "bad control request: {e}");
-                let resp = proto::CtlResponse {
-                    kind: Some(proto::ctl_response::Kind::Error(format!(
-                        "bad request: {e}"
-                    ))),
-                };
-                let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
-                let _ = s.close().await;
-                return;
-            }
-        };
-        let member = self.shared.is_member(&peer);
-        let kind = match req.kind {
-            Some(proto::ctl_request::Kind::Join(j)) => Some(self.on_join(peer, j).await),
-            _ if !member => {
+        let mut first = true;
+        loop {
+            let read =
+                tokio::time::timeout(REQUEST_TIMEOUT, wire::read(&mut s, wire::MAX_CTL_REQUEST));
+            let req: proto::CtlRequest = match read.await.unwrap_or(Err(wire::WireError::Timeout)) {
+                Ok(r) => r,
+                Err(wire::WireError::Closed) if !first => break,
+                Err(e) => {
+                    tracing::warn!(%peer, "bad control request: {e}");
+                    let resp = proto::CtlResponse {
+                        kind: Some(proto::ctl_response::Kind::Error(format!(
+                            "bad request: {e}"
+                        ))),
+                    };
+                    let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
+                    break;
+                }
+            };
+            first = false;
+            let Some(kind) = self.answer_ctl(peer, req).await else {
                 let resp = proto::CtlResponse {
                     kind: Some(proto::ctl_response::Kind::Error(
                         "not a member of this mesh".into(),
@@ -1258,21 +1330,41 @@ impl Client {
                 let _ = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await;
                 let _ = s.close().await;
                 return self.refuse(peer, "control request from a non-member").await;
+            };
+            let resp = proto::CtlResponse { kind: Some(kind) };
+            if let Err(e) = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await {
+                tracing::info!(%peer, "cannot answer: {e}");
+                return;
             }
+        }
+        let _ = s.close().await;
+    }
+
+    /// The answer to one control request; `None` when a non-member asks for
+    /// anything but a join.
+    async fn answer_ctl(
+        &self,
+        peer: PeerId,
+        req: proto::CtlRequest,
+    ) -> Option<proto::ctl_response::Kind> {
+        use proto::ctl_response::Kind as R;
+        if !matches!(req.kind, Some(proto::ctl_request::Kind::Join(_)))
+            && !self.shared.is_member(&peer)
+        {
+            return None;
+        }
+        Some(match req.kind {
+            Some(proto::ctl_request::Kind::Join(j)) => self.on_join(peer, j).await,
             Some(proto::ctl_request::Kind::Announce(a)) => {
                 self.absorb(peer, a).await;
                 match self.announcement_msg().kind {
-                    Some(proto::ctl_request::Kind::Announce(mine)) => {
-                        Some(proto::ctl_response::Kind::Announce(mine))
-                    }
-                    _ => None,
+                    Some(proto::ctl_request::Kind::Announce(mine)) => R::Announce(mine),
+                    _ => R::Error("no announcement".into()),
                 }
             }
             Some(proto::ctl_request::Kind::GetNode(g)) => {
-                match (
-                    Hash32::from_slice(&g.root),
-                    g.path.iter().all(|&n| n < 16) && g.path.len() <= 64,
-                ) {
+                let path_ok = g.path.iter().all(|&n| n < 16) && g.path.len() <= 64;
+                match (Hash32::from_slice(&g.root), path_ok) {
                     (Some(root), true) => {
                         self.ask_node(
                             peer,
@@ -1285,9 +1377,7 @@ impl Client {
                         )
                         .await
                     }
-                    _ => Some(proto::ctl_response::Kind::Error(
-                        "bad trie path or root".into(),
-                    )),
+                    _ => R::Error("bad trie path or root".into()),
                 }
             }
             Some(proto::ctl_request::Kind::GetRecords(g)) => {
@@ -1297,23 +1387,14 @@ impl Client {
                     Some(ids) if ids.len() <= 4096 => {
                         self.ask_node(peer, Request::GetRecords(ids)).await
                     }
-                    _ => Some(proto::ctl_response::Kind::Error(
-                        "bad or too many track ids".into(),
-                    )),
+                    _ => R::Error("bad or too many track ids".into()),
                 }
             }
-            None => Some(proto::ctl_response::Kind::Error(
-                "unknown request (a newer tunemesh?)".into(),
-            )),
-        };
-        let resp = proto::CtlResponse { kind };
-        if let Err(e) = wire::write(&mut s, &resp, wire::MAX_CTL_RESPONSE).await {
-            tracing::warn!(%peer, "cannot answer: {e}");
-        }
-        let _ = s.close().await;
+            None => R::Error("unknown request (a newer tunemesh?)".into()),
+        })
     }
 
-    async fn ask_node(&self, peer: PeerId, request: Request) -> Option<proto::ctl_response::Kind> {
+    async fn ask_node(&self, peer: PeerId, request: Request) -> proto::ctl_response::Kind {
         let (tx, rx) = oneshot::channel();
         self.shared
             .emit(Event::Request {
@@ -1322,8 +1403,10 @@ impl Client {
                 reply: tx,
             })
             .await;
-        let resp = rx.await.ok()?;
-        Some(match resp {
+        let Ok(resp) = rx.await else {
+            return proto::ctl_response::Kind::Error("the node is shutting down".into());
+        };
+        match resp {
             Response::Error(e) => proto::ctl_response::Kind::Error(e),
             Response::Records(r) => {
                 proto::ctl_response::Kind::Records(proto::RecordsReply { records: r })
@@ -1344,7 +1427,7 @@ impl Client {
                     .collect(),
                 records: n.records,
             }),
-        })
+        }
     }
 
     async fn on_join(&self, peer: PeerId, j: proto::Join) -> proto::ctl_response::Kind {
