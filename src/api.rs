@@ -127,25 +127,48 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     }
 }
 
-pub fn track_json(t: &LibraryTrack) -> serde_json::Value {
-    let tr = &t.track;
-    json!({
-        "id": tr.id,
-        "title": tr.tags.title,
-        "artist": tr.tags.artist(),
-        "album": tr.tags.album,
-        "track": tr.tags.track,
-        "disc": tr.tags.disc,
-        "year": tr.tags.year,
-        "duration_ms": tr.audio.duration_ms,
-        "codec": tr.audio.codec,
-        "container": tr.audio.container,
-        "sample_rate": tr.audio.sample_rate,
-        "channels": tr.audio.channels,
-        "bitrate_kbps": tr.audio.bitrate_kbps,
-        "size": tr.size,
-        "sources": t.sources,
-    })
+/// A track as the API shows it, serialised straight from the library
+/// (no intermediate JSON tree: a 100k-track library is one pass).
+#[derive(serde::Serialize)]
+pub struct TrackView<'a> {
+    id: &'a crate::model::TrackId,
+    title: &'a str,
+    artist: String,
+    album: &'a str,
+    track: Option<u32>,
+    disc: Option<u32>,
+    year: Option<u32>,
+    duration_ms: u64,
+    codec: &'a str,
+    container: &'a str,
+    sample_rate: u32,
+    channels: u32,
+    bitrate_kbps: Option<u32>,
+    size: u64,
+    sources: &'a [crate::node::Source],
+}
+
+impl<'a> TrackView<'a> {
+    pub fn of(t: &'a LibraryTrack) -> TrackView<'a> {
+        let tr = &t.track;
+        TrackView {
+            id: &tr.id,
+            title: &tr.tags.title,
+            artist: tr.tags.artist(),
+            album: &tr.tags.album,
+            track: tr.tags.track,
+            disc: tr.tags.disc,
+            year: tr.tags.year,
+            duration_ms: tr.audio.duration_ms,
+            codec: &tr.audio.codec,
+            container: &tr.audio.container,
+            sample_rate: tr.audio.sample_rate,
+            channels: tr.audio.channels,
+            bitrate_kbps: tr.audio.bitrate_kbps,
+            size: tr.size,
+            sources: &t.sources,
+        }
+    }
 }
 
 async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -220,20 +243,15 @@ struct LibraryQuery {
     scope: Option<String>,
 }
 
-async fn library(
-    State(s): State<AppState>,
-    Query(q): Query<LibraryQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> ApiResult<Response> {
     let local_only = q.scope.as_deref() == Some("local");
-    let v: Vec<serde_json::Value> = s
-        .node
-        .library()
-        .await?
+    let all = s.node.library().await?;
+    let v: Vec<TrackView> = all
         .iter()
         .filter(|t| !local_only || t.sources.iter().any(|s| s.local))
-        .map(track_json)
+        .map(TrackView::of)
         .collect();
-    Ok(Json(json!(v)))
+    Ok(Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -242,12 +260,9 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-async fn search(
-    State(s): State<AppState>,
-    Query(q): Query<SearchQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<Response> {
     let hits = s.node.search(&q.q, q.limit.unwrap_or(50)).await?;
-    Ok(Json(json!(hits.iter().map(track_json).collect::<Vec<_>>())))
+    Ok(Json(hits.iter().map(TrackView::of).collect::<Vec<_>>()).into_response())
 }
 
 #[derive(Deserialize)]

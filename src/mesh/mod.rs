@@ -2,11 +2,12 @@
 //!
 //! Responsible for identity (the device key in the data dir), transports
 //! (TCP and QUIC, noise, yamux), LAN discovery (mDNS), liveness (ping),
-//! the signed member list and pairing (tickets, join), and two protocols,
-//! each one message exchange per substream:
+//! the signed member list and pairing (tickets, join), and two protocols:
 //!
 //! - `/tunemesh/ctl/1`: join, announce (snapshot root + member list),
-//!   library sync requests. Answered by the node through [`Event::Request`].
+//!   library sync requests. A substream carries requests and answers in
+//!   turn; the client pipelines (sends a group at once, reads the answers
+//!   in order). Sync requests are answered by the node ([`Event::Request`]).
 //! - `/tunemesh/stream/1`: one audio stream per substream; the node writes
 //!   a [`StreamHead`] then the bytes ([`Event::Stream`]).
 //!
@@ -20,9 +21,11 @@
 //!
 //! Known trap: `libp2p-stream` hands inbound substreams over a channel of
 //! capacity one and drops the ones that do not fit (and rust-libp2p #5410
-//! reports stalls over yamux). Accept loops therefore only move each
-//! substream into its own task, every request is idempotent and retried
-//! once on a dropped substream, and tests run many streams concurrently.
+//! reports stalls over yamux). So: accept loops only move each substream
+//! into its own task; many requests share one substream (pipelined) rather
+//! than each opening its own; a broken substream is retried for the
+//! requests it left unanswered (all idempotent but a join); stream opens
+//! are retried; tests run many streams concurrently.
 
 mod members;
 mod ticket;
