@@ -38,31 +38,13 @@
 //! "library synced" lines are quoted in the report.
 
 mod common;
-use common::{flush, loadavg, median, mib, section};
-use std::error::Error;
-use std::fmt::Display;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::{
+    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, section, Ctx, Res,
+};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-/// `anyhow::Context`-like helper so every failure says what was going on.
-trait Ctx<T> {
-    fn ctx(self, what: impl Display) -> Res<T>;
-}
-impl<T, E: Display> Ctx<T> for Result<T, E> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.map_err(|e| format!("{what}: {e}").into())
-    }
-}
-impl<T> Ctx<T> for Option<T> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.ok_or_else(|| what.to_string().into())
-    }
-}
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 const KBPS: u32 = 96;
@@ -1384,7 +1366,7 @@ impl Daemon {
 
     fn get_json(&self, path: &str) -> Res<serde_json::Value> {
         let auth = format!("Bearer {}", self.token);
-        let f = http(&self.addr, "GET", path, Some(&auth), None, false)?;
+        let f = http(&self.addr, path, Some(&auth), false)?;
         if f.status != 200 {
             return Err(format!(
                 "{} GET {path}: HTTP {} {}",
@@ -1408,7 +1390,7 @@ impl Daemon {
     /// GET the track as a player would, read to its end.
     fn stream(&self, id: &str) -> Res<Fetch> {
         let path = format!("/stream/{id}?bitrate={KBPS}&token={}", self.token);
-        let f = http(&self.addr, "GET", &path, None, None, true)?;
+        let f = http(&self.addr, &path, None, true)?;
         if f.status != 200 || f.body_len == 0 {
             return Err(format!(
                 "{} GET /stream/{id}: HTTP {}, {} bytes {}",
@@ -1545,7 +1527,7 @@ fn file_id(p: &Path) -> Res<String> {
 
 // ---------------------------------------------------------------- HTTP
 
-/// One HTTP/1.1 exchange on a fresh connection, timed from `connect`.
+/// One HTTP exchange, timed from before the connect.
 struct Fetch {
     status: u16,
     headers: Vec<(String, String)>,
@@ -1567,230 +1549,61 @@ impl Fetch {
     }
 }
 
-enum Framing {
-    Length(usize),
-    Chunked(Chunked),
-    Close,
-}
-
-#[derive(Default)]
-struct Chunked {
-    pending: Vec<u8>,
-    state: ChunkState,
-}
-
-#[derive(Default, Clone, Copy, PartialEq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data(usize),
-    Crlf,
-    Trailer,
-    Done,
-}
-
-impl Chunked {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Res<()> {
-        self.pending.extend_from_slice(input);
-        let mut i = 0;
-        loop {
-            let rest = &self.pending[i..];
-            match self.state {
-                ChunkState::Size => {
-                    let Some(p) = find(rest, b"\r\n") else { break };
-                    let line = std::str::from_utf8(&rest[..p]).ctx("chunk size")?;
-                    let hex = line.split(';').next().unwrap_or("").trim();
-                    let n = usize::from_str_radix(hex, 16).ctx(format!("chunk size {hex:?}"))?;
-                    i += p + 2;
-                    self.state = if n == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data(n)
-                    };
-                }
-                ChunkState::Data(n) => {
-                    if rest.is_empty() {
-                        break;
-                    }
-                    let take = n.min(rest.len());
-                    out.extend_from_slice(&rest[..take]);
-                    i += take;
-                    self.state = if take == n {
-                        ChunkState::Crlf
-                    } else {
-                        ChunkState::Data(n - take)
-                    };
-                }
-                ChunkState::Crlf => {
-                    if rest.len() < 2 {
-                        break;
-                    }
-                    if &rest[..2] != b"\r\n" {
-                        return Err("bad chunk framing".into());
-                    }
-                    i += 2;
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(p) = find(rest, b"\r\n") else { break };
-                    i += p + 2;
-                    if p == 0 {
-                        self.state = ChunkState::Done;
-                    }
-                }
-                ChunkState::Done => break,
-            }
-        }
-        self.pending.drain(..i);
-        Ok(())
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    body: Option<&str>,
-    ogg: bool,
-) -> Res<Fetch> {
+/// One GET on a fresh connection (ureq), timed from before the connect:
+/// the first body byte, the end of the third Ogg page, the end.
+fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool) -> Res<Fetch> {
     let what = format!(
-        "{method} http://{addr}{}",
+        "GET http://{addr}{}",
         path.split('?').next().unwrap_or(path)
     );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into();
     let t0 = Instant::now();
-    let mut s = TcpStream::connect(addr).ctx(format!("connecting for {what}"))?;
-    s.set_nodelay(true).ctx("nodelay")?;
-    s.set_read_timeout(Some(Duration::from_secs(300)))
-        .ctx("timeout")?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = agent.get(format!("http://{addr}{path}"));
     if let Some(a) = auth {
-        req.push_str(&format!("Authorization: {a}\r\n"));
+        req = req.header("authorization", a);
     }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    if let Some(b) = body {
-        req.push_str(b);
-    }
-    s.write_all(req.as_bytes()).ctx(format!("sending {what}"))?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut raw = Vec::new();
-    let head_end = loop {
-        let n = s.read(&mut buf).ctx(format!("reading {what}"))?;
-        if n == 0 {
-            return Err(format!("{what}: connection closed before the headers").into());
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(p) = find(&raw, b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ctx(format!("{what}: bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let resp = req.call().ctx(what.clone())?;
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let hv = |k: &str| {
-        headers
+    let ogg = ogg
+        && headers
             .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let mut framing = if hv("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        Framing::Chunked(Chunked::default())
-    } else if let Some(n) = hv("content-length").and_then(|v| v.parse().ok()) {
-        Framing::Length(n)
-    } else {
-        Framing::Close
-    };
-    let ogg = ogg && hv("content-type").is_some_and(|v| v.contains("ogg"));
+            .any(|(k, v)| k == "content-type" && v.contains("ogg"));
     let mut f = Fetch {
         status,
-        headers: headers.clone(),
+        headers,
         body: Vec::new(),
         body_len: 0,
         first_byte: None,
         first_audio: None,
         end: Duration::ZERO,
     };
-    let feed = |bytes: &[u8], f: &mut Fetch, framing: &mut Framing| -> Res<bool> {
-        let now = t0.elapsed();
-        let done = match framing {
-            Framing::Chunked(c) => {
-                c.push(bytes, &mut f.body)?;
-                c.state == ChunkState::Done
-            }
-            Framing::Length(n) => {
-                f.body.extend_from_slice(bytes);
-                f.body.len() >= *n
-            }
-            Framing::Close => {
-                f.body.extend_from_slice(bytes);
-                false
-            }
-        };
-        if f.first_byte.is_none() && !f.body.is_empty() {
-            f.first_byte = Some(now);
+    let mut body = resp.into_body();
+    let mut r = body.as_reader();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf).ctx(format!("reading {what}"))?;
+        if n == 0 {
+            break;
         }
+        let now = t0.elapsed();
+        f.body.extend_from_slice(&buf[..n]);
+        f.first_byte.get_or_insert(now);
         if ogg && f.first_audio.is_none() && ogg_pages_complete(&f.body)? >= 3 {
             f.first_audio = Some(now);
         }
-        Ok(done)
-    };
-    let mut done = feed(&raw[head_end..], &mut f, &mut framing)?;
-    while !done {
-        let n = s.read(&mut buf).ctx(format!("reading {what}"))?;
-        if n == 0 {
-            if matches!(framing, Framing::Close) {
-                break;
-            }
-            return Err(format!("{what}: connection closed before the end of the body").into());
-        }
-        done = feed(&buf[..n], &mut f, &mut framing)?;
     }
     f.end = t0.elapsed();
     f.body_len = f.body.len();
     Ok(f)
-}
-
-/// How many whole Ogg pages `buf` starts with.
-fn ogg_pages_complete(buf: &[u8]) -> Res<usize> {
-    let (mut at, mut n) = (0usize, 0usize);
-    loop {
-        let rest = &buf[at..];
-        if rest.len() < 27 {
-            return Ok(n);
-        }
-        if &rest[..4] != b"OggS" {
-            return Err(format!("no Ogg page at byte {at}").into());
-        }
-        let segs = rest[26] as usize;
-        if rest.len() < 27 + segs {
-            return Ok(n);
-        }
-        let body: usize = rest[27..27 + segs].iter().map(|&b| b as usize).sum();
-        let len = 27 + segs + body;
-        if rest.len() < len {
-            return Ok(n);
-        }
-        at += len;
-        n += 1;
-    }
 }
 
 // ---------------------------------------------------------------- ffmpeg
@@ -1875,26 +1688,4 @@ fn probe(path: &Path) -> Res<(String, f64)> {
     let codec = get("codec_name")?.to_string();
     let secs: f64 = get("duration")?.parse().ctx("duration")?;
     Ok((codec, secs))
-}
-
-fn first_line(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
 }

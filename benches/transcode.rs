@@ -25,31 +25,14 @@
 //!   to the end of the first audio page (the third Ogg page).
 
 mod common;
-use common::{flush, loadavg, median, mib, section};
-use std::error::Error;
-use std::fmt::Display;
+use common::{
+    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, section, Ctx, Res,
+};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use tunemesh::transcode::{self, Output, Request};
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-/// `anyhow::Context`-like helper so every failure says what was going on.
-trait Ctx<T> {
-    fn ctx(self, what: impl Display) -> Res<T>;
-}
-impl<T, E: Display> Ctx<T> for Result<T, E> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.map_err(|e| format!("{what}: {e}").into())
-    }
-}
-impl<T> Ctx<T> for Option<T> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.ok_or_else(|| what.to_string().into())
-    }
-}
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 const KBPS: u32 = 128;
@@ -649,31 +632,6 @@ fn first_pages(mut cmd: Command) -> Res<(f64, f64)> {
     }
 }
 
-/// How many whole Ogg pages `buf` starts with.
-fn ogg_pages_complete(buf: &[u8]) -> Res<usize> {
-    let (mut at, mut n) = (0usize, 0usize);
-    loop {
-        let rest = &buf[at..];
-        if rest.len() < 27 {
-            return Ok(n);
-        }
-        if &rest[..4] != b"OggS" {
-            return Err(format!("no Ogg page at byte {at}").into());
-        }
-        let segs = rest[26] as usize;
-        if rest.len() < 27 + segs {
-            return Ok(n);
-        }
-        let body: usize = rest[27..27 + segs].iter().map(|&b| b as usize).sum();
-        let len = 27 + segs + body;
-        if rest.len() < len {
-            return Ok(n);
-        }
-        at += len;
-        n += 1;
-    }
-}
-
 /// In-process: seconds from `open` to the header pages and to the first
 /// audio page, and process CPU seconds for the whole transcode.
 fn in_process(path: &Path) -> Res<(f64, f64, f64)> {
@@ -786,34 +744,12 @@ fn probe(path: &Path) -> Res<(String, u32, f64)> {
     Ok((codec, rate, secs))
 }
 
-fn first_line(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-}
-
 /// The libopus package version, where dpkg can tell (ffmpeg itself does
 /// not print it).
 fn ffmpeg_libopus() -> String {
     first_line(Command::new("dpkg-query").args(["-W", "-f", "${Version}\n", "libopus0"]))
         .map(|v| format!("libopus0 {v} (dpkg)"))
         .unwrap_or_else(|| "? (no dpkg)".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 fn msf(secs: f64) -> String {
