@@ -36,8 +36,6 @@ mod remote;
 pub mod search;
 pub mod snapshot;
 
-pub use remote::decode_record;
-
 use crate::model::{
     Album, Artist, Cover, CoverId, FileError, FileState, Hash32, Outcome, Track, TrackId,
 };

@@ -781,15 +781,6 @@ impl Client {
         }
     }
 
-    /// The last announcement of a member.
-    pub fn announced(&self, d: &DeviceId) -> Option<Announcement> {
-        self.shared
-            .state()
-            .peers
-            .get(&d.0)
-            .and_then(|s| s.announced.clone())
-    }
-
     /// Open a one-time invitation valid for `ttl`.
     pub fn invite(&self, ttl: Duration) -> Result<String, MeshError> {
         let mut secret = [0u8; 32];
