@@ -241,6 +241,11 @@ async fn join(
 struct LibraryQuery {
     /// "all" (default) or "local".
     scope: Option<String>,
+    /// Skip this many tracks (in library order: album artist, album, disc,
+    /// track, title).
+    offset: Option<usize>,
+    /// Return at most this many tracks.
+    limit: Option<usize>,
 }
 
 async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> ApiResult<Response> {
@@ -249,6 +254,8 @@ async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> Ap
     let v: Vec<TrackView> = all
         .iter()
         .filter(|t| !local_only || t.sources.iter().any(|s| s.local))
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(usize::MAX))
         .map(TrackView::of)
         .collect();
     Ok(Json(v).into_response())

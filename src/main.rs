@@ -519,6 +519,15 @@ fn run(cli: Cli) -> Result<()> {
             print_tracks(tracks.iter(), json)?;
         }
         Command::Search { query, json, limit } => {
+            if ApiClient::running(&dir) {
+                // The node holds the index; it also searches the merged library.
+                let api = ApiClient::open(&dir)?;
+                let v = api.get_query(
+                    "/api/search",
+                    &[("q", query.join(" ")), ("limit", limit.to_string())],
+                )?;
+                return print_library(&v, json);
+            }
             let index = open_index(&dir)?;
             let hits = index.search(&query.join(" "), limit)?;
             print_tracks(hits.iter().map(|(t, _)| t), json)?;
@@ -987,6 +996,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The JSON of an API answer, or its error message as an error.
+fn json_of(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
+    let status = resp.status();
+    let v: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
+    if !status.is_success() {
+        bail!("{}", v["error"].as_str().unwrap_or(status.as_str()));
+    }
+    Ok(v)
+}
+
 /// The running node's HTTP API, found through `api.json` in the data dir.
 struct ApiClient {
     info: tunemesh::api::ApiInfo,
@@ -1016,6 +1035,20 @@ impl ApiClient {
             .build()
             .into();
         Ok(ApiClient { info, agent })
+    }
+
+    /// GET `path` with query parameters (encoded by ureq).
+    fn get_query(&self, path: &str, params: &[(&str, String)]) -> Result<serde_json::Value> {
+        let resp = self
+            .agent
+            .get(format!("{}{}", self.info.url, path))
+            .query_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+            .header("authorization", &format!("Bearer {}", self.info.token))
+            .call()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the tunemesh node at {}: {e}", self.info.url)
+            })?;
+        json_of(resp)
     }
 
     fn call(
@@ -1050,12 +1083,7 @@ impl ApiClient {
                 self.info.url
             )
         })?;
-        let status = resp.status();
-        let v: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
-        if !status.is_success() {
-            bail!("{}", v["error"].as_str().unwrap_or(status.as_str()));
-        }
-        Ok(v)
+        json_of(resp)
     }
 
     /// Stream `path` into `output`, which appears only when whole (and, for
@@ -1138,8 +1166,13 @@ fn remote_ls(dir: &Path, all: bool, json: bool) -> Result<()> {
         },
         None,
     )?;
+    print_library(&v, json)
+}
+
+/// Print tracks as the API lists them (with the devices holding them).
+fn print_library(v: &serde_json::Value, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
     for t in v.as_array().into_iter().flatten() {

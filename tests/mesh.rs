@@ -368,6 +368,18 @@ fn daemons_pair_list_get_follow_changes_and_fail_cleanly() {
         .unwrap()
         .iter()
         .all(|t| t["artist"].as_str().unwrap().contains("Alpha")));
+    // The CLI's search asks the running node (the merged library).
+    let cli_hits = phone.json(&["search", "alpha", "--json"]);
+    assert_eq!(cli_hits, hits);
+    // Pages of the library, in library order.
+    let all = library(&phone);
+    let page: Value = ureq::get(format!("{url}/api/library?offset=2&limit=3&token={token}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    assert_eq!(page.as_array().unwrap()[..], all[2..5]);
 
     // get: a transcode (valid Opus per ffprobe), an original (identical).
     let tracks = library(&phone);
