@@ -124,7 +124,8 @@ enum Command {
         /// Do not discover or announce on the LAN (mDNS).
         #[arg(long)]
         no_mdns: bool,
-        /// Name shown to the other devices [default: the host name].
+        /// Name shown to the other devices, kept for later runs [default:
+        /// the name given before, else the host name].
         #[arg(long)]
         name: Option<String>,
         /// Size limit of the transcode cache, in MiB.
@@ -884,8 +885,20 @@ fn serve(
     cfg.listen = listen;
     cfg.mdns = mdns;
     cfg.cache_bytes = cache_mib << 20;
-    if let Some(n) = name {
-        cfg.name = n;
+    // A name given once is kept (the other devices show it).
+    let name_file = dir.join("name");
+    match name {
+        Some(n) => {
+            write_private(&name_file, n.as_bytes())?;
+            cfg.name = n;
+        }
+        None => {
+            if let Ok(n) = std::fs::read_to_string(&name_file) {
+                if !n.trim().is_empty() {
+                    cfg.name = n.trim().to_string();
+                }
+            }
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
