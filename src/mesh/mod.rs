@@ -63,6 +63,9 @@ const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
 /// How long a stranger may stay connected while invitations are open, to
 /// present its ticket.
 const JOIN_GRACE: Duration = Duration::from_secs(10);
+/// How long a joiner keeps the connection to its inviter waiting for the
+/// answer (slow links).
+const JOIN_WAIT: Duration = Duration::from_secs(30);
 /// Longest a control exchange may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a peer may take to send its request on a new substream.
@@ -311,6 +314,9 @@ struct PeerState {
     announced: Option<Announcement>,
     /// A stranger allowed to stay until then (to present a ticket).
     grace_until: Option<Instant>,
+    /// We dialled that stranger (to join its mesh): our own open
+    /// invitations have nothing to do with it.
+    joining: bool,
     last_dial: Option<Instant>,
 }
 
@@ -1522,7 +1528,7 @@ impl Client {
                 .collect();
             for (p, s) in st.peers.iter_mut() {
                 if let Some(g) = s.grace_until {
-                    if now > g || !live_tickets {
+                    if now > g || (!live_tickets && !s.joining) {
                         s.grace_until = None;
                         cut.push(*p);
                     }
@@ -1608,7 +1614,9 @@ impl Client {
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.insert(connection_id, addr.clone());
                     if !member {
-                        s.grace_until = Some(Instant::now() + JOIN_GRACE);
+                        s.joining = endpoint.is_dialer();
+                        let grace = if s.joining { JOIN_WAIT } else { JOIN_GRACE };
+                        s.grace_until = Some(Instant::now() + grace);
                     }
                 }
                 tracing::info!(peer = %peer_id, %addr, member, "connected");
