@@ -1123,6 +1123,7 @@ impl Node {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
         let (head_tx, head_rx) = tokio::sync::oneshot::channel();
         let cancel = self.inner.cancel.clone();
+        let rt = tokio::runtime::Handle::current();
         self.inner.tasks.spawn_blocking(move || {
             let mut req = StreamRequest::new(if kbps == 0 {
                 Profile::Original
@@ -1156,7 +1157,14 @@ impl Node {
                     Err(e) => Err(e),
                 };
                 let failed = r.is_err();
-                if tx.blocking_send(r).is_err() || failed {
+                // Wait for room (a paused player), but not past shutdown.
+                let sent = rt.block_on(async {
+                    tokio::select! {
+                        r = tx.send(r) => r.is_ok(),
+                        _ = cancel.cancelled() => false,
+                    }
+                });
+                if !sent || failed {
                     break;
                 }
             }

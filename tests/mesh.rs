@@ -601,6 +601,16 @@ fn a_stalled_reader_holds_back_the_home() {
     }
     assert_eq!(n, size);
     assert_eq!(hasher.finalize().to_hex().as_str(), id);
-    phone.stop();
+    // Both daemons stop promptly even with a paused player attached.
+    let resp = ureq::get(format!("{url}/stream/{id}?bitrate=original&token={token}"))
+        .call()
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut r = body.as_reader();
+    r.read_exact(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
     home.stop();
+    phone.stop();
+    eprintln!("stopped both with a paused player in {:?}", t.elapsed());
 }
