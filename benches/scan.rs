@@ -20,31 +20,12 @@
 //! comes from `wait4`'s rusage (`ru_maxrss`, KiB on Linux).
 
 mod common;
-use common::{flush, loadavg, median, mib, section};
-use std::error::Error;
-use std::fmt::Display;
+use common::{flush, loadavg, median, mib, section, Ctx, Res};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tunemesh::library::generate::WORDS;
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-/// `anyhow::Context`-like helper so every failure says what was going on.
-trait Ctx<T> {
-    fn ctx(self, what: impl Display) -> Res<T>;
-}
-impl<T, E: Display> Ctx<T> for Result<T, E> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.map_err(|e| format!("{what}: {e}").into())
-    }
-}
-impl<T> Ctx<T> for Option<T> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.ok_or_else(|| what.to_string().into())
-    }
-}
 
 const SEED: u64 = 0x7E57_5CA9;
 const TEMPLATE: &str = "tests/fixtures/lib/Alpha Artist/First Album/01 - Opening.mp3";
