@@ -39,7 +39,8 @@
 
 mod common;
 use common::{
-    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, section, Ctx, Res,
+    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, probe, section, Ctx,
+    Res,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -265,7 +266,8 @@ fn stream_part(args: &Args, manifest: &Path, work: &Path, run_dir: &Path) -> Res
         if !src.is_file() {
             return Err(format!("missing corpus file {}", src.display()).into());
         }
-        let (codec, secs) = probe(&src)?;
+        let p = probe(&src)?;
+        let (codec, secs) = (p.codec, p.secs);
         let dir = music.join(format!("{i}-{}", label.replace(' ', "_")));
         std::fs::create_dir_all(&dir).ctx(format!("creating {}", dir.display()))?;
         let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("bin");
@@ -306,6 +308,19 @@ fn stream_part(args: &Args, manifest: &Path, work: &Path, run_dir: &Path) -> Res
                 return Err(format!("{} has the bytes of another variant", dst.display()).into());
             }
             ids.push(id);
+        }
+        // Variants left by an earlier run with more rounds would be
+        // indexed too: the folder holds exactly this run's files.
+        for e in std::fs::read_dir(&dir).ctx(format!("listing {}", dir.display()))? {
+            let e = e.ctx("listing")?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let k = name
+                .strip_prefix("variant-")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            if k.is_some_and(|k| k >= 2 * rounds) {
+                std::fs::remove_file(e.path()).ctx(format!("removing {name}"))?;
+            }
         }
         print!(".");
         flush();
@@ -1659,33 +1674,4 @@ fn ffmpeg_first(input: &Path) -> Res<Fetch> {
         return Err(format!("{what}: fewer than 3 Ogg pages on stdout").into());
     }
     Ok(f)
-}
-
-/// (codec, duration s) of the first audio stream, by ffprobe.
-fn probe(path: &Path) -> Res<(String, f64)> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-            "-of",
-            "default=noprint_wrappers=1",
-        ])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .ctx(format!("ffprobe {}", path.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(str::trim)
-            .ctx(format!("ffprobe {}: no {k}", path.display()))
-    };
-    let codec = get("codec_name")?.to_string();
-    let secs: f64 = get("duration")?.parse().ctx("duration")?;
-    Ok((codec, secs))
 }

@@ -20,7 +20,7 @@
 //! comes from `wait4`'s rusage (`ru_maxrss`, KiB on Linux).
 
 mod common;
-use common::{flush, loadavg, median, mib, section, Ctx, Res};
+use common::{flush, loadavg, median, mib, section, wait4, Ctx, Res};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -557,7 +557,8 @@ fn spawn_measured(mut cmd: Command) -> Res<Output> {
     let mut stdout = String::new();
     so.read_to_string(&mut stdout)
         .ctx(format!("reading the output of {what}"))?;
-    let (status, rss) = wait4(child.id())?;
+    let (status, ru) = wait4(child.id())?;
+    let rss = ru.ru_maxrss;
     let wall = t0.elapsed();
     let stderr = err_reader.join().unwrap_or_default();
     // `child` is already reaped by wait4; dropping it does not wait again.
@@ -571,25 +572,6 @@ fn spawn_measured(mut cmd: Command) -> Res<Output> {
         stdout,
         stderr,
     })
-}
-
-/// Reap `pid`; returns (exited with status 0, ru_maxrss in KiB).
-fn wait4(pid: u32) -> Res<(bool, i64)> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: plain syscall on our own child with valid out-pointers.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        if r == pid as libc::pid_t {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("wait4({pid}): {e}").into());
-        }
-    }
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((ok, ru.ru_maxrss as i64))
 }
 
 struct ScanRun {
@@ -746,7 +728,8 @@ fn run_b3sum(b3: &Path, cwd: &Path, chunks: &[Vec<PathBuf>], count: bool) -> Res
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());
             let child = cmd.spawn().ctx(format!("starting {}", b3.display()))?;
-            let (ok, r) = wait4(child.id())?;
+            let (ok, ru) = wait4(child.id())?;
+            let r = ru.ru_maxrss;
             if !ok {
                 return Err("b3sum exited with an error".into());
             }

@@ -26,7 +26,8 @@
 
 mod common;
 use common::{
-    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, section, Ctx, Res,
+    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, probe, section, wait4,
+    Ctx, Res,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -200,7 +201,16 @@ fn run() -> Res<()> {
         if !path.is_file() {
             return Err(format!("missing corpus file {}", path.display()).into());
         }
-        let (codec, rate, secs) = probe(&path)?;
+        let p = probe(&path)?;
+        let (rate, secs) = (p.sample_rate, p.secs);
+        let codec = match p.codec.as_str() {
+            "flac" => "FLAC",
+            "mp3" => "MP3",
+            "aac" => "AAC",
+            "vorbis" => "Vorbis",
+            other => other,
+        }
+        .to_string();
         inputs.push(Input {
             name: {
                 let base = rel.rsplit('/').next().unwrap_or(rel);
@@ -681,67 +691,8 @@ fn process_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// Reap `pid`; returns (exited with status 0, its rusage).
-fn wait4(pid: u32) -> Res<(bool, libc::rusage)> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: plain syscall on our own child with valid out-pointers.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-        if r == pid as libc::pid_t {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("wait4({pid}): {e}").into());
-        }
-    }
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((ok, ru))
-}
-
 fn tv(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 * 1e-6
-}
-
-/// (codec, sample rate, duration s) of the first audio stream, by ffprobe.
-fn probe(path: &Path) -> Res<(String, u32, f64)> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=codec_name,sample_rate:format=duration",
-            "-of",
-            "default=noprint_wrappers=1",
-        ])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .ctx(format!("ffprobe {}", path.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(str::trim)
-            .ctx(format!("ffprobe {}: no {k}", path.display()))
-    };
-    let codec = match get("codec_name")? {
-        "flac" => "FLAC",
-        "mp3" => "MP3",
-        "aac" => "AAC",
-        "vorbis" => "Vorbis",
-        other => other,
-    }
-    .to_string();
-    let rate = get("sample_rate")?.parse().ctx("sample_rate")?;
-    let secs: f64 = get("duration")?.parse().ctx("duration")?;
-    if secs <= 0.0 {
-        return Err(format!("ffprobe {}: duration {secs}", path.display()).into());
-    }
-    Ok((codec, rate, secs))
 }
 
 /// The libopus package version, where dpkg can tell (ffmpeg itself does

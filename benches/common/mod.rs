@@ -103,3 +103,65 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "?".into())
 }
+
+/// Reap `pid`; returns (exited with status 0, its rusage).
+pub fn wait4(pid: u32) -> Res<(bool, libc::rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: plain syscall on our own child with valid out-pointers.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4({pid}): {e}").into());
+        }
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    Ok((ok, ru))
+}
+
+/// What ffprobe sees in the first audio stream of a file.
+pub struct Probe {
+    /// ffprobe's codec name ("flac", "mp3", "aac", "vorbis", ...).
+    pub codec: String,
+    pub sample_rate: u32,
+    pub secs: f64,
+}
+
+/// ffprobe the first audio stream of `path`.
+pub fn probe(path: &std::path::Path) -> Res<Probe> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,sample_rate:format=duration",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .ctx(format!("ffprobe {}", path.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::trim)
+            .ctx(format!("ffprobe {}: no {k}", path.display()))
+    };
+    let secs: f64 = get("duration")?.parse().ctx("duration")?;
+    if secs <= 0.0 {
+        return Err(format!("ffprobe {}: duration {secs}", path.display()).into());
+    }
+    Ok(Probe {
+        codec: get("codec_name")?.to_string(),
+        sample_rate: get("sample_rate")?.parse().ctx("sample_rate")?,
+        secs,
+    })
+}
