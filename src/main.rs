@@ -131,6 +131,35 @@ enum Command {
         /// Size limit of the transcode cache, in MiB.
         #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
         cache_mib: u64,
+        /// A relay to be reachable through when away from home, repeatable:
+        /// its address as `tunemesh relay` prints it (ending in
+        /// /p2p/<relay id>). Kept for later runs; `--relay none` forgets.
+        #[arg(long)]
+        relay: Vec<String>,
+        /// Do not ask the router for a port mapping (UPnP; home only).
+        #[arg(long)]
+        no_upnp: bool,
+    },
+    /// Run a relay for your meshes on a public host: members that cannot
+    /// reach each other directly connect through it, then try to punch a
+    /// direct path. It forwards end-to-end encrypted bytes only and holds
+    /// no music; it serves only members of the meshes given.
+    Relay {
+        /// Listen address, repeatable [default: /ip4/0.0.0.0/udp/4001/quic-v1
+        /// and /ip4/0.0.0.0/tcp/4001].
+        #[arg(long)]
+        listen: Vec<String>,
+        /// The relay's public address, repeatable (e.g.
+        /// /ip4/203.0.113.7/udp/4001/quic-v1): reservations carry it, so
+        /// give it whenever the host is behind a NAT or has several addresses.
+        #[arg(long)]
+        external: Vec<String>,
+        /// Id of a mesh to serve, repeatable (`tunemesh status` shows it).
+        #[arg(long, required = true)]
+        mesh: Vec<String>,
+        /// Longest life of one relayed connection, in hours.
+        #[arg(long, default_value_t = 12)]
+        max_circuit_hours: u64,
     },
     /// Print a one-time ticket that lets another device join this mesh.
     Invite {
@@ -327,7 +356,28 @@ fn run(cli: Cli) -> Result<()> {
             no_mdns,
             name,
             cache_mib,
-        } => serve(&dir, dirs, role, listen, api, !no_mdns, name, cache_mib)?,
+            relay,
+            no_upnp,
+        } => serve(
+            &dir,
+            ServeArgs {
+                dirs,
+                role,
+                listen,
+                api,
+                mdns: !no_mdns,
+                name,
+                cache_mib,
+                relays: relay,
+                upnp: !no_upnp,
+            },
+        )?,
+        Command::Relay {
+            listen,
+            external,
+            mesh,
+            max_circuit_hours,
+        } => run_relay(&dir, listen, external, mesh, max_circuit_hours)?,
         Command::Invite { ttl_min, quiet } => {
             let api = ApiClient::open(&dir)?;
             let v = api.call("POST", &format!("/api/invite?ttl={}", ttl_min * 60), None)?;
@@ -390,7 +440,7 @@ fn run(cli: Cli) -> Result<()> {
                         },
                         rtt,
                         p["addr"].as_str().unwrap_or(""),
-                        if p["member"].as_bool() == Some(true) {
+                        if p["member"].as_bool() == Some(true) || p["role"] == "relay" {
                             ""
                         } else {
                             "  (stranger)"
@@ -561,6 +611,28 @@ fn run(cli: Cli) -> Result<()> {
                     );
                     for a in v["listen"].as_array().into_iter().flatten() {
                         println!("listen      {}", a.as_str().unwrap_or(""));
+                    }
+                    println!(
+                        "reachable   {}",
+                        v["reachability"].as_str().unwrap_or("unknown")
+                    );
+                    for r in v["relays"].as_array().into_iter().flatten() {
+                        let state = if r["reserved"].as_bool() == Some(true) {
+                            "reservation held"
+                        } else if r["accepted"].as_bool() == Some(true) {
+                            "accepted"
+                        } else if r["connected"].as_bool() == Some(true) {
+                            "connected"
+                        } else {
+                            "not connected"
+                        };
+                        println!(
+                            "relay       {}  {state}{}",
+                            r["addr"].as_str().or(r["id"].as_str()).unwrap_or(""),
+                            r["error"]
+                                .as_str()
+                                .map_or(String::new(), |e| format!(" ({e})"))
+                        );
                     }
                     println!("data dir    {}", dir.display());
                 }
@@ -859,9 +931,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // ----- the node and its API ------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    dir: &Path,
+struct ServeArgs {
     dirs: Vec<PathBuf>,
     role: Option<String>,
     listen: Vec<String>,
@@ -869,8 +939,23 @@ fn serve(
     mdns: bool,
     name: Option<String>,
     cache_mib: u64,
-) -> Result<()> {
+    relays: Vec<String>,
+    upnp: bool,
+}
+
+fn serve(dir: &Path, args: ServeArgs) -> Result<()> {
     use tunemesh::node::{Node, NodeConfig, Role};
+    let ServeArgs {
+        dirs,
+        role,
+        listen,
+        api,
+        mdns,
+        name,
+        cache_mib,
+        relays,
+        upnp,
+    } = args;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let role = match role.as_deref() {
         Some("phone") => Role::Phone,
@@ -884,7 +969,23 @@ fn serve(
     cfg.dirs = dirs;
     cfg.listen = listen;
     cfg.mdns = mdns;
+    cfg.upnp = upnp && role == Role::Home;
     cfg.cache_bytes = cache_mib << 20;
+    // Relays given once are kept; `--relay none` forgets them.
+    let relays_file = dir.join("relays");
+    cfg.relays = if relays.is_empty() {
+        std::fs::read_to_string(&relays_file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    } else {
+        let keep: Vec<String> = relays.into_iter().filter(|r| r != "none").collect();
+        write_private(&relays_file, keep.join("\n").as_bytes())?;
+        keep
+    };
     // A name given once is kept (the other devices show it).
     let name_file = dir.join("name");
     match name {
@@ -927,6 +1028,9 @@ fn serve(
         for a in &status.listen {
             eprintln!("  listen   {a}");
         }
+        for r in &status.relays {
+            eprintln!("  relay    {}", r.addr.as_deref().unwrap_or(&r.id));
+        }
         eprintln!(
             "  api      http://{addr}  (token in {})",
             dir.join("api.json").display()
@@ -944,6 +1048,58 @@ fn serve(
         let _ = api_task.await;
         node.shutdown().await;
         let _ = std::fs::remove_file(dir.join(tunemesh::api::ApiInfo::FILE));
+        anyhow::Ok(())
+    })
+}
+
+fn run_relay(
+    dir: &Path,
+    listen: Vec<String>,
+    external: Vec<String>,
+    meshes: Vec<String>,
+    max_circuit_hours: u64,
+) -> Result<()> {
+    use tunemesh::mesh::{DeviceId, Relay, RelayConfig};
+    let meshes = meshes
+        .iter()
+        .map(|m| {
+            m.parse::<DeviceId>()
+                .map_err(|e| anyhow::anyhow!("--mesh: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let listen = if listen.is_empty() {
+        vec![
+            "/ip4/0.0.0.0/udp/4001/quic-v1".to_string(),
+            "/ip4/0.0.0.0/tcp/4001".to_string(),
+        ]
+    } else {
+        listen
+    };
+    let cfg = RelayConfig {
+        // Its own key: a relay on the same host as a node is another peer.
+        data_dir: dir.join("relay"),
+        listen,
+        external,
+        meshes,
+        max_circuit: Duration::from_secs(max_circuit_hours.max(1) * 3600),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tunemesh-relay")
+        .build()?;
+    rt.block_on(async move {
+        let relay = Relay::start(cfg).await?;
+        let info = serde_json::json!({ "id": relay.id().to_string(), "addrs": relay.addrs() });
+        let info_file = dir.join("relay.json");
+        write_private(&info_file, serde_json::to_string_pretty(&info)?.as_bytes())?;
+        eprintln!("tunemesh relay {}", relay.id());
+        for a in relay.addrs() {
+            eprintln!("  address  {a}   (give it to the home node: serve --relay {a})");
+        }
+        wait_for_signal().await;
+        eprintln!("stopping…");
+        relay.shutdown().await;
+        let _ = std::fs::remove_file(&info_file);
         anyhow::Ok(())
     })
 }

@@ -53,6 +53,11 @@ const RECORD_BATCH: usize = 512;
 const REPLY_BUDGET: usize = 6 << 20;
 /// A stream that sends nothing for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
+/// How long an interrupted remote stream keeps trying to resume (a path
+/// change takes milliseconds; roaming to another network, seconds).
+const RESUME_WINDOW: Duration = Duration::from_secs(60);
+/// Resumes in a row that bring no byte: the holder fails at that point.
+const MAX_FRUITLESS_RESUMES: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,6 +86,10 @@ pub struct NodeConfig {
     /// Multiaddrs to listen on (empty: all interfaces, random ports).
     pub listen: Vec<String>,
     pub mdns: bool,
+    /// Relays to keep a reservation on (`…/p2p/<relay id>`).
+    pub relays: Vec<String>,
+    /// Ask the router for a port mapping (UPnP).
+    pub upnp: bool,
     /// Device name shown to the other members.
     pub name: String,
     pub cache_bytes: u64,
@@ -97,6 +106,8 @@ impl NodeConfig {
             dirs: vec![],
             listen: vec![],
             mdns: true,
+            relays: vec![],
+            upnp: false,
             name: default_name(role),
             cache_bytes: crate::cache::DEFAULT_LIMIT,
             scan: ScanOptions::default(),
@@ -172,6 +183,9 @@ pub struct Status {
     pub members: usize,
     pub connected: usize,
     pub listen: Vec<String>,
+    /// "public", "private" or "unknown" (AutoNAT through our relays).
+    pub reachability: String,
+    pub relays: Vec<mesh::RelayInfo>,
     pub sync: SyncStats,
 }
 
@@ -307,6 +321,8 @@ impl Node {
                 mdns: cfg.mdns,
                 name: cfg.name.clone(),
                 role: cfg.role.as_str().into(),
+                relays: cfg.relays.clone(),
+                upnp: cfg.upnp,
             },
             Announcement {
                 root: snap.root,
@@ -410,6 +426,8 @@ impl Node {
             members: c.devices().len(),
             connected: c.connected_members().len(),
             listen: c.listen_addrs(),
+            reachability: c.reachability().to_string(),
+            relays: c.relays(),
             sync: self.sync_stats(),
         }
     }
@@ -1073,6 +1091,10 @@ impl Node {
             start_ms,
             offset,
         };
+        let holders: Vec<DeviceId> = sources
+            .iter()
+            .filter_map(|s| s.device.parse().ok())
+            .collect();
         let mut errors = vec![];
         for s in sources {
             let d: DeviceId = s.device.parse()?;
@@ -1082,7 +1104,20 @@ impl Node {
                         errors.push(format!("{}: {e}", s.device));
                         continue;
                     }
-                    let framed = deframe(stream);
+                    // The serving device first, then the other holders.
+                    let order = std::iter::once(d)
+                        .chain(holders.iter().copied().filter(|h| *h != d))
+                        .collect();
+                    let framed = tokio_util::io::StreamReader::new(resuming(Resume {
+                        client: self.inner.client.clone(),
+                        open: open.clone(),
+                        received: 0,
+                        at_last_resume: None,
+                        fruitless: 0,
+                        holders: order,
+                        chunks: chunks(stream),
+                        cancel: self.inner.cancel.clone(),
+                    }));
                     let reader: Pin<Box<dyn AsyncRead + Send>> = if kbps == 0 && offset == 0 {
                         Box::pin(Verify::new(framed, lt.track.id, lt.track.size))
                     } else {
@@ -1270,7 +1305,101 @@ fn codec() -> LengthDelimitedCodec {
 
 /// The receiving side of a served stream: chunks until the empty end
 /// marker; a stream that ends without it, or stalls, is an error.
-fn deframe(stream: MeshStream) -> impl AsyncRead + Send {
+type Chunks = Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A remote stream that outlives the connection carrying it.
+///
+/// Streams do not migrate between connections by themselves: when the one
+/// carrying it closes (a relayed connection dropped once a direct one is
+/// punched, a network change, the holder restarting), the stream is opened
+/// again from the byte already received, on whatever connection the mesh
+/// has then, from the same holder or another. The bytes are the same
+/// (originals, cached or deterministic transcodes), so the reader sees one
+/// seamless stream.
+struct Resume {
+    client: mesh::Client,
+    open: StreamOpen,
+    received: u64,
+    at_last_resume: Option<u64>,
+    fruitless: u32,
+    holders: Vec<DeviceId>,
+    chunks: Chunks,
+    cancel: CancellationToken,
+}
+
+impl Resume {
+    async fn reopen(&mut self, cause: std::io::Error) -> Result<(), std::io::Error> {
+        if self.at_last_resume == Some(self.received) {
+            self.fruitless += 1;
+        } else {
+            self.fruitless = 1;
+        }
+        self.at_last_resume = Some(self.received);
+        let give_up = |why: String| std::io::Error::new(cause.kind(), format!("{cause}; {why}"));
+        if self.fruitless > MAX_FRUITLESS_RESUMES {
+            return Err(give_up("resuming brought nothing".into()));
+        }
+        tracing::info!(
+            track = %self.open.track,
+            at = self.received,
+            "stream interrupted ({cause}): resuming"
+        );
+        let deadline = Instant::now() + RESUME_WINDOW;
+        let mut wait = Duration::from_millis(100);
+        let mut last = String::new();
+        loop {
+            for i in 0..self.holders.len() {
+                let d = self.holders[i];
+                let mut open = self.open.clone();
+                open.offset += self.received;
+                match self.client.open_stream(&d, &open).await {
+                    Ok((head, s)) => match head.error {
+                        None => {
+                            tracing::info!(track = %self.open.track, from = %d, at = self.received, "stream resumed");
+                            self.chunks = chunks(s);
+                            self.holders.swap(0, i);
+                            return Ok(());
+                        }
+                        Some(e) => last = e,
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if Instant::now() + wait > deadline {
+                return Err(give_up(format!("could not resume: {last}")));
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(give_up("shutting down".into())),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+fn resuming(r: Resume) -> Chunks {
+    Box::pin(futures::stream::unfold(Some(r), |state| async move {
+        let mut r = state?;
+        loop {
+            match r.chunks.next().await {
+                // The end marker: the stream is whole.
+                None => return None,
+                Some(Ok(b)) => {
+                    r.received += b.len() as u64;
+                    return Some((Ok(b), Some(r)));
+                }
+                Some(Err(e)) => {
+                    if let Err(e) = r.reopen(e).await {
+                        return Some((Err(e), None));
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// The chunks of a mesh stream, ending cleanly only at the end marker.
+fn chunks(stream: MeshStream) -> Chunks {
     let frames = FramedRead::new(stream, codec());
     let body = futures::stream::unfold((frames, false), |(mut f, done)| async move {
         if done {
@@ -1296,7 +1425,7 @@ fn deframe(stream: MeshStream) -> impl AsyncRead + Send {
             )),
         }
     });
-    tokio_util::io::StreamReader::new(Box::pin(body))
+    Box::pin(body)
 }
 
 /// Passes an original file through while hashing it; at the end, fails

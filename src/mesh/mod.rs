@@ -27,24 +27,32 @@
 //! requests it left unanswered (all idempotent but a join); stream opens
 //! are retried; tests run many streams concurrently.
 
+mod candidates;
+mod event_loop;
 mod members;
+mod relay;
 mod ticket;
 mod wire;
 
 pub use members::{Device, MembersError};
+pub use relay::{Relay, RelayConfig};
 pub use ticket::TicketError;
 
 use crate::index::snapshot::Entry;
 use crate::model::{Hash32, TrackId};
 use crate::proto;
 use futures::{AsyncWriteExt, StreamExt};
+use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use libp2p::{
+    autonat, dcutr, identify, mdns, noise, ping, tcp, upnp, yamux, Multiaddr, PeerId,
+    StreamProtocol,
+};
 use members::Members;
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +67,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 const CTL: StreamProtocol = StreamProtocol::new("/tunemesh/ctl/1");
+const IDENTIFY: &str = "/tunemesh/id/1";
 const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
 /// How long a stranger may stay connected while invitations are open, to
 /// present its ticket.
@@ -72,6 +81,13 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default life of an invitation.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
+/// How often an unreachable member, or a relay, is dialled again.
+const REDIAL: Duration = Duration::from_secs(10);
+/// Direct addresses get this head start before the relay is tried.
+const DIRECT_HEAD_START: Duration = Duration::from_millis(800);
+/// Once a direct connection is up, the relayed one lives this long more
+/// (streams on it resume on the direct one).
+const RELAYED_OVERLAP: Duration = Duration::from_millis(500);
 
 /// A device id: the libp2p PeerId of the device's key, in its usual text
 /// form (`12D3KooW…`).
@@ -273,6 +289,8 @@ pub struct PeerInfo {
     pub path: String,
     pub addr: Option<String>,
     pub rtt_ms: Option<f64>,
+    /// The relay's device id when the path is "relayed".
+    pub relay: Option<String>,
     /// Snapshot root and track count it last announced.
     pub root: Option<String>,
     pub tracks: Option<u64>,
@@ -288,6 +306,28 @@ pub struct Config {
     pub mdns: bool,
     pub name: String,
     pub role: String,
+    /// Relays to keep a reservation on (`…/p2p/<relay id>`), so members
+    /// away from home reach us through them.
+    pub relays: Vec<String>,
+    /// Ask the router for a port mapping (UPnP IGD).
+    pub upnp: bool,
+}
+
+/// A relay this node uses, as `tunemesh status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RelayInfo {
+    pub id: String,
+    pub addr: Option<String>,
+    /// Configured with --relay: a reservation is kept there.
+    pub configured: bool,
+    pub connected: bool,
+    /// The relay accepted us as a member of a mesh it serves.
+    pub accepted: bool,
+    /// We hold a reservation: members can reach us through it.
+    pub reserved: bool,
+    /// Our addresses through it.
+    pub addrs: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -296,6 +336,11 @@ struct Behaviour {
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     stream: libp2p_stream::Behaviour,
+    relay_client: libp2p::relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
+    upnp: Toggle<upnp::tokio::Behaviour>,
+    candidates: candidates::Candidates,
 }
 
 enum Command {
@@ -305,6 +350,30 @@ enum Command {
         reply: oneshot::Sender<Result<(), String>>,
     },
     Disconnect(PeerId),
+    /// A relay answered our auth message.
+    RelayAuthed {
+        relay: PeerId,
+        result: Result<u32, String>,
+    },
+    /// Close the peer's relayed connections if a direct one is up.
+    DropRelayed(PeerId),
+}
+
+/// A relay we know: configured, or seen in a member's relayed address.
+#[derive(Default)]
+struct RelayState {
+    /// Where to reach it (`/p2p/<id>` included).
+    addr: Option<Multiaddr>,
+    /// Given with --relay: we keep a reservation there.
+    reserve: bool,
+    connected: bool,
+    auth_pending: bool,
+    accepted: bool,
+    listener: Option<ListenerId>,
+    last_listen: Option<Instant>,
+    reserved: Vec<Multiaddr>,
+    last_dial: Option<Instant>,
+    error: Option<String>,
 }
 
 #[derive(Default)]
@@ -317,7 +386,8 @@ struct PeerState {
     /// We dialled that stranger (to join its mesh): our own open
     /// invitations have nothing to do with it.
     joining: bool,
-    last_dial: Option<Instant>,
+    direct_dial: Option<Instant>,
+    relay_dial: Option<Instant>,
 }
 
 struct State {
@@ -334,6 +404,13 @@ struct State {
     local: Announcement,
     /// Addresses seen for members (identify, mDNS), for redialling.
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    relays: HashMap<PeerId, RelayState>,
+    /// Open invitations as relays know them: blake3(proof) → expiry.
+    relay_invites: HashMap<Hash32, i64>,
+    /// Addresses confirmed reachable from outside (AutoNAT, UPnP, relay).
+    external: Vec<Multiaddr>,
+    /// What AutoNAT concluded: "public", "private" or "unknown".
+    reachability: &'static str,
 }
 
 struct Shared {
@@ -459,6 +536,53 @@ fn same_ip(a: &Multiaddr, b: &Multiaddr) -> bool {
     !b.iter().any(|p| p == Protocol::P2pCircuit) && ip_of(a).is_some() && ip_of(a) == ip_of(b)
 }
 
+/// Addresses to give out (tickets, join): what we listen on (relayed
+/// addresses included, wildcards excluded) and confirmed external ones.
+fn advertised(st: &State) -> Vec<Multiaddr> {
+    let mut v: Vec<Multiaddr> = Vec::new();
+    for a in st.listen.iter().chain(st.external.iter()) {
+        let mut a = a.clone();
+        // AutoNAT confirms addresses with our /p2p/ suffix.
+        if matches!(a.iter().last(), Some(Protocol::P2p(_))) && !is_circuit(&a) {
+            a.pop();
+        }
+        let wildcard = ip_of(&a).is_some_and(|ip| ip.is_unspecified());
+        if !wildcard && !v.contains(&a) {
+            v.push(a);
+        }
+    }
+    v
+}
+
+fn is_circuit(a: &Multiaddr) -> bool {
+    a.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+/// The relay of a `…/p2p/RELAY/p2p-circuit/…` address, with the address
+/// that reaches the relay (`/p2p/RELAY` included).
+fn relay_of(a: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut prefix = Multiaddr::empty();
+    let mut last = None;
+    for p in a.iter() {
+        match p {
+            Protocol::P2pCircuit => return last.map(|id| (id, prefix)),
+            Protocol::P2p(id) => last = Some(id),
+            _ => {}
+        }
+        prefix.push(p);
+    }
+    None
+}
+
+/// Lower is better.
+fn path_rank(kind: &str) -> u8 {
+    match kind {
+        "lan" => 0,
+        "direct" => 1,
+        _ => 2,
+    }
+}
+
 /// "lan", "direct" or "relayed", from the remote address of a connection.
 fn path_kind(addr: &Multiaddr) -> &'static str {
     let mut lan = false;
@@ -560,7 +684,29 @@ impl Mesh {
                 m
             }
         };
+        let mut relays = HashMap::new();
+        for a in &cfg.relays {
+            let bad = |why: &str| MeshError::BadInput(format!("--relay {a}: {why}"));
+            let addr: Multiaddr = a.parse().map_err(|e| bad(&format!("{e}")))?;
+            let Some(Protocol::P2p(id)) = addr.iter().last() else {
+                return Err(bad(
+                    "the address must end with /p2p/<relay id> (`tunemesh relay` prints it)",
+                ));
+            };
+            if is_circuit(&addr) {
+                return Err(bad("give the relay's own address, not a relayed one"));
+            }
+            relays.insert(
+                id,
+                RelayState {
+                    addr: Some(addr),
+                    reserve: true,
+                    ..Default::default()
+                },
+            );
+        }
         let mdns_on = cfg.mdns;
+        let upnp_on = cfg.upnp;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
             .with_tcp(
@@ -570,7 +716,9 @@ impl Mesh {
             )
             .map_err(|e| MeshError::Start(e.to_string()))?
             .with_quic()
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| MeshError::Start(e.to_string()))?
+            .with_behaviour(|key, relay_client| {
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(
                         mdns::Config::default(),
@@ -581,12 +729,30 @@ impl Mesh {
                 };
                 Ok(Behaviour {
                     identify: identify::Behaviour::new(
-                        identify::Config::new("/tunemesh/id/1".into(), key.public())
+                        identify::Config::new(IDENTIFY.into(), key.public())
                             .with_agent_version(format!("tunemesh/{}", env!("CARGO_PKG_VERSION"))),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+                    autonat: autonat::Behaviour::new(
+                        key.public().to_peer_id(),
+                        autonat::Config {
+                            boot_delay: Duration::from_secs(3),
+                            retry_interval: Duration::from_secs(60),
+                            refresh_interval: Duration::from_secs(600),
+                            throttle_server_period: Duration::from_secs(10),
+                            // Only our relays are asked (added below):
+                            // members on a LAN would say "public".
+                            use_connected: false,
+                            only_global_ips: false,
+                            ..Default::default()
+                        },
+                    ),
+                    upnp: Toggle::from(upnp_on.then(upnp::tokio::Behaviour::default)),
+                    candidates: candidates::Candidates::default(),
                 })
             })
             .map_err(|e| MeshError::Start(e.to_string()))?
@@ -594,6 +760,12 @@ impl Mesh {
             // streams must not wait for a dial.
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
             .build();
+        for (id, r) in &relays {
+            swarm
+                .behaviour_mut()
+                .autonat
+                .add_server(*id, r.addr.clone());
+        }
         let listen = if cfg.listen.is_empty() {
             vec![
                 "/ip4/0.0.0.0/udp/0/quic-v1".to_string(),
@@ -635,6 +807,10 @@ impl Mesh {
                 peers: HashMap::new(),
                 local,
                 addrs: load_addrs(&cfg.data_dir.join(ADDRS_FILE)),
+                relays,
+                relay_invites: HashMap::new(),
+                external: Vec::new(),
+                reachability: "unknown",
             }),
             events,
             cmd: cmd_tx,
@@ -688,14 +864,46 @@ impl Client {
         DeviceId(self.shared.state().members.mesh())
     }
 
+    /// Where this node can be reached: listen addresses (relayed ones
+    /// included) and confirmed external ones, `/p2p/<id>` appended.
     pub fn listen_addrs(&self) -> Vec<String> {
         let me = self.shared.me;
-        self.shared
-            .state()
-            .listen
-            .iter()
-            .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
+        advertised(&self.shared.state())
+            .into_iter()
+            .map(|a| {
+                if a.iter().last() == Some(Protocol::P2p(me)) {
+                    a.to_string()
+                } else {
+                    a.with(Protocol::P2p(me)).to_string()
+                }
+            })
             .collect()
+    }
+
+    /// The relays this node knows, and where it stands with each.
+    pub fn relays(&self) -> Vec<RelayInfo> {
+        let st = self.shared.state();
+        let mut v: Vec<RelayInfo> = st
+            .relays
+            .iter()
+            .map(|(id, r)| RelayInfo {
+                id: id.to_string(),
+                addr: r.addr.as_ref().map(|a| a.to_string()),
+                configured: r.reserve,
+                connected: r.connected,
+                accepted: r.accepted,
+                reserved: !r.reserved.is_empty(),
+                addrs: r.reserved.iter().map(|a| a.to_string()).collect(),
+                error: r.error.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| b.configured.cmp(&a.configured).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// "public", "private" or "unknown" (AutoNAT, through our relays).
+    pub fn reachability(&self) -> &'static str {
+        self.shared.state().reachability
     }
 
     pub fn is_member(&self, d: &DeviceId) -> bool {
@@ -724,9 +932,27 @@ impl Client {
         let devices = st.members.devices();
         let mut out: Vec<PeerInfo> = Vec::new();
         let mut seen: Vec<PeerId> = vec![self.shared.me];
+        let kind = |p: &PeerId, a: &Multiaddr| {
+            let lan = st
+                .lan_seen
+                .get(p)
+                .is_some_and(|seen| seen.iter().any(|s| same_ip(s, a)));
+            if lan {
+                "lan"
+            } else {
+                path_kind(a)
+            }
+        };
         let info = |p: PeerId, name: String, role: String, member: bool| {
             let ps = st.peers.get(&p);
-            let addr = ps.and_then(|s| s.conns.values().next().cloned());
+            // The best of its connections (a relayed one lingers briefly
+            // after a direct one is made).
+            let addr = ps.and_then(|s| {
+                s.conns
+                    .values()
+                    .min_by_key(|a| path_rank(kind(&p, a)))
+                    .cloned()
+            });
             let ann = ps.and_then(|s| s.announced.clone());
             PeerInfo {
                 id: p.to_string(),
@@ -734,20 +960,8 @@ impl Client {
                 role: ann.as_ref().map_or(role, |a| a.role.clone()),
                 member,
                 connected: addr.is_some(),
-                path: addr
-                    .as_ref()
-                    .map_or("", |a| {
-                        let lan = st
-                            .lan_seen
-                            .get(&p)
-                            .is_some_and(|seen| seen.iter().any(|s| same_ip(s, a)));
-                        if lan {
-                            "lan"
-                        } else {
-                            path_kind(a)
-                        }
-                    })
-                    .to_string(),
+                path: addr.as_ref().map_or("", |a| kind(&p, a)).to_string(),
+                relay: addr.as_ref().and_then(relay_of).map(|(r, _)| r.to_string()),
                 addr: addr.map(|a| a.to_string()),
                 rtt_ms: ps.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
                 root: ann.as_ref().map(|a| a.root.to_hex()),
@@ -766,7 +980,12 @@ impl Client {
         }
         for (p, s) in &st.peers {
             if !seen.contains(p) && !s.conns.is_empty() {
-                out.push(info(*p, String::new(), String::new(), false));
+                let role = if st.relays.contains_key(p) {
+                    "relay"
+                } else {
+                    ""
+                };
+                out.push(info(*p, String::new(), role.to_string(), false));
             }
         }
         out
@@ -792,17 +1011,24 @@ impl Client {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| MeshError::Start(e.to_string()))?;
         let expires = now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        let mut st = self.shared.state();
-        st.tickets.retain(|_, exp| *exp > now_ms());
-        st.tickets.insert(Hash32::of(&secret), expires);
-        let t = Ticket {
-            inviter: self.shared.me,
-            addrs: st.listen.clone(),
-            secret,
-            expires_unix_ms: expires,
-            mesh: st.members.mesh(),
+        let ticket = {
+            let mut st = self.shared.state();
+            st.tickets.retain(|_, exp| *exp > now_ms());
+            st.tickets.insert(Hash32::of(&secret), expires);
+            st.relay_invites.retain(|_, exp| *exp > now_ms());
+            st.relay_invites
+                .insert(relay::proof_hash(&relay::invite_proof(&secret)), expires);
+            Ticket {
+                inviter: self.shared.me,
+                addrs: advertised(&st),
+                secret,
+                expires_unix_ms: expires,
+                mesh: st.members.mesh(),
+            }
         };
-        Ok(t.encode())
+        // Our relays let the joiner through on the invitation's proof.
+        self.push_relays();
+        Ok(ticket.encode())
     }
 
     /// Join the mesh of `ticket`'s inviter; this device's own mesh (if it
@@ -824,6 +1050,31 @@ impl Client {
                 return Ok(st.members.devices());
             }
         }
+        // Through the inviter's relays (when it is away): show each the
+        // invitation's proof first, or it refuses us the circuit.
+        let proof = relay::invite_proof(&t.secret);
+        for (rid, raddr) in t.addrs.iter().filter_map(relay_of) {
+            self.shared
+                .state()
+                .relays
+                .entry(rid)
+                .or_default()
+                .addr
+                .get_or_insert(raddr.clone());
+            if let Err(e) = self.dial(rid, vec![raddr]).await {
+                tracing::info!(relay = %rid, "relay unreachable: {e}");
+                continue;
+            }
+            let msg = proto::RelayAuth {
+                mesh: t.mesh.to_bytes(),
+                members: None,
+                invites: vec![],
+                invite_proof: proof.to_vec(),
+            };
+            if let Err(e) = relay::authenticate(&mut self.control.clone(), rid, &msg).await {
+                tracing::warn!(relay = %rid, "the relay refused the invitation: {e}");
+            }
+        }
         self.dial(t.inviter, t.addrs.clone()).await?;
         self.shared.state().addrs.insert(t.inviter, t.addrs.clone());
         let (name, role, addrs) = {
@@ -831,7 +1082,7 @@ impl Client {
             (
                 st.local.name.clone(),
                 st.local.role.clone(),
-                st.listen.iter().map(|a| a.to_vec()).collect(),
+                advertised(&st).iter().map(|a| a.to_vec()).collect(),
             )
         };
         let req = proto::CtlRequest {
@@ -877,6 +1128,7 @@ impl Client {
         self.shared.state().members = members;
         self.save_addrs();
         self.shared.emit(Event::MembersChanged).await;
+        self.push_relays();
         self.announce_all();
         Ok(devices)
     }
@@ -894,6 +1146,7 @@ impl Client {
             st.members.save(&self.shared.members_path)?;
         }
         self.shared.emit(Event::MembersChanged).await;
+        self.push_relays();
         // Tell the revoked device too, so it knows; then cut it off.
         let c = self.clone();
         let victim = id.0;
@@ -1178,6 +1431,7 @@ impl Client {
         if merged > 0 {
             tracing::info!(%from, "{merged} new member list operations");
             self.shared.emit(Event::MembersChanged).await;
+            self.push_relays();
             // Spread the news, and drop devices that are no longer members.
             self.announce_all();
             let gone: Vec<PeerId> = {
@@ -1240,6 +1494,53 @@ impl Client {
             let c = self.clone();
             self.shared.spawn(async move { c.announce_to(d.0).await });
         }
+    }
+
+    /// Tell every connected relay our member list and open invitations
+    /// (after a change: a new member must be let through at once).
+    fn push_relays(&self) {
+        let relays: Vec<PeerId> = self
+            .shared
+            .state()
+            .relays
+            .iter()
+            .filter(|(_, r)| r.connected)
+            .map(|(p, _)| *p)
+            .collect();
+        for r in relays {
+            let c = self.clone();
+            self.shared.spawn(async move { c.auth_relay(r).await });
+        }
+    }
+
+    async fn auth_relay(&self, relay: PeerId) {
+        let msg = {
+            let mut st = self.shared.state();
+            let now = now_ms();
+            st.relay_invites.retain(|_, e| *e > now);
+            if let Some(r) = st.relays.get_mut(&relay) {
+                r.auth_pending = true;
+            }
+            proto::RelayAuth {
+                mesh: st.members.mesh().to_bytes(),
+                members: Some(st.members.to_proto()),
+                invites: st
+                    .relay_invites
+                    .iter()
+                    .map(|(h, e)| proto::RelayInvite {
+                        proof_hash: h.0.to_vec(),
+                        expires_unix_ms: *e,
+                    })
+                    .collect(),
+                invite_proof: vec![],
+            }
+        };
+        let result = relay::authenticate(&mut self.control.clone(), relay, &msg).await;
+        let _ = self
+            .shared
+            .cmd
+            .send(Command::RelayAuthed { relay, result })
+            .await;
     }
 
     // ----- inbound ---------------------------------------------------------
@@ -1434,6 +1735,10 @@ impl Client {
         let outcome = {
             let mut st = self.shared.state();
             let h = Hash32::of(&j.secret);
+            if let Ok(secret) = <[u8; 32]>::try_from(j.secret.as_slice()) {
+                st.relay_invites
+                    .remove(&relay::proof_hash(&relay::invite_proof(&secret)));
+            }
             match st.tickets.remove(&h) {
                 None => Err("unknown or already used ticket"),
                 Some(exp) if exp < now_ms() => Err("expired ticket"),
@@ -1465,6 +1770,7 @@ impl Client {
                     p.grace_until = None;
                 }
                 self.shared.emit(Event::MembersChanged).await;
+                self.push_relays();
                 self.shared.emit(Event::Connected(DeviceId(peer))).await;
                 // The joiner announces itself once it has adopted the
                 // list (before that, it would refuse us as a stranger);
@@ -1476,248 +1782,6 @@ impl Client {
                 tracing::warn!(%peer, "join refused: {why}");
                 proto::ctl_response::Kind::Error(format!("join refused: {why}"))
             }
-        }
-    }
-
-    // ----- the event loop --------------------------------------------------
-
-    async fn run(self, mut swarm: libp2p::Swarm<Behaviour>, mut cmd_rx: mpsc::Receiver<Command>) {
-        let mut dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                Some(cmd) = cmd_rx.recv() => match cmd {
-                    Command::Dial { peer, addrs, reply } => {
-                        if swarm.is_connected(&peer) {
-                            let _ = reply.send(Ok(()));
-                            continue;
-                        }
-                        for a in &addrs {
-                            swarm.add_peer_address(peer, a.clone());
-                        }
-                        match swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
-                            Ok(()) => dials.entry(peer).or_default().push(reply),
-                            Err(e) => { let _ = reply.send(Err(e.to_string())); }
-                        }
-                    }
-                    Command::Disconnect(peer) => { let _ = swarm.disconnect_peer_id(peer); }
-                },
-                ev = swarm.select_next_some() => self.on_swarm_event(&mut swarm, ev, &mut dials).await,
-                _ = tick.tick() => self.on_tick(&mut swarm),
-            }
-        }
-    }
-
-    fn on_tick(&self, swarm: &mut libp2p::Swarm<Behaviour>) {
-        let now = Instant::now();
-        let mut cut = vec![];
-        let mut redial = vec![];
-        {
-            let mut st = self.shared.state();
-            let live_tickets = st.tickets.values().any(|e| *e > now_ms());
-            let members = st.members.member_ids();
-            let known: HashMap<PeerId, Vec<Multiaddr>> = st
-                .members
-                .devices()
-                .into_iter()
-                .filter_map(|d| {
-                    let p = d.id.parse().ok()?;
-                    let addrs = d.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-                    Some((p, addrs))
-                })
-                .collect();
-            for (p, s) in st.peers.iter_mut() {
-                if let Some(g) = s.grace_until {
-                    if now > g || (!live_tickets && !s.joining) {
-                        s.grace_until = None;
-                        cut.push(*p);
-                    }
-                }
-            }
-            for p in members {
-                if p == self.shared.me || swarm.is_connected(&p) {
-                    continue;
-                }
-                let s = st.peers.entry(p).or_default();
-                if s.last_dial
-                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
-                {
-                    continue;
-                }
-                s.last_dial = Some(now);
-                let mut addrs = st.addrs.get(&p).cloned().unwrap_or_default();
-                addrs.extend(known.get(&p).cloned().unwrap_or_default());
-                if !addrs.is_empty() {
-                    redial.push((p, addrs));
-                }
-            }
-        }
-        for p in cut {
-            if !self.shared.is_member(&p) {
-                tracing::info!(peer = %p, "stranger did not join in time: disconnected");
-                let _ = swarm.disconnect_peer_id(p);
-            }
-        }
-        for (p, addrs) in redial {
-            tracing::debug!(peer = %p, "redialling member");
-            let _ = swarm.dial(DialOpts::peer_id(p).addresses(addrs).build());
-        }
-    }
-
-    async fn on_swarm_event(
-        &self,
-        swarm: &mut libp2p::Swarm<Behaviour>,
-        ev: SwarmEvent<BehaviourEvent>,
-        dials: &mut HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
-    ) {
-        match ev {
-            SwarmEvent::NewListenAddr {
-                address,
-                listener_id,
-            } => {
-                tracing::info!("listening on {address}");
-                let mut st = self.shared.state();
-                st.listen.push(address);
-                st.listeners_up.insert(listener_id);
-            }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.shared.state().listen.retain(|a| *a != address);
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
-                for r in dials.remove(&peer_id).unwrap_or_default() {
-                    let _ = r.send(Ok(()));
-                }
-                let addr = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => address.clone(),
-                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
-                };
-                let (member, live_tickets) = {
-                    let st = self.shared.state();
-                    (
-                        st.members.is_member(&peer_id),
-                        st.tickets.values().any(|e| *e > now_ms()),
-                    )
-                };
-                if !member && !live_tickets && !endpoint.is_dialer() {
-                    tracing::info!(peer = %peer_id, %addr, "refused: not a member, no open invitation");
-                    swarm.close_connection(connection_id);
-                    return;
-                }
-                {
-                    let mut st = self.shared.state();
-                    let s = st.peers.entry(peer_id).or_default();
-                    s.conns.insert(connection_id, addr.clone());
-                    if !member {
-                        s.joining = endpoint.is_dialer();
-                        let grace = if s.joining { JOIN_WAIT } else { JOIN_GRACE };
-                        s.grace_until = Some(Instant::now() + grace);
-                    }
-                }
-                tracing::info!(peer = %peer_id, %addr, member, "connected");
-                if member && num_established.get() == 1 {
-                    self.shared.emit(Event::Connected(DeviceId(peer_id))).await;
-                    let c = self.clone();
-                    self.shared
-                        .spawn(async move { c.announce_to(peer_id).await });
-                }
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                cause,
-                ..
-            } => {
-                let gone = {
-                    let mut st = self.shared.state();
-                    let s = st.peers.entry(peer_id).or_default();
-                    s.conns.remove(&connection_id);
-                    s.conns.is_empty()
-                };
-                tracing::debug!(peer = %peer_id, ?cause, "connection closed");
-                if gone && num_established == 0 {
-                    self.shared
-                        .emit(Event::Disconnected(DeviceId(peer_id)))
-                        .await;
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id: Some(p),
-                error,
-                ..
-            } if !swarm.is_connected(&p) => {
-                for r in dials.remove(&p).unwrap_or_default() {
-                    let _ = r.send(Err(error.to_string()));
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Ok(rtt),
-                ..
-            })) => {
-                if let Some(s) = self.shared.state().peers.get_mut(&peer) {
-                    s.rtt = Some(rtt);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                let changed = {
-                    let mut st = self.shared.state();
-                    st.members.is_member(&peer_id)
-                        && st.addrs.insert(peer_id, info.listen_addrs.clone()).as_ref()
-                            != Some(&info.listen_addrs)
-                };
-                if changed {
-                    self.save_addrs();
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                for (peer, addr) in found {
-                    let member = {
-                        let mut st = self.shared.state();
-                        let m = st.members.is_member(&peer);
-                        if m {
-                            let v = st.addrs.entry(peer).or_default();
-                            if !v.contains(&addr) {
-                                v.push(addr.clone());
-                            }
-                        }
-                        m
-                    };
-                    if member {
-                        let mut st = self.shared.state();
-                        let v = st.lan_seen.entry(peer).or_default();
-                        if !v.contains(&addr) {
-                            v.push(addr.clone());
-                        }
-                    }
-                    // Strangers on the LAN are seen and left alone.
-                    if member && peer != self.shared.me && !swarm.is_connected(&peer) {
-                        tracing::info!(%peer, %addr, "member found on the LAN");
-                        // Even while a dial to stale addresses is pending:
-                        // this address is fresh.
-                        let opts = DialOpts::peer_id(peer)
-                            .condition(PeerCondition::Disconnected)
-                            .addresses(vec![addr])
-                            .build();
-                        if let Err(e) = swarm.dial(opts) {
-                            tracing::debug!(%peer, "dial: {e}");
-                        }
-                    } else if !member {
-                        tracing::debug!(%peer, "a stranger on the LAN (ignored)");
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

@@ -1,0 +1,462 @@
+//! The relay role: a circuit relay v2 node for the owner's own meshes.
+//!
+//! Responsible for forwarding connections between members that cannot reach
+//! each other (circuit relay v2; the bytes it forwards are noise-encrypted
+//! end to end, so it sees no music and no library), telling peers the
+//! address it sees them at (identify, which hole punching needs), dialling
+//! them back on request (AutoNAT server), and its access list: reservations
+//! and circuits are granted only to members of the meshes it serves, and for
+//! a short while to a joiner that proves it holds an open invitation.
+//!
+//! The relay learns who the members are from the members themselves, over
+//! `/tunemesh/relay-auth/1`: a member sends its signed member list, which
+//! the relay merges into its own copy of that mesh's list (saved in its data
+//! dir). Every operation must verify and chain to the mesh id (the
+//! founder's key), so no one can add themselves.
+//!
+//! Must never: grant a reservation or a circuit to a peer it cannot tie to a
+//! served mesh by signatures; cut a circuit for its length or duration
+//! before hours of audio went through (upstream defaults cut at 128 KiB and
+//! two minutes); store anything but member lists and its own key.
+
+use super::members::Members;
+use super::{load_or_create_key, now_ms, wire, DeviceId, MeshError};
+use crate::model::Hash32;
+use crate::proto;
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    autonat, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub(super) const AUTH: StreamProtocol = StreamProtocol::new("/tunemesh/relay-auth/1");
+/// A member list of a few thousand devices fits with room to spare.
+pub(super) const MAX_AUTH: usize = 1 << 20;
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open invitations a relay keeps per mesh (the oldest go first).
+const MAX_INVITES: usize = 64;
+
+/// What a joiner shows the relay for its ticket's secret; the relay is told
+/// only its hash by the inviter, and never sees the secret.
+pub fn invite_proof(secret: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("tunemesh relay invite v1", secret)
+}
+
+pub(super) fn proof_hash(proof: &[u8]) -> Hash32 {
+    Hash32::of(proof)
+}
+
+/// How a relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub data_dir: PathBuf,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// The addresses members reach it at (its public address). Without
+    /// them, the addresses it listens on are used, loopback excepted.
+    pub external: Vec<String>,
+    /// Mesh ids whose members it serves.
+    pub meshes: Vec<DeviceId>,
+    /// Longest life of one circuit.
+    pub max_circuit: Duration,
+}
+
+/// Who may use the relay.
+struct Acl {
+    dir: PathBuf,
+    meshes: HashMap<PeerId, Members>,
+    /// blake3(proof) → (mesh, expiry in unix ms).
+    invites: HashMap<Hash32, (PeerId, i64)>,
+    /// Joiners let in by an invitation, until the expiry (unix ms).
+    guests: HashMap<PeerId, i64>,
+}
+
+impl Acl {
+    fn allowed(&self, p: &PeerId) -> bool {
+        self.meshes.values().any(|m| m.is_member(p))
+            || self.guests.get(p).is_some_and(|e| *e > now_ms())
+    }
+
+    fn path(&self, mesh: &PeerId) -> PathBuf {
+        self.dir.join(format!("mesh-{mesh}.pb"))
+    }
+
+    /// Take in one auth message from `peer`; the number of members the
+    /// relay knows for that mesh, or why it is refused.
+    fn auth(&mut self, peer: PeerId, msg: &proto::RelayAuth) -> Result<u32, String> {
+        let mesh = PeerId::from_bytes(&msg.mesh).map_err(|_| "bad mesh id".to_string())?;
+        let path = self.path(&mesh);
+        let Some(list) = self.meshes.get_mut(&mesh) else {
+            return Err(format!("this relay does not serve mesh {mesh}"));
+        };
+        if let Some(ops) = &msg.members {
+            if list.merge(ops) > 0 {
+                if let Err(e) = list.save(&path) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+        let members = u32::try_from(list.member_ids().len()).unwrap_or(u32::MAX);
+        if !msg.invite_proof.is_empty() {
+            let now = now_ms();
+            self.invites.retain(|_, (_, exp)| *exp > now);
+            return match self.invites.get(&proof_hash(&msg.invite_proof)) {
+                Some((m, exp)) if *m == mesh => {
+                    self.guests.retain(|_, e| *e > now);
+                    self.guests.insert(peer, *exp);
+                    Ok(members)
+                }
+                _ => Err("no open invitation matches this proof".into()),
+            };
+        }
+        if !list.is_member(&peer) {
+            return Err(format!("not a member of mesh {mesh}"));
+        }
+        for inv in &msg.invites {
+            let Some(h) = Hash32::from_slice(&inv.proof_hash) else {
+                continue;
+            };
+            if inv.expires_unix_ms > now_ms() {
+                self.invites.insert(h, (mesh, inv.expires_unix_ms));
+            }
+        }
+        let mut of_mesh: Vec<(Hash32, i64)> = self
+            .invites
+            .iter()
+            .filter(|(_, (m, _))| *m == mesh)
+            .map(|(h, (_, e))| (*h, *e))
+            .collect();
+        if of_mesh.len() > MAX_INVITES {
+            of_mesh.sort_by_key(|(_, e)| *e);
+            for (h, _) in &of_mesh[..of_mesh.len() - MAX_INVITES] {
+                self.invites.remove(h);
+            }
+        }
+        Ok(members)
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay: relay::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    autonat: autonat::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// A running relay.
+pub struct Relay {
+    id: PeerId,
+    addrs: Vec<Multiaddr>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+fn lock(acl: &Mutex<Acl>) -> MutexGuard<'_, Acl> {
+    acl.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn parse(a: &str) -> Result<Multiaddr, MeshError> {
+    a.parse().map_err(|e| MeshError::Listen {
+        addr: a.to_string(),
+        reason: format!("{e}"),
+    })
+}
+
+impl Relay {
+    pub async fn start(cfg: RelayConfig) -> Result<Relay, MeshError> {
+        if cfg.meshes.is_empty() {
+            return Err(MeshError::BadInput(
+                "a relay serves at least one mesh (--mesh MESH_ID, see `tunemesh status`)".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| MeshError::Start(format!("{}: {e}", cfg.data_dir.display())))?;
+        let key = load_or_create_key(&cfg.data_dir)?;
+        let me = key.public().to_peer_id();
+        let mut acl = Acl {
+            dir: cfg.data_dir.clone(),
+            meshes: HashMap::new(),
+            invites: HashMap::new(),
+            guests: HashMap::new(),
+        };
+        for m in &cfg.meshes {
+            let mesh = m.0;
+            let list = Members::load(&acl.path(&mesh))?
+                .filter(|l| l.mesh() == mesh)
+                .unwrap_or_else(|| Members::adopt(mesh, &proto::MemberList::default()));
+            acl.meshes.insert(mesh, list);
+        }
+        let acl = Arc::new(Mutex::new(acl));
+        let (a1, a2) = (acl.clone(), acl.clone());
+        let relay_cfg = relay::Config {
+            max_reservations: 1024,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            reservation_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+                lock(&a1).allowed(&p)
+            })],
+            max_circuits: 256,
+            max_circuits_per_peer: 32,
+            max_circuit_duration: cfg.max_circuit,
+            // 0: no byte limit (hours of audio).
+            max_circuit_bytes: 0,
+            circuit_src_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+                lock(&a2).allowed(&p)
+            })],
+        };
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| MeshError::Start(e.to_string()))?
+            .with_quic()
+            .with_behaviour(|key| Behaviour {
+                relay: relay::Behaviour::new(me, relay_cfg),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(super::IDENTIFY.into(), key.public()).with_agent_version(
+                        format!("tunemesh-relay/{}", env!("CARGO_PKG_VERSION")),
+                    ),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                autonat: autonat::Behaviour::new(
+                    me,
+                    autonat::Config {
+                        // Our own relay: members' addresses in private
+                        // ranges are fine to dial back.
+                        only_global_ips: false,
+                        use_connected: false,
+                        ..Default::default()
+                    },
+                ),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+            .map_err(|e| MeshError::Start(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+        let mut listeners = Vec::new();
+        for a in &cfg.listen {
+            let id = swarm.listen_on(parse(a)?).map_err(|e| MeshError::Listen {
+                addr: a.clone(),
+                reason: e.to_string(),
+            })?;
+            listeners.push(id);
+        }
+        let mut external = Vec::new();
+        for a in &cfg.external {
+            let a = parse(a)?;
+            // Reservations carry these: without one the relay grants none.
+            swarm.add_external_address(a.clone());
+            external.push(a);
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let incoming = control
+            .accept(AUTH)
+            .map_err(|e| MeshError::Start(e.to_string()))?;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        // Wait for the listen addresses (bounded), handling events already.
+        let mut up = std::collections::HashSet::new();
+        let mut local = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while up.len() < listeners.len() {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                }) => {
+                    up.insert(listener_id);
+                    local.push(address);
+                }
+                Ok(SwarmEvent::ListenerClosed {
+                    addresses, reason, ..
+                }) => {
+                    return Err(MeshError::Listen {
+                        addr: format!("{addresses:?}"),
+                        reason: format!("{reason:?}"),
+                    })
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if external.is_empty() {
+            tracing::warn!(
+                "no --external address: announcing the listen addresses; members outside \
+                 this network need the relay's public address"
+            );
+            for a in &local {
+                if !super::ip_of(a).is_some_and(|ip| ip.is_loopback()) || local.len() == 1 {
+                    swarm.add_external_address(a.clone());
+                    external.push(a.clone());
+                }
+            }
+        }
+        let addrs: Vec<Multiaddr> = external
+            .iter()
+            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+            .collect();
+        let c = cancel.clone();
+        tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = c.cancelled() => {}
+                    _ = run(swarm) => {}
+                }
+            }
+            .instrument(tracing::info_span!("relay", me = %me)),
+        );
+        let (c, t) = (cancel.clone(), tasks.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = c.cancelled() => {}
+                _ = accept_auth(incoming, acl, t) => {}
+            }
+        });
+        Ok(Relay {
+            id: me,
+            addrs,
+            cancel,
+            tasks,
+        })
+    }
+
+    pub fn id(&self) -> DeviceId {
+        DeviceId(self.id)
+    }
+
+    /// The addresses members should use for it, `/p2p/<id>` included.
+    pub fn addrs(&self) -> Vec<String> {
+        self.addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn run(mut swarm: libp2p::Swarm<Behaviour>) {
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}")
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => match ev {
+                relay::Event::ReservationReqAccepted {
+                    src_peer_id,
+                    renewed,
+                } => tracing::info!(peer = %src_peer_id, renewed, "reservation accepted"),
+                relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                    tracing::info!(peer = %src_peer_id, "reservation refused: not a member")
+                }
+                relay::Event::CircuitReqAccepted {
+                    src_peer_id,
+                    dst_peer_id,
+                } => tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened"),
+                relay::Event::CircuitReqDenied {
+                    src_peer_id,
+                    dst_peer_id,
+                    status,
+                } => tracing::info!(
+                    src = %src_peer_id, dst = %dst_peer_id, ?status,
+                    "circuit refused (a stranger, or no reservation)"
+                ),
+                relay::Event::CircuitClosed {
+                    src_peer_id,
+                    dst_peer_id,
+                    error,
+                } => {
+                    tracing::info!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed")
+                }
+                other => tracing::debug!("{other:?}"),
+            },
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected")
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn accept_auth(
+    mut incoming: libp2p_stream::IncomingStreams,
+    acl: Arc<Mutex<Acl>>,
+    tasks: TaskTracker,
+) {
+    while let Some((peer, mut s)) = incoming.next().await {
+        let acl = acl.clone();
+        tasks.spawn(async move {
+            let work = async {
+                let msg: proto::RelayAuth = match wire::read(&mut s, MAX_AUTH).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::info!(%peer, "bad relay auth: {e}");
+                        return;
+                    }
+                };
+                let verdict = lock(&acl).auth(peer, &msg);
+                let reply = match verdict {
+                    Ok(members) => {
+                        tracing::info!(%peer, members, "member accepted");
+                        proto::RelayAuthReply {
+                            error: String::new(),
+                            members,
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(%peer, "refused: {error}");
+                        proto::RelayAuthReply { error, members: 0 }
+                    }
+                };
+                let _ = wire::write(&mut s, &reply, MAX_AUTH).await;
+                let _ = s.close().await;
+            };
+            let _ = tokio::time::timeout(AUTH_TIMEOUT, work).await;
+        });
+    }
+}
+
+/// Client side: present `msg` to `relay`; the member count it knows, or
+/// why it refused.
+pub(super) async fn authenticate(
+    control: &mut libp2p_stream::Control,
+    relay: PeerId,
+    msg: &proto::RelayAuth,
+) -> Result<u32, String> {
+    let work = async {
+        let mut s = control
+            .open_stream(relay, AUTH)
+            .await
+            .map_err(|e| e.to_string())?;
+        wire::write(&mut s, msg, MAX_AUTH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply: proto::RelayAuthReply = wire::read(&mut s, MAX_AUTH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = s.close().await;
+        if reply.error.is_empty() {
+            Ok(reply.members)
+        } else {
+            Err(reply.error)
+        }
+    };
+    tokio::time::timeout(AUTH_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err("no answer".into()))
+}
