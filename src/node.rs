@@ -53,9 +53,10 @@ const RECORD_BATCH: usize = 512;
 const REPLY_BUDGET: usize = 6 << 20;
 /// A stream that sends nothing for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
-/// How long an interrupted remote stream keeps trying to resume (a path
-/// change takes milliseconds; roaming to another network, seconds).
-const RESUME_WINDOW: Duration = Duration::from_secs(60);
+/// How long an interrupted remote stream keeps trying to resume: a path
+/// change takes milliseconds, roaming to another network seconds, and a
+/// player has a buffer; a holder that is gone fails the stream after this.
+const RESUME_WINDOW: Duration = Duration::from_secs(20);
 /// Resumes in a row that bring no byte: the holder fails at that point.
 const MAX_FRUITLESS_RESUMES: u32 = 4;
 
