@@ -460,3 +460,115 @@ pub(super) async fn authenticate(
         .await
         .unwrap_or_else(|_| Err("no answer".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+
+    fn acl(dir: &std::path::Path, mesh: PeerId) -> Acl {
+        let mut meshes = HashMap::new();
+        meshes.insert(mesh, Members::adopt(mesh, &proto::MemberList::default()));
+        Acl {
+            dir: dir.to_path_buf(),
+            meshes,
+            invites: HashMap::new(),
+            guests: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn members_in_strangers_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Keypair::generate_ed25519();
+        let phone = Keypair::generate_ed25519();
+        let stranger = Keypair::generate_ed25519();
+        let (hp, pp, sp) = (
+            home.public().to_peer_id(),
+            phone.public().to_peer_id(),
+            stranger.public().to_peer_id(),
+        );
+        let mut a = acl(dir.path(), hp);
+        // The founder is a member of its own mesh from the start.
+        assert!(a.allowed(&hp));
+        assert!(!a.allowed(&pp) && !a.allowed(&sp));
+
+        // The home adds the phone and tells the relay: the phone is in,
+        // and the list is saved.
+        let mut list = Members::found(&home, "home", "home", vec![]);
+        list.issue(&home, pp, false, "phone", "phone", vec![])
+            .unwrap();
+        let msg = |mesh: PeerId, l: &Members| proto::RelayAuth {
+            mesh: mesh.to_bytes(),
+            members: Some(l.to_proto()),
+            ..Default::default()
+        };
+        assert_eq!(a.auth(hp, &msg(hp, &list)), Ok(2));
+        assert!(a.allowed(&pp));
+        assert!(dir.path().join(format!("mesh-{hp}.pb")).exists());
+
+        // A stranger's own mesh is not served; a list it signs for ours
+        // does not verify into it.
+        let own = Members::found(&stranger, "s", "phone", vec![]);
+        assert!(a
+            .auth(sp, &msg(sp, &own))
+            .unwrap_err()
+            .contains("does not serve"));
+        let mut forged = list.clone();
+        assert!(forged
+            .issue(&stranger, sp, false, "s", "phone", vec![])
+            .is_err());
+        let mut fake = Members::adopt(hp, &proto::MemberList::default());
+        let _ = fake.issue(&stranger, sp, false, "s", "phone", vec![]);
+        assert!(a
+            .auth(sp, &msg(hp, &fake))
+            .unwrap_err()
+            .contains("not a member"));
+        assert!(!a.allowed(&sp));
+
+        // Revocation reaches the relay.
+        list.issue(&home, pp, true, "", "", vec![]).unwrap();
+        a.auth(hp, &msg(hp, &list)).unwrap();
+        assert!(!a.allowed(&pp));
+    }
+
+    #[test]
+    fn a_joiner_gets_in_with_the_proof_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Keypair::generate_ed25519();
+        let hp = home.public().to_peer_id();
+        let joiner = Keypair::generate_ed25519().public().to_peer_id();
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        let mut a = acl(dir.path(), hp);
+        let secret = [7u8; 32];
+        let proof = invite_proof(&secret);
+        let list = Members::found(&home, "home", "home", vec![]);
+        let tell = proto::RelayAuth {
+            mesh: hp.to_bytes(),
+            members: Some(list.to_proto()),
+            invites: vec![proto::RelayInvite {
+                proof_hash: proof_hash(&proof).0.to_vec(),
+                expires_unix_ms: now_ms() + 60_000,
+            }],
+            invite_proof: vec![],
+        };
+        a.auth(hp, &tell).unwrap();
+        let show = |p: &[u8]| proto::RelayAuth {
+            mesh: hp.to_bytes(),
+            invite_proof: p.to_vec(),
+            ..Default::default()
+        };
+        // The secret itself, or a wrong proof, gets nothing.
+        assert!(a.auth(other, &show(&secret)).is_err());
+        assert!(a.auth(other, &show(&[1u8; 32])).is_err());
+        assert!(!a.allowed(&other));
+        a.auth(joiner, &show(&proof)).unwrap();
+        assert!(a.allowed(&joiner));
+        // An expired invitation lets no one in.
+        let mut b = acl(dir.path(), hp);
+        let mut old = tell.clone();
+        old.invites[0].expires_unix_ms = now_ms() - 1;
+        b.auth(hp, &old).unwrap();
+        assert!(b.auth(joiner, &show(&proof)).is_err());
+    }
+}
