@@ -339,6 +339,11 @@ impl Client {
                 listener_id,
             } => {
                 tracing::info!("listening on {address}");
+                if is_circuit(&address) {
+                    let c = self.clone();
+                    self.shared
+                        .spawn(async move { c.refresh_own_addrs().await });
+                }
                 let new_ip = {
                     let mut st = self.shared.state();
                     let new_ip =
@@ -391,10 +396,15 @@ impl Client {
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!("reachable at {address}");
-                let mut st = self.shared.state();
-                if !st.external.contains(&address) {
-                    st.external.push(address);
+                {
+                    let mut st = self.shared.state();
+                    if !st.external.contains(&address) {
+                        st.external.push(address);
+                    }
                 }
+                let c = self.clone();
+                self.shared
+                    .spawn(async move { c.refresh_own_addrs().await });
             }
             SwarmEvent::ExternalAddrExpired { address } => {
                 self.shared.state().external.retain(|a| *a != address);

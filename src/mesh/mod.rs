@@ -541,17 +541,23 @@ fn same_ip(a: &Multiaddr, b: &Multiaddr) -> bool {
 fn advertised(st: &State) -> Vec<Multiaddr> {
     let mut v: Vec<Multiaddr> = Vec::new();
     for a in st.listen.iter().chain(st.external.iter()) {
-        let mut a = a.clone();
-        // AutoNAT confirms addresses with our /p2p/ suffix.
-        if matches!(a.iter().last(), Some(Protocol::P2p(_))) && !is_circuit(&a) {
-            a.pop();
-        }
+        let a = bare(a);
         let wildcard = ip_of(&a).is_some_and(|ip| ip.is_unspecified());
         if !wildcard && !v.contains(&a) {
             v.push(a);
         }
     }
     v
+}
+
+/// Without a trailing `/p2p/<id>` (AutoNAT confirms addresses with ours),
+/// relayed addresses excepted.
+fn bare(a: &Multiaddr) -> Multiaddr {
+    let mut a = a.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) && !is_circuit(&a) {
+        a.pop();
+    }
+    a
 }
 
 fn is_circuit(a: &Multiaddr) -> bool {
@@ -1493,6 +1499,45 @@ impl Client {
             }
             let c = self.clone();
             self.shared.spawn(async move { c.announce_to(d.0).await });
+        }
+    }
+
+    /// Put our reachable addresses (relayed, confirmed external) into the
+    /// signed member list when one is new, so every member learns where
+    /// to find us away from home, even from another member.
+    async fn refresh_own_addrs(&self) {
+        let issued = {
+            let mut st = self.shared.state();
+            let me = self.shared.me;
+            let stable: Vec<Multiaddr> = advertised(&st)
+                .into_iter()
+                .filter(|a| is_circuit(a) || st.external.iter().any(|e| bare(e) == *a))
+                .collect();
+            let listed: Vec<String> = st
+                .members
+                .devices()
+                .into_iter()
+                .find(|d| d.id == me.to_string())
+                .map(|d| d.addrs)
+                .unwrap_or_default();
+            if stable.is_empty() || stable.iter().all(|a| listed.contains(&a.to_string())) {
+                return;
+            }
+            let addrs = advertised(&st).iter().map(|a| a.to_string()).collect();
+            let (name, role) = (st.local.name.clone(), st.local.role.clone());
+            let st = &mut *st;
+            st.members
+                .issue(&self.shared.key, me, false, &name, &role, addrs)
+                .and_then(|()| st.members.save(&self.shared.members_path))
+        };
+        match issued {
+            Ok(()) => {
+                tracing::info!("our reachable addresses are in the member list now");
+                self.shared.emit(Event::MembersChanged).await;
+                self.push_relays();
+                self.announce_all();
+            }
+            Err(e) => tracing::warn!("cannot update our addresses in the member list: {e}"),
         }
     }
 
