@@ -1117,6 +1117,7 @@ impl Node {
                         fruitless: 0,
                         holders: order,
                         chunks: chunks(stream),
+                        closed: Some(self.inner.client.watch_closed()),
                         cancel: self.inner.cancel.clone(),
                     }));
                     let reader: Pin<Box<dyn AsyncRead + Send>> = if kbps == 0 && offset == 0 {
@@ -1325,17 +1326,23 @@ struct Resume {
     fruitless: u32,
     holders: Vec<DeviceId>,
     chunks: Chunks,
+    /// Connections of our peers that closed (None once the mesh is gone).
+    closed: Option<tokio::sync::broadcast::Receiver<DeviceId>>,
     cancel: CancellationToken,
 }
 
 impl Resume {
-    async fn reopen(&mut self, cause: std::io::Error) -> Result<(), std::io::Error> {
-        if self.at_last_resume == Some(self.received) {
-            self.fruitless += 1;
-        } else {
-            self.fruitless = 1;
+    /// `failed`: the stream itself broke (not merely a connection of its
+    /// holder closing), which counts towards giving up.
+    async fn reopen(&mut self, cause: std::io::Error, failed: bool) -> Result<(), std::io::Error> {
+        if failed {
+            if self.at_last_resume == Some(self.received) {
+                self.fruitless += 1;
+            } else {
+                self.fruitless = 1;
+            }
+            self.at_last_resume = Some(self.received);
         }
-        self.at_last_resume = Some(self.received);
         let give_up = |why: String| std::io::Error::new(cause.kind(), format!("{cause}; {why}"));
         if self.fruitless > MAX_FRUITLESS_RESUMES {
             return Err(give_up("resuming brought nothing".into()));
@@ -1382,18 +1389,40 @@ fn resuming(r: Resume) -> Chunks {
     Box::pin(futures::stream::unfold(Some(r), |state| async move {
         let mut r = state?;
         loop {
-            match r.chunks.next().await {
+            let next = match r.closed.as_mut() {
+                Some(closed) => tokio::select! {
+                    biased;
+                    c = r.chunks.next() => Some(c),
+                    lost = closed.recv() => match lost {
+                        Ok(d) if d != r.holders[0] => continue,
+                        // Ours, or too many to tell: reopen to be sure.
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            r.closed = None;
+                            continue;
+                        }
+                    },
+                },
+                None => Some(r.chunks.next().await),
+            };
+            let (cause, failed) = match next {
                 // The end marker: the stream is whole.
-                None => return None,
-                Some(Ok(b)) => {
+                Some(None) => return None,
+                Some(Some(Ok(b))) => {
                     r.received += b.len() as u64;
                     return Some((Ok(b), Some(r)));
                 }
-                Some(Err(e)) => {
-                    if let Err(e) = r.reopen(e).await {
-                        return Some((Err(e), None));
-                    }
-                }
+                Some(Some(Err(e))) => (e, true),
+                None => (
+                    std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "a connection to the serving device closed",
+                    ),
+                    false,
+                ),
+            };
+            if let Err(e) = r.reopen(cause, failed).await {
+                return Some((Err(e), None));
             }
         }
     }))

@@ -17,6 +17,33 @@ type Swarm = libp2p::Swarm<Behaviour>;
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 type DialReplies = HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>;
 
+/// The connections to drop so that one remains: every relayed one once a
+/// direct one exists, and every direct one but the one both ends keep (the
+/// one dialled by the smaller peer id, then the oldest), so that two ends
+/// pruning at once keep the same connection.
+fn redundant(s: &PeerState, i_am_smaller: bool) -> Vec<ConnectionId> {
+    let mut direct: Vec<ConnectionId> = s
+        .conns
+        .iter()
+        .filter(|(_, a)| !is_circuit(a))
+        .map(|(id, _)| *id)
+        .collect();
+    if direct.is_empty() {
+        return vec![];
+    }
+    let mut close: Vec<ConnectionId> = s
+        .conns
+        .iter()
+        .filter(|(_, a)| is_circuit(a))
+        .map(|(id, _)| *id)
+        .collect();
+    // Preferred first: dialled by the smaller id (by us if we are it), then
+    // the oldest (connection ids only grow).
+    direct.sort_by_key(|id| (s.dialled.contains(id) != i_am_smaller, *id));
+    close.extend(direct.into_iter().skip(1));
+    close
+}
+
 fn due(t: Option<Instant>, now: Instant, every: Duration) -> bool {
     t.is_none_or(|t| now.duration_since(t) >= every)
 }
@@ -89,21 +116,16 @@ impl Client {
                 let _ = swarm.disconnect_peer_id(peer);
             }
             Command::RelayAuthed { relay, result } => self.on_relay_authed(swarm, relay, result),
-            Command::DropRelayed(peer) => {
-                let relayed: Vec<ConnectionId> = {
+            Command::Prune(peer) => {
+                let close = {
                     let st = self.shared.state();
-                    match st.peers.get(&peer) {
-                        Some(s) if s.conns.values().any(|a| !is_circuit(a)) => s
-                            .conns
-                            .iter()
-                            .filter(|(_, a)| is_circuit(a))
-                            .map(|(id, _)| *id)
-                            .collect(),
-                        _ => vec![],
-                    }
+                    st.peers
+                        .get(&peer)
+                        .map(|s| redundant(s, self.shared.me < peer))
+                        .unwrap_or_default()
                 };
-                for id in relayed {
-                    tracing::info!(%peer, "direct connection up: closing the relayed one");
+                for id in close {
+                    tracing::info!(%peer, "one connection is enough: closing a redundant one");
                     swarm.close_connection(id);
                 }
             }
@@ -131,10 +153,10 @@ impl Client {
             }
             // Asked even when refused: the reservation is the relay's real
             // gate (and says so in its log).
-            let listen = match (&r.addr, r.reserve && r.connected) {
+            let listen = match (r.primary(), r.reserve && r.connected) {
                 (Some(a), true) if r.listener.is_none() => {
                     r.last_listen = Some(Instant::now());
-                    Some(a.clone())
+                    Some(a)
                 }
                 _ => None,
             };
@@ -178,7 +200,9 @@ impl Client {
         }
     }
 
-    fn dial_relayed(&self, swarm: &mut Swarm, peer: PeerId, addrs: Vec<Multiaddr>) {
+    fn dial_relayed(&self, swarm: &mut Swarm, peer: PeerId, mut addrs: Vec<Multiaddr>) {
+        // Through the relay over QUIC first (the connection we hold to it).
+        addrs.sort_by_key(|a| !is_quic(a));
         tracing::debug!(%peer, "dialling through a relay");
         // Even while a direct dial is pending (it may hang until its
         // timeout behind a NAT).
@@ -220,12 +244,12 @@ impl Client {
                 for a in &c {
                     if let Some((rid, raddr)) = relay_of(a) {
                         let r = st.relays.entry(rid).or_default();
-                        r.addr.get_or_insert(raddr.clone());
+                        r.learn(raddr);
                         if r.connected && !r.auth_pending {
                             via_ready.push(a.clone());
                         } else if !r.connected && due(r.last_dial, now, REDIAL) {
                             r.last_dial = Some(now);
-                            relay_dials.push((rid, raddr));
+                            relay_dials.push((rid, r.dial_addrs()));
                         }
                     }
                 }
@@ -246,11 +270,11 @@ impl Client {
                 if !r.reserve {
                     continue;
                 }
-                let Some(addr) = r.addr.clone() else { continue };
+                let Some(addr) = r.primary() else { continue };
                 if !r.connected {
                     if due(r.last_dial, now, Duration::from_secs(5)) {
                         r.last_dial = Some(now);
-                        relay_dials.push((*id, addr));
+                        relay_dials.push((*id, r.dial_addrs()));
                     }
                 } else if r.listener.is_none()
                     && !r.auth_pending
@@ -271,11 +295,11 @@ impl Client {
                 let _ = swarm.disconnect_peer_id(p);
             }
         }
-        for (id, addr) in relay_dials {
+        for (id, addrs) in relay_dials {
             tracing::debug!(relay = %id, "dialling relay");
             let opts = DialOpts::peer_id(id)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
-                .addresses(vec![addr])
+                .addresses(addrs)
                 .build();
             if let Err(e) = swarm.dial(opts) {
                 tracing::debug!(relay = %id, "dial: {e}");
@@ -421,6 +445,12 @@ impl Client {
                 }
                 let addr = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    // Relayed to us: the remote address is a bare /p2p/<id>;
+                    // our address on the relay says which relay and that it
+                    // is relayed.
+                    ConnectedPoint::Listener { local_addr, .. } if is_circuit(local_addr) => {
+                        local_addr.clone()
+                    }
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                 };
                 let (member, relay, live_tickets) = {
@@ -442,6 +472,9 @@ impl Client {
                         st.relays.entry(peer_id).or_default().connected = true;
                     }
                     tracing::info!(relay = %peer_id, %addr, "connected to relay");
+                    if let Some(r) = self.shared.state().relays.get_mut(&peer_id) {
+                        r.quic_failed = false;
+                    }
                     if num_established.get() == 1 {
                         let c = self.clone();
                         self.shared
@@ -454,25 +487,27 @@ impl Client {
                     swarm.close_connection(connection_id);
                     return;
                 }
-                let mixed = {
+                let several = {
                     let mut st = self.shared.state();
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.insert(connection_id, addr.clone());
+                    if endpoint.is_dialer() {
+                        s.dialled.insert(connection_id);
+                    }
                     if !member {
                         s.joining = endpoint.is_dialer();
                         let grace = if s.joining { JOIN_WAIT } else { JOIN_GRACE };
                         s.grace_until = Some(Instant::now() + grace);
                     }
-                    s.conns.values().any(is_circuit) && s.conns.values().any(|a| !is_circuit(a))
+                    s.conns.len() > 1 && s.conns.values().any(|a| !is_circuit(a))
                 };
                 tracing::info!(peer = %peer_id, %addr, member, "connected");
-                if mixed {
-                    // Streams on the relayed connection resume on the
-                    // direct one once it is closed.
+                if several && member {
+                    // Streams on a closed connection resume on the one kept.
                     let cmd = self.shared.cmd.clone();
                     self.shared.spawn(async move {
                         tokio::time::sleep(RELAYED_OVERLAP).await;
-                        let _ = cmd.send(Command::DropRelayed(peer_id)).await;
+                        let _ = cmd.send(Command::Prune(peer_id)).await;
                     });
                 }
                 if member && num_established.get() == 1 {
@@ -493,6 +528,7 @@ impl Client {
                     let mut st = self.shared.state();
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.remove(&connection_id);
+                    s.dialled.remove(&connection_id);
                     let gone = s.conns.is_empty();
                     let relay = match st.relays.get_mut(&peer_id) {
                         Some(r) if num_established == 0 => {
@@ -507,6 +543,7 @@ impl Client {
                     (gone, relay)
                 };
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                let _ = self.shared.closed.send(DeviceId(peer_id));
                 if relay && num_established == 0 {
                     tracing::info!(relay = %peer_id, ?cause, "disconnected from relay");
                 } else if gone && num_established == 0 {
@@ -521,6 +558,10 @@ impl Client {
                 ..
             } if !swarm.is_connected(&p) => {
                 tracing::debug!(peer = %p, "dial failed: {error}");
+                if let Some(r) = self.shared.state().relays.get_mut(&p) {
+                    // Next time, every transport (UDP may be blocked).
+                    r.quic_failed = !r.quic_failed;
+                }
                 for r in dials.remove(&p).unwrap_or_default() {
                     let _ = r.send(Err(error.to_string()));
                 }

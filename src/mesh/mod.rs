@@ -85,8 +85,8 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
 const REDIAL: Duration = Duration::from_secs(10);
 /// Direct addresses get this head start before the relay is tried.
 const DIRECT_HEAD_START: Duration = Duration::from_millis(800);
-/// Once a direct connection is up, the relayed one lives this long more
-/// (streams on it resume on the direct one).
+/// Once a second connection to a peer is up, the one to drop lives this
+/// long more (streams on it resume on the one kept).
 const RELAYED_OVERLAP: Duration = Duration::from_millis(500);
 
 /// A device id: the libp2p PeerId of the device's key, in its usual text
@@ -355,15 +355,18 @@ enum Command {
         relay: PeerId,
         result: Result<u32, String>,
     },
-    /// Close the peer's relayed connections if a direct one is up.
-    DropRelayed(PeerId),
+    /// Keep one connection to the peer: close relayed ones once a direct
+    /// one is up, and duplicate direct ones (a hole punch from both ends).
+    Prune(PeerId),
 }
 
 /// A relay we know: configured, or seen in a member's relayed address.
 #[derive(Default)]
 struct RelayState {
     /// Where to reach it (`/p2p/<id>` included).
-    addr: Option<Multiaddr>,
+    addrs: Vec<Multiaddr>,
+    /// The last dial over QUIC alone failed: try every transport.
+    quic_failed: bool,
     /// Given with --relay: we keep a reservation there.
     reserve: bool,
     connected: bool,
@@ -376,9 +379,39 @@ struct RelayState {
     error: Option<String>,
 }
 
+impl RelayState {
+    fn learn(&mut self, addr: Multiaddr) {
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
+    }
+
+    /// QUIC addresses alone while QUIC works: hole punching needs the
+    /// address the relay sees our UDP socket at, which a TCP connection to
+    /// it would not tell us.
+    fn dial_addrs(&self) -> Vec<Multiaddr> {
+        let quic: Vec<Multiaddr> = self.addrs.iter().filter(|a| is_quic(a)).cloned().collect();
+        if quic.is_empty() || self.quic_failed {
+            self.addrs.clone()
+        } else {
+            quic
+        }
+    }
+
+    fn primary(&self) -> Option<Multiaddr> {
+        self.dial_addrs().into_iter().next()
+    }
+}
+
+fn is_quic(a: &Multiaddr) -> bool {
+    a.iter().any(|p| matches!(p, Protocol::QuicV1))
+}
+
 #[derive(Default)]
 struct PeerState {
     conns: HashMap<ConnectionId, Multiaddr>,
+    /// Those of `conns` we dialled.
+    dialled: std::collections::HashSet<ConnectionId>,
     rtt: Option<Duration>,
     announced: Option<Announcement>,
     /// A stranger allowed to stay until then (to present a ticket).
@@ -420,6 +453,9 @@ struct Shared {
     state: Mutex<State>,
     events: mpsc::Sender<Event>,
     cmd: mpsc::Sender<Command>,
+    /// Each closed connection of a member, by peer (see
+    /// [`Client::watch_closed`]).
+    closed: tokio::sync::broadcast::Sender<DeviceId>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -702,14 +738,9 @@ impl Mesh {
             if is_circuit(&addr) {
                 return Err(bad("give the relay's own address, not a relayed one"));
             }
-            relays.insert(
-                id,
-                RelayState {
-                    addr: Some(addr),
-                    reserve: true,
-                    ..Default::default()
-                },
-            );
+            let r: &mut RelayState = relays.entry(id).or_default();
+            r.reserve = true;
+            r.learn(addr);
         }
         let mdns_on = cfg.mdns;
         let upnp_on = cfg.upnp;
@@ -767,10 +798,7 @@ impl Mesh {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
             .build();
         for (id, r) in &relays {
-            swarm
-                .behaviour_mut()
-                .autonat
-                .add_server(*id, r.addr.clone());
+            swarm.behaviour_mut().autonat.add_server(*id, r.primary());
         }
         let listen = if cfg.listen.is_empty() {
             vec![
@@ -820,6 +848,7 @@ impl Mesh {
             }),
             events,
             cmd: cmd_tx,
+            closed: tokio::sync::broadcast::channel(64).0,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -894,7 +923,7 @@ impl Client {
             .iter()
             .map(|(id, r)| RelayInfo {
                 id: id.to_string(),
-                addr: r.addr.as_ref().map(|a| a.to_string()),
+                addr: r.primary().map(|a| a.to_string()),
                 configured: r.reserve,
                 connected: r.connected,
                 accepted: r.accepted,
@@ -910,6 +939,14 @@ impl Client {
     /// "public", "private" or "unknown" (AutoNAT, through our relays).
     pub fn reachability(&self) -> &'static str {
         self.shared.state().reachability
+    }
+
+    /// Told the peer of every connection that closes. A substream on a
+    /// connection this node closes itself (a relayed one once a direct one
+    /// is up, a duplicate) is not always woken by the muxer, so readers of
+    /// long streams reopen theirs when their peer loses a connection.
+    pub fn watch_closed(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        self.shared.closed.subscribe()
     }
 
     pub fn is_member(&self, d: &DeviceId) -> bool {
@@ -1059,15 +1096,21 @@ impl Client {
         // Through the inviter's relays (when it is away): show each the
         // invitation's proof first, or it refuses us the circuit.
         let proof = relay::invite_proof(&t.secret);
+        let mut ticket_relays: Vec<PeerId> = Vec::new();
         for (rid, raddr) in t.addrs.iter().filter_map(relay_of) {
             self.shared
                 .state()
                 .relays
                 .entry(rid)
                 .or_default()
-                .addr
-                .get_or_insert(raddr.clone());
-            if let Err(e) = self.dial(rid, vec![raddr]).await {
+                .learn(raddr);
+            if !ticket_relays.contains(&rid) {
+                ticket_relays.push(rid);
+            }
+        }
+        for rid in ticket_relays {
+            let addrs = self.shared.state().relays[&rid].dial_addrs();
+            if let Err(e) = self.dial(rid, addrs).await {
                 tracing::info!(relay = %rid, "relay unreachable: {e}");
                 continue;
             }

@@ -68,20 +68,34 @@ pub struct RelayConfig {
     pub max_circuit: Duration,
 }
 
+/// An open invitation a member told the relay about.
+struct Invite {
+    mesh: PeerId,
+    issuer: PeerId,
+    expires_unix_ms: i64,
+    /// The joiner that showed its proof: one per invitation, as tickets
+    /// work once.
+    guest: Option<PeerId>,
+}
+
 /// Who may use the relay.
 struct Acl {
     dir: PathBuf,
     meshes: HashMap<PeerId, Members>,
-    /// blake3(proof) → (mesh, expiry in unix ms).
-    invites: HashMap<Hash32, (PeerId, i64)>,
-    /// Joiners let in by an invitation, until the expiry (unix ms).
-    guests: HashMap<PeerId, i64>,
+    /// blake3(proof) → the invitation.
+    invites: HashMap<Hash32, Invite>,
 }
 
 impl Acl {
+    /// A member of a served mesh, or the joiner of an invitation still
+    /// open (its issuer withdraws it once used or expired).
     fn allowed(&self, p: &PeerId) -> bool {
+        let now = now_ms();
         self.meshes.values().any(|m| m.is_member(p))
-            || self.guests.get(p).is_some_and(|e| *e > now_ms())
+            || self
+                .invites
+                .values()
+                .any(|i| i.guest == Some(*p) && i.expires_unix_ms > now)
     }
 
     fn path(&self, mesh: &PeerId) -> PathBuf {
@@ -104,34 +118,44 @@ impl Acl {
             }
         }
         let members = u32::try_from(list.member_ids().len()).unwrap_or(u32::MAX);
+        let now = now_ms();
+        self.invites.retain(|_, i| i.expires_unix_ms > now);
         if !msg.invite_proof.is_empty() {
-            let now = now_ms();
-            self.invites.retain(|_, (_, exp)| *exp > now);
-            return match self.invites.get(&proof_hash(&msg.invite_proof)) {
-                Some((m, exp)) if *m == mesh => {
-                    self.guests.retain(|_, e| *e > now);
-                    self.guests.insert(peer, *exp);
+            return match self.invites.get_mut(&proof_hash(&msg.invite_proof)) {
+                Some(i) if i.mesh == mesh && i.guest.is_none_or(|g| g == peer) => {
+                    i.guest = Some(peer);
                     Ok(members)
                 }
+                Some(i) if i.mesh == mesh => Err("this invitation was already used".into()),
                 _ => Err("no open invitation matches this proof".into()),
             };
         }
         if !list.is_member(&peer) {
             return Err(format!("not a member of mesh {mesh}"));
         }
-        for inv in &msg.invites {
-            let Some(h) = Hash32::from_slice(&inv.proof_hash) else {
-                continue;
-            };
-            if inv.expires_unix_ms > now_ms() {
-                self.invites.insert(h, (mesh, inv.expires_unix_ms));
-            }
+        // The member's open invitations, as it sees them now: the ones it
+        // no longer lists were used or withdrawn.
+        let open: Vec<(Hash32, i64)> = msg
+            .invites
+            .iter()
+            .filter_map(|i| Some((Hash32::from_slice(&i.proof_hash)?, i.expires_unix_ms)))
+            .filter(|(_, e)| *e > now)
+            .collect();
+        self.invites
+            .retain(|h, i| i.issuer != peer || open.iter().any(|(o, _)| o == h));
+        for (h, e) in open {
+            self.invites.entry(h).or_insert(Invite {
+                mesh,
+                issuer: peer,
+                expires_unix_ms: e,
+                guest: None,
+            });
         }
         let mut of_mesh: Vec<(Hash32, i64)> = self
             .invites
             .iter()
-            .filter(|(_, (m, _))| *m == mesh)
-            .map(|(h, (_, e))| (*h, *e))
+            .filter(|(_, i)| i.mesh == mesh)
+            .map(|(h, i)| (*h, i.expires_unix_ms))
             .collect();
         if of_mesh.len() > MAX_INVITES {
             of_mesh.sort_by_key(|(_, e)| *e);
@@ -186,7 +210,6 @@ impl Relay {
             dir: cfg.data_dir.clone(),
             meshes: HashMap::new(),
             invites: HashMap::new(),
-            guests: HashMap::new(),
         };
         for m in &cfg.meshes {
             let mesh = m.0;
@@ -473,7 +496,6 @@ mod tests {
             dir: dir.to_path_buf(),
             meshes,
             invites: HashMap::new(),
-            guests: HashMap::new(),
         }
     }
 
@@ -564,6 +586,19 @@ mod tests {
         assert!(!a.allowed(&other));
         a.auth(joiner, &show(&proof)).unwrap();
         assert!(a.allowed(&joiner));
+        // A ticket works once: the same proof from someone else is refused.
+        assert!(a
+            .auth(other, &show(&proof))
+            .unwrap_err()
+            .contains("already used"));
+        assert!(!a.allowed(&other));
+        // Once used, the home no longer lists it: the guest is out (it is a
+        // member by then, through the list).
+        let mut done = tell.clone();
+        done.invites.clear();
+        a.auth(hp, &done).unwrap();
+        assert!(!a.allowed(&joiner));
+        assert!(a.auth(other, &show(&proof)).is_err());
         // An expired invitation lets no one in.
         let mut b = acl(dir.path(), hp);
         let mut old = tell.clone();
