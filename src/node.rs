@@ -1364,6 +1364,10 @@ impl Resume {
                     Ok((head, s)) => match head.error {
                         None => {
                             tracing::info!(track = %self.open.track, from = %d, at = self.received, "stream resumed");
+                            // Closes reported while reopening are behind us.
+                            if let Some(c) = self.closed.as_mut() {
+                                while c.try_recv().is_ok() {}
+                            }
                             self.chunks = chunks(s);
                             self.holders.swap(0, i);
                             return Ok(());

@@ -482,7 +482,10 @@ impl Client {
                     }
                     return;
                 }
-                if !member && !live_tickets && !endpoint.is_dialer() {
+                // Who dialled, whatever role a hole punch gave each end
+                // (`is_dialer` answers the role, not who dialled).
+                let we_dialled = matches!(endpoint, ConnectedPoint::Dialer { .. });
+                if !member && !live_tickets && !we_dialled {
                     tracing::info!(peer = %peer_id, %addr, "refused: not a member, no open invitation");
                     swarm.close_connection(connection_id);
                     return;
@@ -491,11 +494,11 @@ impl Client {
                     let mut st = self.shared.state();
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.insert(connection_id, addr.clone());
-                    if endpoint.is_dialer() {
+                    if we_dialled {
                         s.dialled.insert(connection_id);
                     }
                     if !member {
-                        s.joining = endpoint.is_dialer();
+                        s.joining = we_dialled;
                         let grace = if s.joining { JOIN_WAIT } else { JOIN_GRACE };
                         s.grace_until = Some(Instant::now() + grace);
                     }
@@ -542,7 +545,7 @@ impl Client {
                     };
                     (gone, relay)
                 };
-                tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                tracing::debug!(peer = %peer_id, ?connection_id, ?cause, "connection closed");
                 let _ = self.shared.closed.send(DeviceId(peer_id));
                 if relay && num_established == 0 {
                     tracing::info!(relay = %peer_id, ?cause, "disconnected from relay");
