@@ -10,6 +10,14 @@
 //!   in order). Sync requests are answered by the node ([`Event::Request`]).
 //! - `/tunemesh/stream/1`: one audio stream per substream; the node writes
 //!   a [`StreamHead`] then the bytes ([`Event::Stream`]).
+//! - `/tunemesh/relay-auth/1` (client side here, server in `relay.rs`): we
+//!   show relays our signed member list and open invitations.
+//!
+//! Away from home: the relay client transport (reservations on `--relay`
+//! relays, circuits through them), DCUtR hole punching with raw observed
+//! addresses as candidates (`candidates.rs`), AutoNAT against our relays,
+//! UPnP on home nodes; the event loop (`event_loop.rs`) dials direct
+//! addresses first and keeps one connection per member.
 //!
 //! Shaped like rust-libp2p's file-sharing example: a cloneable [`Client`]
 //! talks to an event loop task that alone owns the `Swarm`; substreams are
