@@ -439,7 +439,10 @@ fn run(cli: Cli) -> Result<()> {
                             "offline"
                         },
                         rtt,
-                        p["addr"].as_str().unwrap_or(""),
+                        match p["relay"].as_str() {
+                            Some(r) => format!("through relay {r}"),
+                            None => p["addr"].as_str().unwrap_or("").to_string(),
+                        },
                         if p["member"].as_bool() == Some(true) || p["role"] == "relay" {
                             ""
                         } else {
