@@ -240,11 +240,18 @@ impl Client {
                     continue;
                 }
                 let (d, c) = member_addrs(&st, &known, &p);
-                let mut via_ready = Vec::new();
+                // Every address of each relay first: dialling it on the
+                // first one seen would pick TCP half the time, and a TCP
+                // link to the relay tells us no UDP address to punch with.
                 for a in &c {
                     if let Some((rid, raddr)) = relay_of(a) {
+                        st.relays.entry(rid).or_default().learn(raddr);
+                    }
+                }
+                let mut via_ready = Vec::new();
+                for a in &c {
+                    if let Some((rid, _)) = relay_of(a) {
                         let r = st.relays.entry(rid).or_default();
-                        r.learn(raddr);
                         if r.connected && !r.auth_pending {
                             via_ready.push(a.clone());
                         } else if !r.connected && due(r.last_dial, now, REDIAL) {
