@@ -39,8 +39,8 @@
 
 mod common;
 use common::{
-    cpu_model, first_line, flush, loadavg, median, mib, ogg_pages_complete, probe, section, Ctx,
-    Res,
+    cpu_model, first_line, flush, http, loadavg, median, mib, ogg_pages_complete, probe, section,
+    Ctx, Fetch, Res,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -1381,7 +1381,7 @@ impl Daemon {
 
     fn get_json(&self, path: &str) -> Res<serde_json::Value> {
         let auth = format!("Bearer {}", self.token);
-        let f = http(&self.addr, path, Some(&auth), false)?;
+        let f = http(&self.addr, path, Some(&auth), false, true)?;
         if f.status != 200 {
             return Err(format!(
                 "{} GET {path}: HTTP {} {}",
@@ -1405,7 +1405,7 @@ impl Daemon {
     /// GET the track as a player would, read to its end.
     fn stream(&self, id: &str) -> Res<Fetch> {
         let path = format!("/stream/{id}?bitrate={KBPS}&token={}", self.token);
-        let f = http(&self.addr, &path, None, true)?;
+        let f = http(&self.addr, &path, None, true, true)?;
         if f.status != 200 || f.body_len == 0 {
             return Err(format!(
                 "{} GET /stream/{id}: HTTP {}, {} bytes {}",
@@ -1541,85 +1541,6 @@ fn file_id(p: &Path) -> Res<String> {
 }
 
 // ---------------------------------------------------------------- HTTP
-
-/// One HTTP exchange, timed from before the connect.
-struct Fetch {
-    status: u16,
-    headers: Vec<(String, String)>,
-    /// The decoded body (all of it).
-    body: Vec<u8>,
-    body_len: usize,
-    first_byte: Option<Duration>,
-    /// End of the third Ogg page (Ogg bodies only).
-    first_audio: Option<Duration>,
-    end: Duration,
-}
-
-impl Fetch {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One GET on a fresh connection (ureq), timed from before the connect:
-/// the first body byte, the end of the third Ogg page, the end.
-fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool) -> Res<Fetch> {
-    let what = format!(
-        "GET http://{addr}{}",
-        path.split('?').next().unwrap_or(path)
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into();
-    let t0 = Instant::now();
-    let mut req = agent.get(format!("http://{addr}{path}"));
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let resp = req.call().ctx(what.clone())?;
-    let status = resp.status().as_u16();
-    let headers: Vec<(String, String)> = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let ogg = ogg
-        && headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.contains("ogg"));
-    let mut f = Fetch {
-        status,
-        headers,
-        body: Vec::new(),
-        body_len: 0,
-        first_byte: None,
-        first_audio: None,
-        end: Duration::ZERO,
-    };
-    let mut body = resp.into_body();
-    let mut r = body.as_reader();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = r.read(&mut buf).ctx(format!("reading {what}"))?;
-        if n == 0 {
-            break;
-        }
-        let now = t0.elapsed();
-        f.body.extend_from_slice(&buf[..n]);
-        f.first_byte.get_or_insert(now);
-        if ogg && f.first_audio.is_none() && ogg_pages_complete(&f.body)? >= 3 {
-            f.first_audio = Some(now);
-        }
-    }
-    f.end = t0.elapsed();
-    f.body_len = f.body.len();
-    Ok(f)
-}
 
 // ---------------------------------------------------------------- ffmpeg
 

@@ -53,12 +53,9 @@ mod common;
 #[path = "../tests/nat_lab/lab.rs"]
 mod lab;
 
-use common::{
-    cpu_model, first_line, flush, loadavg, median, ogg_pages_complete, section, Ctx, Res,
-};
+use common::{cpu_model, first_line, flush, http, loadavg, median, section, Ctx, Fetch, Res};
 use lab::{Lab, Nat, Tools, HOME, HROUTER_WAN, INET, PHONE, RELAY_IP};
 use serde_json::Value;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1469,7 +1466,7 @@ fn stream_in_ns(
     // Warm-up (untimed): the first transcode of the home's process.
     let stream = |id: &str, bitrate: &str, ogg: bool| -> Res<Fetch> {
         let path = format!("/stream/{id}?bitrate={bitrate}&token={}", api.token);
-        let f = http(&api.addr, &path, ogg)?;
+        let f = http(&api.addr, &path, None, ogg, false)?;
         if f.status != 200 || f.body_len == 0 {
             return Err(format!(
                 "GET /stream/{id}?bitrate={bitrate} at the phone: HTTP {}, {} bytes {}",
@@ -1616,86 +1613,6 @@ fn wait<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Res<T>) -> Re
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-}
-
-/// One HTTP exchange, timed from before the connect.
-struct Fetch {
-    status: u16,
-    headers: Vec<(String, String)>,
-    /// The body up to the first audio page (Ogg), else its first bytes.
-    body: Vec<u8>,
-    body_len: usize,
-    first_byte: Option<Duration>,
-    /// End of the third Ogg page (Ogg bodies only).
-    first_audio: Option<Duration>,
-    end: Duration,
-}
-
-impl Fetch {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One GET on a fresh connection, read to its end.
-fn http(addr: &str, path: &str, ogg: bool) -> Res<Fetch> {
-    let what = format!(
-        "GET http://{addr}{}",
-        path.split('?').next().unwrap_or(path)
-    );
-    let agent = agent(300);
-    let t0 = Instant::now();
-    let resp = agent
-        .get(format!("http://{addr}{path}"))
-        .call()
-        .ctx(what.clone())?;
-    let status = resp.status().as_u16();
-    let headers: Vec<(String, String)> = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let ogg = ogg
-        && headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.contains("ogg"));
-    let mut f = Fetch {
-        status,
-        headers,
-        body: Vec::new(),
-        body_len: 0,
-        first_byte: None,
-        first_audio: None,
-        end: Duration::ZERO,
-    };
-    let mut body = resp.into_body();
-    let mut r = body.with_config().limit(u64::MAX).reader();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = r.read(&mut buf).ctx(format!("reading {what}"))?;
-        if n == 0 {
-            break;
-        }
-        let now = t0.elapsed();
-        f.first_byte.get_or_insert(now);
-        f.body_len += n;
-        let keep = if ogg {
-            f.first_audio.is_none()
-        } else {
-            f.body.len() < 4096
-        };
-        if keep {
-            f.body.extend_from_slice(&buf[..n]);
-        }
-        if ogg && f.first_audio.is_none() && ogg_pages_complete(&f.body)? >= 3 {
-            f.first_audio = Some(now);
-        }
-    }
-    f.end = t0.elapsed();
-    Ok(f)
 }
 
 // ---------------------------------------------------------------- summary

@@ -165,3 +165,96 @@ pub fn probe(path: &std::path::Path) -> Res<Probe> {
         secs,
     })
 }
+
+// ---------------------------------------------------------------- HTTP
+
+/// One HTTP exchange, timed from before the connect.
+pub struct Fetch {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The body: all of it, or (see [`http`]) its start only.
+    pub body: Vec<u8>,
+    pub body_len: usize,
+    pub first_byte: Option<std::time::Duration>,
+    /// End of the third Ogg page (Ogg bodies only).
+    pub first_audio: Option<std::time::Duration>,
+    pub end: std::time::Duration,
+}
+
+impl Fetch {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One GET on a fresh connection (ureq), read to its end and timed from
+/// before the connect: the first body byte, the end of the third Ogg page
+/// (when `ogg` and the body is Ogg), the end. `whole`: keep the whole body,
+/// else only up to the first audio (Ogg) or its first 4 KiB.
+pub fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool, whole: bool) -> Res<Fetch> {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let what = format!(
+        "GET http://{addr}{}",
+        path.split('?').next().unwrap_or(path)
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into();
+    let t0 = Instant::now();
+    let mut req = agent.get(format!("http://{addr}{path}"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = req.call().ctx(what.clone())?;
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let ogg = ogg
+        && headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.contains("ogg"));
+    let mut f = Fetch {
+        status,
+        headers,
+        body: Vec::new(),
+        body_len: 0,
+        first_byte: None,
+        first_audio: None,
+        end: Duration::ZERO,
+    };
+    let mut body = resp.into_body();
+    let mut r = body.with_config().limit(u64::MAX).reader();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = r.read(&mut buf).ctx(format!("reading {what}"))?;
+        if n == 0 {
+            break;
+        }
+        let now = t0.elapsed();
+        f.first_byte.get_or_insert(now);
+        f.body_len += n;
+        let keep = whole
+            || if ogg {
+                f.first_audio.is_none()
+            } else {
+                f.body.len() < 4096
+            };
+        if keep {
+            f.body.extend_from_slice(&buf[..n]);
+        }
+        if ogg && f.first_audio.is_none() && ogg_pages_complete(&f.body)? >= 3 {
+            f.first_audio = Some(now);
+        }
+    }
+    f.end = t0.elapsed();
+    Ok(f)
+}
