@@ -85,7 +85,7 @@ fn list_addrs(st: &State) -> HashMap<PeerId, Vec<Multiaddr>> {
 impl Client {
     pub(super) async fn run(self, mut swarm: Swarm, mut cmd_rx: mpsc::Receiver<Command>) {
         let mut dials: DialReplies = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 Some(cmd) = cmd_rx.recv() => self.on_command(&mut swarm, cmd, &mut dials),
@@ -160,12 +160,24 @@ impl Client {
                 }
                 _ => None,
             };
-            // Members we could not reach but through this relay.
+            // Members we could not reach but through this relay (those
+            // whose direct addresses still have their head start wait for
+            // the tick).
+            let now = Instant::now();
             let waiting: Vec<(PeerId, Vec<Multiaddr>)> = members
                 .into_iter()
                 .filter(|p| *p != self.shared.me && !swarm.is_connected(p))
                 .filter_map(|p| {
-                    let (_, circuit) = member_addrs(&st, &known, &p);
+                    let (direct, circuit) = member_addrs(&st, &known, &p);
+                    let head_start_over = direct.is_empty()
+                        || st
+                            .peers
+                            .get(&p)
+                            .and_then(|s| s.direct_dial)
+                            .is_some_and(|t| now.duration_since(t) >= DIRECT_HEAD_START);
+                    if !head_start_over {
+                        return None;
+                    }
                     let via: Vec<Multiaddr> = circuit
                         .into_iter()
                         .filter(|a| relay_of(a).is_some_and(|(r, _)| r == relay))

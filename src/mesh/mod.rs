@@ -92,7 +92,7 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
 /// How often an unreachable member, or a relay, is dialled again.
 const REDIAL: Duration = Duration::from_secs(10);
 /// Direct addresses get this head start before the relay is tried.
-const DIRECT_HEAD_START: Duration = Duration::from_millis(800);
+const DIRECT_HEAD_START: Duration = Duration::from_millis(250);
 /// Once a second connection to a peer is up, the one to drop lives this
 /// long more (streams on it resume on the one kept).
 const RELAYED_OVERLAP: Duration = Duration::from_millis(500);
