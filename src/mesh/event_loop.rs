@@ -17,31 +17,19 @@ type Swarm = libp2p::Swarm<Behaviour>;
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 type DialReplies = HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>;
 
-/// The connections to drop so that one remains: every relayed one once a
-/// direct one exists, and every direct one but the one both ends keep (the
-/// one dialled by the smaller peer id, then the oldest), so that two ends
-/// pruning at once keep the same connection.
-fn redundant(s: &PeerState, i_am_smaller: bool) -> Vec<ConnectionId> {
-    let mut direct: Vec<ConnectionId> = s
-        .conns
-        .iter()
-        .filter(|(_, a)| !is_circuit(a))
-        .map(|(id, _)| *id)
-        .collect();
-    if direct.is_empty() {
+/// The relayed connections to drop: all of them once a direct one exists.
+/// (Several direct ones, say from a punch at both ends, are left alone:
+/// both ends cannot always tell alike which is which, and closing a
+/// different one each closed both.)
+fn redundant(s: &PeerState) -> Vec<ConnectionId> {
+    if !s.conns.values().any(|a| !is_circuit(a)) {
         return vec![];
     }
-    let mut close: Vec<ConnectionId> = s
-        .conns
+    s.conns
         .iter()
         .filter(|(_, a)| is_circuit(a))
         .map(|(id, _)| *id)
-        .collect();
-    // Preferred first: dialled by the smaller id (by us if we are it), then
-    // the oldest (connection ids only grow).
-    direct.sort_by_key(|id| (s.dialled.contains(id) != i_am_smaller, *id));
-    close.extend(direct.into_iter().skip(1));
-    close
+        .collect()
 }
 
 fn due(t: Option<Instant>, now: Instant, every: Duration) -> bool {
@@ -119,13 +107,10 @@ impl Client {
             Command::Prune(peer) => {
                 let close = {
                     let st = self.shared.state();
-                    st.peers
-                        .get(&peer)
-                        .map(|s| redundant(s, self.shared.me < peer))
-                        .unwrap_or_default()
+                    st.peers.get(&peer).map(redundant).unwrap_or_default()
                 };
                 for id in close {
-                    tracing::info!(%peer, "one connection is enough: closing a redundant one");
+                    tracing::info!(%peer, "direct connection up: closing the relayed one");
                     swarm.close_connection(id);
                 }
             }
@@ -509,23 +494,20 @@ impl Client {
                     swarm.close_connection(connection_id);
                     return;
                 }
-                let several = {
+                let mixed = {
                     let mut st = self.shared.state();
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.insert(connection_id, addr.clone());
-                    if we_dialled {
-                        s.dialled.insert(connection_id);
-                    }
                     if !member {
                         s.joining = we_dialled;
                         let grace = if s.joining { JOIN_WAIT } else { JOIN_GRACE };
                         s.grace_until = Some(Instant::now() + grace);
                     }
-                    s.conns.len() > 1 && s.conns.values().any(|a| !is_circuit(a))
+                    s.conns.values().any(is_circuit) && s.conns.values().any(|a| !is_circuit(a))
                 };
                 tracing::info!(peer = %peer_id, %addr, member, "connected");
-                if several && member {
-                    // Streams on a closed connection resume on the one kept.
+                if mixed && member {
+                    // Streams on the relayed connection resume on the direct one.
                     let cmd = self.shared.cmd.clone();
                     self.shared.spawn(async move {
                         tokio::time::sleep(RELAYED_OVERLAP).await;
@@ -550,7 +532,6 @@ impl Client {
                     let mut st = self.shared.state();
                     let s = st.peers.entry(peer_id).or_default();
                     s.conns.remove(&connection_id);
-                    s.dialled.remove(&connection_id);
                     let gone = s.conns.is_empty();
                     let relay = match st.relays.get_mut(&peer_id) {
                         Some(r) if num_established == 0 => {

@@ -17,7 +17,7 @@
 //! relays, circuits through them), DCUtR hole punching with raw observed
 //! addresses as candidates (`candidates.rs`), AutoNAT against our relays,
 //! UPnP on home nodes; the event loop (`event_loop.rs`) dials direct
-//! addresses first and keeps one connection per member.
+//! addresses first and drops relayed connections once a direct one is up.
 //!
 //! Shaped like rust-libp2p's file-sharing example: a cloneable [`Client`]
 //! talks to an event loop task that alone owns the `Swarm`; substreams are
@@ -93,8 +93,8 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(600);
 const REDIAL: Duration = Duration::from_secs(10);
 /// Direct addresses get this head start before the relay is tried.
 const DIRECT_HEAD_START: Duration = Duration::from_millis(250);
-/// Once a second connection to a peer is up, the one to drop lives this
-/// long more (streams on it resume on the one kept).
+/// Once a direct connection is up, the relayed one lives this long more
+/// (streams on it resume on the direct one).
 const RELAYED_OVERLAP: Duration = Duration::from_millis(500);
 
 /// A device id: the libp2p PeerId of the device's key, in its usual text
@@ -363,8 +363,7 @@ enum Command {
         relay: PeerId,
         result: Result<u32, String>,
     },
-    /// Keep one connection to the peer: close relayed ones once a direct
-    /// one is up, and duplicate direct ones (a hole punch from both ends).
+    /// Close the peer's relayed connections if a direct one is up.
     Prune(PeerId),
 }
 
@@ -418,8 +417,6 @@ fn is_quic(a: &Multiaddr) -> bool {
 #[derive(Default)]
 struct PeerState {
     conns: HashMap<ConnectionId, Multiaddr>,
-    /// Those of `conns` we dialled.
-    dialled: std::collections::HashSet<ConnectionId>,
     rtt: Option<Duration>,
     announced: Option<Announcement>,
     /// A stranger allowed to stay until then (to present a ticket).
