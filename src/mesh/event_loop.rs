@@ -104,6 +104,7 @@ impl Client {
                 let _ = swarm.disconnect_peer_id(peer);
             }
             Command::RelayAuthed { relay, result } => self.on_relay_authed(swarm, relay, result),
+            Command::Tick => self.on_tick(swarm),
             Command::Prune(peer) => {
                 let close = {
                     let st = self.shared.state();
@@ -311,6 +312,15 @@ impl Client {
         }
         for (id, addr) in listens {
             self.listen_relay(swarm, id, addr);
+        }
+        if !direct.is_empty() {
+            // The relay gets its turn when the head start is over, not at
+            // the next tick after it.
+            let cmd = self.shared.cmd.clone();
+            self.shared.spawn(async move {
+                tokio::time::sleep(DIRECT_HEAD_START + Duration::from_millis(5)).await;
+                let _ = cmd.send(Command::Tick).await;
+            });
         }
         for (p, addrs) in direct {
             tracing::debug!(peer = %p, "redialling member");

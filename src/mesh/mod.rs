@@ -365,6 +365,8 @@ enum Command {
     },
     /// Close the peer's relayed connections if a direct one is up.
     Prune(PeerId),
+    /// Run the tick now (a direct dial's head start is over).
+    Tick,
 }
 
 /// A relay we know: configured, or seen in a member's relayed address.
