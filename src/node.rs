@@ -1305,8 +1305,7 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// The receiving side of a served stream: chunks until the empty end
-/// marker; a stream that ends without it, or stalls, is an error.
+/// The receiving side of a served stream, chunk by chunk.
 type Chunks = Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// A remote stream that outlives the connection carrying it.
@@ -1432,7 +1431,8 @@ fn resuming(r: Resume) -> Chunks {
     }))
 }
 
-/// The chunks of a mesh stream, ending cleanly only at the end marker.
+/// The chunks of a mesh stream until the empty end marker; a stream that
+/// ends without it, or stalls, is an error.
 fn chunks(stream: MeshStream) -> Chunks {
     let frames = FramedRead::new(stream, codec());
     let body = futures::stream::unfold((frames, false), |(mut f, done)| async move {
