@@ -234,20 +234,7 @@ fn run() -> Res<()> {
         }
     };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
-        // CARGO_TARGET_TMPDIR is <target>/tmp.
-        Some(t) => Path::new(t)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
-    let work = target.join("bench-nat");
-    let run_dir = work.join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).ctx(format!("removing {}", run_dir.display()))?;
-    }
-    std::fs::create_dir_all(&run_dir).ctx(format!("creating {}", run_dir.display()))?;
+    let (_, work, run_dir) = common::work_dirs("bench-nat")?;
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let argv: Vec<String> = std::env::args().collect();
 

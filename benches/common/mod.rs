@@ -258,3 +258,26 @@ pub fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool, whole: bool) 
     f.end = t0.elapsed();
     Ok(f)
 }
+
+/// Cargo's target dir, `<target>/<name>` (the bench's work dir, kept
+/// between runs) and its `run/` folder, emptied: where this run's daemons
+/// keep their state and logs.
+pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use std::path::{Path, PathBuf};
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match option_env!("CARGO_TARGET_TMPDIR") {
+        // CARGO_TARGET_TMPDIR is <target>/tmp.
+        Some(t) => Path::new(t)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(t)),
+        None => manifest.join("target"),
+    };
+    let work = target.join(name);
+    let run_dir = work.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).ctx(format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(&run_dir).ctx(format!("creating {}", run_dir.display()))?;
+    Ok((target, work, run_dir))
+}
