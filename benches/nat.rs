@@ -54,7 +54,10 @@ mod common;
 mod lab;
 
 use common::{cpu_model, first_line, flush, http, loadavg, median, section, Ctx, Fetch, Res};
-use lab::{Lab, Nat, Tools, HOME, HROUTER_WAN, INET, PHONE, RELAY_IP};
+use lab::{
+    listen_args, relay_args, strings, Lab, Nat, Tools, HOME, HROUTER_WAN, INET, PHONE, RELAY_IP,
+    RELAY_PORT,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,7 +73,6 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 /// A trial starts only when every running one is this old.
 const STAGGER: Duration = Duration::from_secs(3);
-const RELAY_PORT: u16 = 4001;
 const HOME_PORT: u16 = 4001;
 /// Phone ports: this, +1, +2, ... (one per start within a lab).
 const PHONE_PORT_BASE: u16 = 20001;
@@ -717,19 +719,6 @@ struct PairRun {
     ports: u16,
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn listen_args(port: u16) -> Vec<String> {
-    vec![
-        "--listen".into(),
-        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
-        "--listen".into(),
-        format!("/ip4/0.0.0.0/tcp/{port}"),
-    ]
-}
-
 fn run_pair(
     pair: (Nat, Nat),
     args: &Args,
@@ -866,16 +855,7 @@ fn setup(pair: (Nat, Nat), media: &Media, dir: &Path, phones: usize) -> Res<Pair
     let first = lab.spawn("home-first", HOME, &d_home, &first_args, &env, "api.json");
     let (_, mesh_id) = read_api(&d_home).ctx("the first home's api.json")?;
     lab.stop(first);
-    let mut relay_args = strings(&["-v", "relay"]);
-    relay_args.extend(listen_args(RELAY_PORT));
-    relay_args.extend(strings(&[
-        "--external",
-        &format!("/ip4/{RELAY_IP}/udp/{RELAY_PORT}/quic-v1"),
-        "--external",
-        &format!("/ip4/{RELAY_IP}/tcp/{RELAY_PORT}"),
-        "--mesh",
-        &mesh_id,
-    ]));
+    let relay_args = relay_args(&mesh_id);
     let relay = lab.spawn("relay", INET, &d_relay, &relay_args, &env, "relay.json");
     let info: Value = serde_json::from_str(&lab::read(&d_relay.join("relay.json")))
         .ctx("relay.json is not JSON")?;

@@ -48,6 +48,8 @@ pub const PHONE: &str = "phone";
 pub const STRANGER: &str = "stranger";
 
 pub const RELAY_IP: &str = "198.51.100.1";
+/// The relay listens on this port, TCP and QUIC.
+pub const RELAY_PORT: u16 = 4001;
 pub const HROUTER_WAN: &str = "198.51.100.10";
 pub const PROUTER_WAN: &str = "198.51.100.20";
 pub const STRANGER_IP: &str = "198.51.100.30";
@@ -760,4 +762,34 @@ pub fn read(p: &Path) -> String {
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// `--listen` on every interface at `port`, QUIC and TCP.
+pub fn listen_args(port: u16) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+        "--listen".into(),
+        format!("/ip4/0.0.0.0/tcp/{port}"),
+    ]
+}
+
+/// `tunemesh -v relay …` as the lab runs it: on the inet namespace's
+/// address, serving `mesh_id`.
+pub fn relay_args(mesh_id: &str) -> Vec<String> {
+    let mut a = strings(&["-v", "relay"]);
+    a.extend(listen_args(RELAY_PORT));
+    a.extend(strings(&[
+        "--external",
+        &format!("/ip4/{RELAY_IP}/udp/{RELAY_PORT}/quic-v1"),
+        "--external",
+        &format!("/ip4/{RELAY_IP}/tcp/{RELAY_PORT}"),
+        "--mesh",
+        mesh_id,
+    ]));
+    a
 }

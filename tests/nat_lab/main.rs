@@ -253,7 +253,6 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 const STARTUP_ALLOWANCE: f64 = 2.0;
 /// Length of the generated track the 3G check streams.
 const LONG_SECS: u32 = 30;
-const RELAY_PORT: u16 = 4001;
 const HOME_PORT: u16 = 4001;
 const PHONE_PORT: u16 = 4002;
 const STRANGER_PORT: u16 = 4003;
@@ -262,19 +261,6 @@ const STRANGER_PORT: u16 = 4003;
 /// default of one test thread per core), the full lab, whose 3G check
 /// measures real time, runs alone.
 static CPU: RwLock<()> = RwLock::new(());
-
-fn listen_args(port: u16) -> Vec<String> {
-    vec![
-        "--listen".into(),
-        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
-        "--listen".into(),
-        format!("/ip4/0.0.0.0/tcp/{port}"),
-    ]
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 /// `serve` daemons log at info, hole punching at debug.
 const SERVE_ENV: &[(&str, &str)] = &[(
@@ -331,16 +317,7 @@ impl Mesh {
 
         // The relay serves the home's mesh: its id first.
         let mesh_id = mesh_id_of(&mut lab, &d_home, &music);
-        let mut relay_args = strings(&["-v", "relay"]);
-        relay_args.extend(listen_args(RELAY_PORT));
-        relay_args.extend(strings(&[
-            "--external",
-            &format!("/ip4/{RELAY_IP}/udp/{RELAY_PORT}/quic-v1"),
-            "--external",
-            &format!("/ip4/{RELAY_IP}/tcp/{RELAY_PORT}"),
-            "--mesh",
-            &mesh_id,
-        ]));
+        let relay_args = relay_args(&mesh_id);
         let relay = lab.spawn("relay", INET, &d_relay, &relay_args, &[], "relay.json");
         let info: Value = serde_json::from_str(&read(&d_relay.join("relay.json")))
             .unwrap_or_else(|e| lab.fail(&format!("relay.json: {e}")));
