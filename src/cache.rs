@@ -32,6 +32,11 @@ pub enum CacheError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Encode(String),
+    /// The cache's disk could not take the bytes (full, read-only, an I/O
+    /// error): the encode itself was fine, so a reader can carry on with an
+    /// uncached encode of its own.
+    #[error("cannot write the transcode cache: {0}")]
+    Storage(String),
     #[error("the cache is shutting down")]
     ShuttingDown,
 }
@@ -75,7 +80,34 @@ impl Key {
 #[derive(Default)]
 struct FlightState {
     written: u64,
-    end: Option<Result<(), String>>,
+    end: Option<Result<(), Failure>>,
+}
+
+/// Why an encode ended without an entry.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The producer failed, or its output was not whole.
+    Encode(String),
+    /// Writing the cache failed.
+    Storage(String),
+}
+
+impl From<Failure> for CacheError {
+    fn from(f: Failure) -> CacheError {
+        match f {
+            Failure::Encode(e) => CacheError::Encode(e),
+            Failure::Storage(e) => CacheError::Storage(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Encode(e) => f.write_str(e),
+            Failure::Storage(e) => write!(f, "cannot write the transcode cache: {e}"),
+        }
+    }
 }
 
 /// One encode in progress, shared by its readers.
@@ -103,7 +135,7 @@ impl Flight {
             }
             match &st.end {
                 Some(Ok(())) => return Ok(0),
-                Some(Err(e)) => return Err(CacheError::Encode(e.clone())),
+                Some(Err(e)) => return Err(e.clone().into()),
                 None => st = self.changed.wait(st).unwrap(),
             }
         }
@@ -121,7 +153,7 @@ impl Flight {
                 }
                 match &st.end {
                     Some(Ok(())) => return Ok(0),
-                    Some(Err(e)) => return Err(CacheError::Encode(e.clone())),
+                    Some(Err(e)) => return Err(e.clone().into()),
                     None => {}
                 }
             }
@@ -163,7 +195,14 @@ struct Shared {
 /// A source of bytes to cache: the pages of a transcode.
 pub trait Producer: Send + 'static {
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
+
+    /// After the last chunk: whether the bytes written, of which `tail` is
+    /// the end, are the whole output (an entry is published only if so).
+    fn check_output(&mut self, tail: &[u8]) -> Result<(), String>;
 }
+
+/// How much of an entry's end [`Producer::check_output`] sees.
+const CHECK_TAIL: u64 = 64 << 10;
 
 impl Cache {
     /// Open (creating) the cache in `dir`, removing what killed encodes
@@ -383,7 +422,7 @@ impl Shared {
     /// An encode ended: publish its entry (renamed into place by the
     /// worker) and evict, then wake its readers. Under the lock, so a new
     /// request sees either the live flight or the complete entry.
-    fn finish(&self, key: Key, flight: &Flight, result: Result<(), String>) {
+    fn finish(&self, key: Key, flight: &Flight, result: Result<(), Failure>) {
         let mut inner = self.inner.lock().unwrap();
         inner.flights.remove(&key);
         if result.is_ok() {
@@ -424,36 +463,52 @@ impl EncodeJob {
         let _g = span.enter();
         let result = self.pump(&mut producer);
         if let Err(e) = &result {
-            tracing::debug!("encode failed: {e}");
+            match e {
+                Failure::Storage(_) => tracing::warn!("{e}; readers go on uncached"),
+                Failure::Encode(_) => tracing::debug!("encode failed: {e}"),
+            }
             let _ = fs::remove_file(&self.flight.part);
         }
         self.shared.finish(self.key, &self.flight, result);
     }
 
-    fn pump<P: Producer>(&mut self, producer: &mut P) -> Result<(), String> {
+    fn pump<P: Producer>(&mut self, producer: &mut P) -> Result<(), Failure> {
+        let storage = |what: &str| {
+            let what = what.to_owned();
+            move |e: io::Error| Failure::Storage(format!("{what}: {e}"))
+        };
         loop {
             if self.shared.shutdown.load(Ordering::Relaxed) {
-                return Err("the node is shutting down".into());
+                return Err(Failure::Encode("the node is shutting down".into()));
             }
-            match producer.next_chunk()? {
+            match producer.next_chunk().map_err(Failure::Encode)? {
                 Some(bytes) => {
-                    self.file
-                        .write_all(&bytes)
-                        .map_err(|e| format!("cannot write the transcode cache: {e}"))?;
+                    self.file.write_all(&bytes).map_err(storage("write"))?;
                     let n = bytes.len() as u64;
                     self.flight.update(|s| s.written += n);
                 }
                 None => break,
             }
         }
-        self.file
-            .sync_all()
-            .map_err(|e| format!("cannot sync the transcode cache: {e}"))?;
+        self.file.sync_all().map_err(storage("sync"))?;
+        let tail = read_tail(&self.flight.part, CHECK_TAIL).map_err(storage("read back"))?;
+        producer
+            .check_output(&tail)
+            .map_err(|e| Failure::Encode(format!("not cached, the output is not whole: {e}")))?;
         let entry = self.shared.entry_path(&self.key);
-        fs::rename(&self.flight.part, &entry)
-            .map_err(|e| format!("cannot publish the transcode: {e}"))?;
+        fs::rename(&self.flight.part, &entry).map_err(storage("publish"))?;
         Ok(())
     }
+}
+
+/// The last `n` bytes of the file at `path`.
+fn read_tail(path: &Path, n: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+    let mut v = Vec::with_capacity(n.min(len) as usize);
+    f.read_to_end(&mut v)?;
+    Ok(v)
 }
 
 /// Reads one cache entry, complete or live, from some byte offset. A live
@@ -470,6 +525,11 @@ impl CacheReader {
     /// The total length, known for complete entries only.
     pub fn total_len(&self) -> Option<u64> {
         self.len
+    }
+
+    /// The byte offset of the next read.
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 
     /// Whether the entry is complete (not a live encode).

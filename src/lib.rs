@@ -9,6 +9,7 @@ pub mod api;
 pub mod cache;
 pub mod index;
 pub mod library;
+pub mod limits;
 pub mod mesh;
 pub mod model;
 pub mod node;

@@ -87,7 +87,12 @@ pub struct Stream {
 
 enum Body {
     File(File),
-    Cache(CacheReader),
+    Cache {
+        reader: CacheReader,
+        /// How to make the same bytes without the cache, should its disk
+        /// fail under a live encode.
+        redo: Option<Redo>,
+    },
     Live {
         transcode: Box<Transcode>,
         pending: Vec<u8>,
@@ -101,7 +106,7 @@ impl Stream {
     pub fn is_complete(&self) -> bool {
         match &self.body {
             Body::File(_) => true,
-            Body::Cache(r) => r.is_complete(),
+            Body::Cache { reader, .. } => reader.is_complete(),
             Body::Live { .. } => false,
         }
     }
@@ -124,11 +129,66 @@ impl Stream {
     }
 }
 
+/// A transcode to open again: its source and request.
+struct Redo {
+    path: PathBuf,
+    req: Request,
+}
+
+impl Redo {
+    fn open(&self) -> Result<Box<Transcode>, TranscodeError> {
+        match transcode::open(&self.path, &self.req)? {
+            Output::Opus(t) => Ok(t),
+            Output::Passthrough { .. } => Err(TranscodeError::Internal(
+                "a passthrough where an encode was cached".into(),
+            )),
+        }
+    }
+}
+
+/// Whether `e` says the cache's disk failed (not the encode).
+fn is_storage_failure(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|x| x.downcast_ref::<CacheError>())
+        .is_some_and(|c| matches!(c, CacheError::Storage(_)))
+}
+
+impl Stream {
+    /// The cache could not keep the encode this stream follows: go on with
+    /// an encode of our own from the same byte (transcodes are
+    /// deterministic, so the bytes are the same).
+    fn continue_uncached(&mut self, why: &io::Error) -> io::Result<()> {
+        let Body::Cache {
+            reader,
+            redo: Some(redo),
+        } = &self.body
+        else {
+            return Err(io::Error::other(why.to_string()));
+        };
+        tracing::warn!("{why}; streaming uncached");
+        let pos = reader.position();
+        let transcode = redo.open().map_err(io::Error::other)?;
+        self.body = Body::Live {
+            transcode,
+            pending: Vec::new(),
+            at: 0,
+        };
+        self.via = Via::Live;
+        self.skip(pos)
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Body::Cache { reader, .. } = &mut self.body {
+            match reader.read(buf) {
+                Err(e) if is_storage_failure(&e) => self.continue_uncached(&e)?,
+                r => return r,
+            }
+        }
         match &mut self.body {
             Body::File(f) => f.read(buf),
-            Body::Cache(r) => r.read(buf),
+            Body::Cache { reader, .. } => reader.read(buf),
             Body::Live {
                 transcode,
                 pending,
@@ -157,6 +217,14 @@ struct Pages(Box<Transcode>);
 impl Producer for Pages {
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
         self.0.next_pages().map_err(|e| e.to_string())
+    }
+
+    fn check_output(&mut self, tail: &[u8]) -> Result<(), String> {
+        let want = self.0.end_granule().map_err(|e| e.to_string())?;
+        match transcode::last_granule(tail) {
+            Some(g) if g == want => Ok(()),
+            got => Err(format!("the last page ends at granule {got:?}, not {want}")),
+        }
     }
 }
 
@@ -227,20 +295,39 @@ impl Streamer {
         if whole {
             if let Some(cache) = &self.cache {
                 if let Some(r) = cache.open_at(&key, 0)? {
-                    let via = if r.is_complete() {
-                        Via::CacheHit
-                    } else {
-                        Via::Encode
-                    };
-                    return Ok(Stream {
-                        mime: OPUS_MIME,
-                        via,
-                        len: r.total_len(),
-                        body: Body::Cache(r),
+                    let redo = (!r.is_complete()).then(|| Redo {
+                        path: path.clone(),
+                        req: self.request(track, kbps, req),
                     });
+                    return Ok(cached(r, redo));
                 }
             }
         }
+        let treq = self.request(track, kbps, req);
+        let t = match transcode::open(&path, &treq)? {
+            Output::Passthrough { .. } => return original(Via::Passthrough),
+            Output::Opus(t) => t,
+        };
+        if let (Some(cache), true) = (&self.cache, whole) {
+            let mut t = Some(t);
+            match cache.get_or_start(key, || Ok(Pages(t.take().expect("called once")))) {
+                Ok(r) => {
+                    let redo = Redo { path, req: treq };
+                    return Ok(cached(r, Some(redo)));
+                }
+                // The cache's disk refuses even a new file: stream uncached.
+                Err(e @ (CacheError::Io { .. } | CacheError::Storage(_))) => {
+                    tracing::warn!("{e}; streaming uncached");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(live(Redo { path, req: treq }.open()?));
+        }
+        Ok(live(t))
+    }
+
+    /// The transcode request for `track` at `kbps`.
+    fn request(&self, track: &Track, kbps: u32, req: &StreamRequest) -> Request {
         let mut treq = Request::new(kbps);
         treq.start = req.start;
         treq.duration = req.duration;
@@ -251,37 +338,36 @@ impl Streamer {
             artists: track.tags.artists.clone(),
             album: track.tags.album.clone(),
         };
-        let t = match transcode::open(&path, &treq)? {
-            Output::Passthrough { .. } => return original(Via::Passthrough),
-            Output::Opus(t) => t,
-        };
-        match (&self.cache, whole) {
-            (Some(cache), true) => {
-                let mut t = Some(t);
-                let r = cache.get_or_start(key, || Ok(Pages(t.take().expect("called once"))))?;
-                let via = if r.is_complete() {
-                    Via::CacheHit
-                } else {
-                    Via::Encode
-                };
-                Ok(Stream {
-                    mime: OPUS_MIME,
-                    via,
-                    len: r.total_len(),
-                    body: Body::Cache(r),
-                })
-            }
-            _ => Ok(Stream {
-                mime: OPUS_MIME,
-                via: Via::Live,
-                len: None,
-                body: Body::Live {
-                    transcode: t,
-                    pending: Vec::new(),
-                    at: 0,
-                },
-            }),
-        }
+        treq
+    }
+}
+
+/// A stream read from the cache (a complete entry or a live encode).
+fn cached(r: CacheReader, redo: Option<Redo>) -> Stream {
+    let via = if r.is_complete() {
+        Via::CacheHit
+    } else {
+        Via::Encode
+    };
+    Stream {
+        mime: OPUS_MIME,
+        via,
+        len: r.total_len(),
+        body: Body::Cache { reader: r, redo },
+    }
+}
+
+/// A stream straight from a transcode, cached nowhere.
+fn live(transcode: Box<Transcode>) -> Stream {
+    Stream {
+        mime: OPUS_MIME,
+        via: Via::Live,
+        len: None,
+        body: Body::Live {
+            transcode,
+            pending: Vec::new(),
+            at: 0,
+        },
     }
 }
 

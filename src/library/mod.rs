@@ -825,22 +825,23 @@ fn read_audio(
         let Some(ft) = recognise(&mut cur, buf.len() as u64, promised_audio)? else {
             return Ok(None);
         };
-        let comments = probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
+        let checked = probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
         let id = Hash32::of(&buf);
-        let parsed = tags::read(Cursor::new(&buf), ft, comments).map_err(ReadError::Bad)?;
+        let parsed =
+            tags::read(Cursor::new(&buf), ft, checked, buf.len() as u64).map_err(ReadError::Bad)?;
         (id, parsed, buf.len() as u64)
     } else {
         let mut reader = std::io::BufReader::new(file);
         let Some(ft) = recognise(&mut reader, len, promised_audio)? else {
             return Ok(None);
         };
-        let comments = probe::check(&mut reader, len, ft).map_err(ReadError::Bad)?;
+        let checked = probe::check(&mut reader, len, ft).map_err(ReadError::Bad)?;
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         let mut h = blake3::Hasher::new();
         h.update_reader(&mut reader).map_err(io)?;
         let id: Hash32 = h.finalize().into();
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-        let parsed = tags::read(reader, ft, comments).map_err(ReadError::Bad)?;
+        let parsed = tags::read(reader, ft, checked, len).map_err(ReadError::Bad)?;
         (id, parsed, len)
     };
     let cover = match parsed.picture {

@@ -5,8 +5,11 @@
 //! kilobytes at known offsets: they must stay O(1) in the file size so a scan
 //! keeps its speed, and they must never allocate what a header claims.
 
+use crate::limits;
 use lofty::file::FileType;
 use std::io::{Read, Seek, SeekFrom};
+
+mod pcm;
 
 pub type Format = FileType;
 
@@ -62,15 +65,53 @@ pub fn describe(head: &[u8]) -> String {
 /// Raw Vorbis comments in file order, `(KEY uppercased, value)`.
 pub type Comments = Vec<(String, String)>;
 
+/// What the structural checks learnt beyond "it is whole".
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// For Vorbis-comment formats, the raw comments in file order (lofty
+    /// 0.25 reorders repeated fields such as several TITLEs).
+    pub comments: Option<Comments>,
+    /// How the bytes relate to the duration, when the header says (PCM in
+    /// WAV and AIFF, MPEG audio).
+    pub density: Option<limits::Density>,
+    /// The duration the audio bytes really hold, when a header's own
+    /// count is not to be trusted: exact for PCM, estimated from the first
+    /// frame's bitrate for MPEG (as ffmpeg does).
+    pub duration_from_bytes: Option<f64>,
+    /// A WAV or AIFF header's stream facts, read raw: enough to index the
+    /// file when lofty refuses it (a data chunk that claims more than the
+    /// file holds, which ffmpeg plays).
+    pub pcm: Option<PcmFacts>,
+}
+
+/// The stream of a WAV or AIFF file, as its header says (checked against
+/// the limits).
+#[derive(Debug, Clone, Copy)]
+pub struct PcmFacts {
+    pub rate: u32,
+    pub channels: u32,
+    pub bits: u32,
+}
+
 /// Structural checks for a recognised format. `Err` says what is wrong.
-/// For Vorbis-comment formats, also returns the raw comments in file order
-/// (lofty 0.25 reorders repeated fields such as several TITLEs).
-pub fn check<R: Read + Seek>(r: &mut R, len: u64, ft: Format) -> Result<Option<Comments>, String> {
+/// Plausibility limits ([`limits::check_stream`]) are applied to the raw
+/// header fields here, before any parser sizes anything from them.
+pub fn check<R: Read + Seek>(r: &mut R, len: u64, ft: Format) -> Result<Checked, String> {
     match ft {
-        FileType::Flac => check_flac(r, len),
-        FileType::Vorbis | FileType::Opus => check_ogg(r, ft),
-        FileType::Mpeg => check_mpeg(r, len).map(|()| None),
-        _ => Ok(None),
+        FileType::Flac => check_flac(r, len).map(|comments| Checked {
+            comments,
+            density: Some(limits::Density::Compressed),
+            ..Checked::default()
+        }),
+        FileType::Vorbis | FileType::Opus => check_ogg(r, ft).map(|comments| Checked {
+            comments,
+            density: Some(limits::Density::Compressed),
+            ..Checked::default()
+        }),
+        FileType::Mpeg => check_mpeg(r, len),
+        FileType::Wav => pcm::check_wav(r, len),
+        FileType::Aiff => pcm::check_aiff(r, len),
+        _ => Ok(Checked::default()),
     }
     .map_err(|e| format!("{} file: {e}", crate::library::tags::container_name(&ft)))
 }
@@ -297,32 +338,50 @@ fn id3v2_end<R: Read + Seek>(r: &mut R) -> u64 {
 
 /// Checks that real MPEG frames follow the tag, and that the audio is as
 /// long as the Xing/Info header (written by LAME and most encoders) says.
-fn check_mpeg<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
+/// A Xing frame count that the bytes cannot hold (a lying header) is
+/// ignored: the duration is then estimated from the bytes and the first
+/// frame's bitrate.
+fn check_mpeg<R: Read + Seek>(r: &mut R, len: u64) -> Result<Checked, String> {
     let start = id3v2_end(r);
     let (pos, frame) = first_mpeg_frame(r, start).ok_or("no valid MPEG audio frame found")?;
+    let mut checked = Checked {
+        density: Some(limits::Density::Mpeg),
+        ..Checked::default()
+    };
+    let present = len - pos;
+    let head: [u8; 4] = frame[..4].try_into().expect("a frame header");
     let Some(x) = memchr::memmem::find(&frame[..frame.len().min(64)], b"Xing")
         .or_else(|| memchr::memmem::find(&frame[..frame.len().min(64)], b"Info"))
     else {
-        return Ok(());
+        return Ok(checked);
     };
-    let flags = frame
-        .get(x + 4..x + 8)
-        .map(|b| u32::from_be_bytes(b.try_into().expect("4")));
-    let Some(flags) = flags else { return Ok(()) };
+    let be32 = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4")))
+    };
+    let Some(flags) = be32(x + 4) else {
+        return Ok(checked);
+    };
     let mut at = x + 8;
     if flags & 1 != 0 {
+        if let (Some(frames), Some((rate, per_frame))) = (be32(at), mpeg_timing(head)) {
+            let claimed = f64::from(frames) * f64::from(per_frame) / f64::from(rate);
+            if let limits::Claim::Capped { .. } =
+                limits::check_duration(claimed, present, limits::Density::Mpeg)
+            {
+                checked.duration_from_bytes =
+                    mpeg_bitrate(head).map(|bps| present as f64 * 8.0 / f64::from(bps));
+            }
+        }
         at += 4; // frame count
     }
     if flags & 2 == 0 {
-        return Ok(());
+        return Ok(checked);
     }
-    let Some(declared) = frame
-        .get(at..at + 4)
-        .map(|b| u64::from(u32::from_be_bytes(b.try_into().expect("4"))))
-    else {
-        return Ok(());
+    let Some(declared) = be32(at).map(u64::from) else {
+        return Ok(checked);
     };
-    let present = len - pos;
     // Encoders differ on whether the byte count includes trailing tags;
     // allow an ID3v1 tag plus a little slack.
     if declared > present + 128 + 1024 {
@@ -331,10 +390,38 @@ fn check_mpeg<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
             present as f64 / declared as f64 * 100.0
         ));
     }
-    Ok(())
+    Ok(checked)
 }
 
-fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Sample rate and samples per frame of a valid MPEG frame header.
+fn mpeg_timing(h: [u8; 4]) -> Option<(u32, u32)> {
+    let version = (h[1] >> 3) & 3; // 0 = 2.5, 2 = 2, 3 = 1
+    let layer = (h[1] >> 1) & 3; // 1 = III, 2 = II, 3 = I
+    let sr_idx = usize::from((h[2] >> 2) & 3);
+    let base = [11025, 12000, 8000].get(sr_idx)?;
+    let rate = match version {
+        3 => base * 4,
+        2 => base * 2,
+        0 => *base,
+        _ => return None,
+    };
+    let per_frame = match (layer, version) {
+        (3, _) => 384,
+        (2, _) | (1, 3) => 1152,
+        (1, _) => 576,
+        _ => return None,
+    };
+    Some((rate, per_frame))
+}
+
+/// Bitrate in bits/s of a valid MPEG frame header.
+fn mpeg_bitrate(h: [u8; 4]) -> Option<u32> {
+    let len = mpeg_frame_len(h)? as u64;
+    let (rate, per_frame) = mpeg_timing(h)?;
+    Some((len * 8 * u64::from(rate) / u64::from(per_frame)) as u32)
+}
+
+pub(super) fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {
@@ -345,7 +432,11 @@ fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn read_at<R: Read + Seek>(r: &mut R, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_at<R: Read + Seek>(
+    r: &mut R,
+    pos: u64,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     r.seek(SeekFrom::Start(pos))?;
     read_up_to(r, buf)
 }

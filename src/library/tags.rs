@@ -14,7 +14,9 @@ use lofty::prelude::ItemKey;
 use lofty::tag::Tag;
 use std::io::{Read, Seek};
 
+use super::probe::Checked;
 pub use super::probe::Comments;
+use crate::limits;
 
 /// What a file says about itself.
 #[derive(Debug, Default)]
@@ -27,17 +29,80 @@ pub struct Parsed {
 
 /// Parse tags and properties. `Err` carries a message for the user.
 ///
-/// `comments`, when given, are the file's raw Vorbis comments in file order;
-/// text fields are taken from them instead of lofty's tag view, which
-/// reorders repeated fields.
+/// `checked` is what the structural checks learnt: the file's raw Vorbis
+/// comments in file order (text fields are taken from them instead of
+/// lofty's tag view, which reorders repeated fields), and what the bytes
+/// say of the duration. `len` is the file's size.
+///
+/// A tag lofty cannot parse (an ID3v2 frame with a lying size, say) does
+/// not cost the track: the audio properties are read again with tags
+/// ignored, as ffmpeg plays such files.
 pub fn read<R: Read + Seek>(
-    reader: R,
+    mut reader: R,
     ft: FileType,
-    comments: Option<Comments>,
+    checked: Checked,
+    len: u64,
 ) -> Result<Parsed, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        read_inner(reader, ft, comments)
-    })) {
+    let first = guarded(|| read_inner(&mut reader, ft, &checked, len, TagPolicy::Read));
+    match first {
+        Err(e) if !matches!(ft, FileType::Vorbis | FileType::Opus | FileType::Flac) => {
+            reader
+                .seek(std::io::SeekFrom::Start(0))
+                .map_err(|io| io.to_string())?;
+            match guarded(|| read_inner(&mut reader, ft, &checked, len, TagPolicy::Skip)) {
+                Ok(p) => {
+                    tracing::warn!("unreadable tags ({e}); indexed without them");
+                    Ok(p)
+                }
+                Err(_) => match checked.pcm {
+                    // lofty refuses what our own header reading accepted
+                    // (and the decoder plays): index it from that.
+                    Some(pcm) => {
+                        tracing::warn!("{e}; indexed from its format header");
+                        Ok(from_pcm_header(ft, pcm, &checked, len))
+                    }
+                    None => Err(e),
+                },
+            }
+        }
+        r => r,
+    }
+}
+
+/// What a WAV or AIFF file is, from its raw header alone (no tags).
+fn from_pcm_header(
+    ft: FileType,
+    pcm: super::probe::PcmFacts,
+    checked: &Checked,
+    len: u64,
+) -> Parsed {
+    let secs = checked.duration_from_bytes.unwrap_or(0.0);
+    let bps = f64::from(pcm.rate) * f64::from(pcm.channels) * f64::from(pcm.bits);
+    Parsed {
+        tags: Tags::default(),
+        audio: AudioInfo {
+            codec: codec_name(&ft).to_owned(),
+            container: container_name(&ft).to_owned(),
+            duration_ms: (secs * 1000.0).round() as u64,
+            sample_rate: pcm.rate,
+            channels: pcm.channels,
+            bit_depth: Some(pcm.bits).filter(|&b| b > 0),
+            bitrate_kbps: Some((bps / 1000.0).round() as u32).filter(|&b| b > 0 && len > 0),
+        },
+        picture: None,
+    }
+}
+
+/// Whether to read tags or only the audio properties.
+#[derive(Clone, Copy, PartialEq)]
+enum TagPolicy {
+    Read,
+    Skip,
+}
+
+/// Run lofty, turning a panic into an error.
+fn guarded(f: impl FnOnce() -> Result<Parsed, String>) -> Result<Parsed, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(panic) => {
             let msg = panic
@@ -53,11 +118,14 @@ pub fn read<R: Read + Seek>(
 fn read_inner<R: Read + Seek>(
     mut reader: R,
     ft: FileType,
-    comments: Option<Comments>,
+    checked: &Checked,
+    len: u64,
+    policy: TagPolicy,
 ) -> Result<Parsed, String> {
     let opts = ParseOptions::new()
         .parsing_mode(ParsingMode::BestAttempt)
-        .read_cover_art(true);
+        .read_tags(policy == TagPolicy::Read)
+        .read_cover_art(policy == TagPolicy::Read);
     let err = |e: lofty::error::FileParseError| format!("cannot read {}: {e}", container_name(&ft));
     let (tagged, codec): (TaggedFile, &'static str) = match ft {
         FileType::Mp4 => {
@@ -89,7 +157,7 @@ fn read_inner<R: Read + Seek>(
         }
     };
     let props = tagged.properties();
-    let audio = AudioInfo {
+    let mut audio = AudioInfo {
         codec: codec.to_owned(),
         container: container_name(&ft).to_owned(),
         duration_ms: props.duration().as_millis() as u64,
@@ -106,6 +174,9 @@ fn read_inner<R: Read + Seek>(
             audio.channels
         ));
     }
+    limits::check_stream(audio.sample_rate.into(), audio.channels.into())
+        .map_err(|e| format!("{} file: {e}", container_name(&ft)))?;
+    audio.duration_ms = plausible_duration_ms(audio.duration_ms, checked, len);
     // Primary tag first, then the others (ID3v1 behind ID3v2, ...).
     let mut tags: Vec<&Tag> = Vec::new();
     if let Some(p) = tagged.primary_tag() {
@@ -117,7 +188,7 @@ fn read_inner<R: Read + Seek>(
             .iter()
             .filter(|t| Some(t.tag_type()) != tagged.primary_tag().map(|p| p.tag_type())),
     );
-    let text = match &comments {
+    let text = match &checked.comments {
         Some(c) => tags_from(&Source::Comments(c)),
         None => tags_from(&Source::Tags(&tags)),
     };
@@ -126,6 +197,26 @@ fn read_inner<R: Read + Seek>(
         audio,
         picture: best_picture(&tags),
     })
+}
+
+/// The duration to believe: the header's, unless the bytes present cannot
+/// hold it (then what they hold, exactly for PCM, estimated otherwise).
+fn plausible_duration_ms(claimed_ms: u64, checked: &Checked, len: u64) -> u64 {
+    let claimed = claimed_ms as f64 / 1000.0;
+    let density = checked.density.unwrap_or(limits::Density::Compressed);
+    let secs = match (limits::check_duration(claimed, len, density), density) {
+        // PCM: the bytes are the truth, and a data chunk that claims more
+        // than the file holds is the usual lie.
+        (_, limits::Density::Pcm { .. }) => checked
+            .duration_from_bytes
+            .map_or(claimed, |b| b.min(claimed)),
+        (limits::Claim::Plausible(s), _) => checked.duration_from_bytes.unwrap_or(s),
+        (capped @ limits::Claim::Capped { .. }, _) => {
+            tracing::warn!("{capped}");
+            checked.duration_from_bytes.unwrap_or(capped.seconds())
+        }
+    };
+    (secs * 1000.0).round() as u64
 }
 
 /// Where text fields come from.

@@ -17,6 +17,7 @@ pub mod mp4;
 mod oggopus;
 pub mod opus;
 mod resample;
+mod sizes;
 mod source;
 
 use crate::model::Hash32;
@@ -216,6 +217,12 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
     })))
 }
 
+/// The granule position of the last complete Ogg page in `tail` (the end
+/// of a stream's bytes), if there is one whose CRC holds.
+pub fn last_granule(tail: &[u8]) -> Option<u64> {
+    oggopus::last_granule(tail)
+}
+
 /// A running transcode: call [`next_pages`](Self::next_pages) until it
 /// returns `None`.
 pub struct Transcode {
@@ -253,6 +260,30 @@ impl Transcode {
     /// Channels of the output (1 or 2).
     pub fn channels(&self) -> usize {
         self.channels
+    }
+
+    /// The last granule position the stream ends on (48 kHz samples, the
+    /// pre-skip included), once [`next_pages`](Self::next_pages) has
+    /// returned `None`. Checks the pipeline's own accounting: the samples
+    /// encoded must be exactly what the source decoded to, resampled. The
+    /// cache keeps an output only if its last page carries this granule.
+    pub fn end_granule(&self) -> Result<u64, TranscodeError> {
+        if !self.done {
+            return Err(TranscodeError::Internal(
+                "the transcode has not ended".into(),
+            ));
+        }
+        let decoded = self.source.delivered();
+        let rate = u128::from(self.info.rate);
+        let enc_rate = u128::from(OUT_RATE) / u128::from(self.scale);
+        let want = ((u128::from(decoded) * enc_rate + rate / 2) / rate) as u64;
+        if want != self.frames {
+            return Err(TranscodeError::Internal(format!(
+                "the source decoded to {decoded} frames but {} were encoded (want {want})",
+                self.frames
+            )));
+        }
+        Ok((self.frames + self.pre_skip) * self.scale)
     }
 
     /// The next complete pages, or `None` when the stream has ended. The

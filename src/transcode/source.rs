@@ -61,7 +61,14 @@ pub struct Source {
     /// Scratch space for one decoded packet.
     scratch: Vec<f32>,
     finished: bool,
+    /// Damaged packets and pages skipped so far.
+    skipped: u64,
 }
+
+/// Consecutive damaged packets or pages after which a file is taken to
+/// have no more decodable audio (each skip makes progress through the
+/// file, so this only bounds the time spent on garbage).
+const MAX_CONSECUTIVE_SKIPS: u32 = 1_000;
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source, TranscodeError> {
@@ -71,6 +78,13 @@ impl Source {
         (&file)
             .seek(std::io::SeekFrom::Start(0))
             .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
+        let file = super::sizes::Patched::new(file)
+            .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
+        if file.is_patched() {
+            tracing::warn!(
+                "the sound chunk claims more bytes than the file holds; playing what is there"
+            );
+        }
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -104,10 +118,12 @@ impl Source {
             .channels
             .clone()
             .ok_or_else(|| TranscodeError::Corrupt(format!("{codec}: channel count unknown")))?;
+        // Plausibility first: nothing below may size a buffer or a
+        // resampler table from a header field that lies.
+        let raw_rate = params.sample_rate.unwrap_or(48_000);
+        crate::limits::check_stream(raw_rate.into(), channels.count() as u64)
+            .map_err(|e| TranscodeError::Corrupt(format!("{codec}: {e}")))?;
         let layout = layout_of(&channels);
-        if layout.is_empty() {
-            return Err(TranscodeError::Corrupt(format!("{codec}: no channels")));
-        }
         let packet_trims = track.delay.is_some() || track.padding.is_some();
         let decoder = if params.codec == CODEC_ID_OPUS {
             let head = params.extra_data.as_deref().unwrap_or(&[]);
@@ -136,6 +152,21 @@ impl Source {
             }
             _ => (0, None, track.num_frames),
         };
+        // A frame count the bytes cannot hold is a lying header (a Xing
+        // count of years in a small MP3): forget it, the audio decides.
+        let bytes = file_len(path);
+        let density = if params.codec == CODEC_ID_MP3 {
+            crate::limits::Density::Mpeg
+        } else {
+            crate::limits::Density::Compressed
+        };
+        if let Some(n) = frames {
+            let claim = crate::limits::check_duration(n as f64 / f64::from(rate), bytes, density);
+            if let crate::limits::Claim::Capped { .. } = claim {
+                tracing::warn!("{codec}: {claim}; trusting the audio");
+                frames = None;
+            }
+        }
         let is_opus = matches!(decoder, Decoder::Opus(_));
         if is_opus {
             // Symphonia's Ogg reader reports the pre-skip as the track delay
@@ -162,6 +193,7 @@ impl Source {
             next: None,
             scratch: Vec::new(),
             finished: false,
+            skipped: 0,
         })
     }
 
@@ -237,7 +269,7 @@ impl Source {
                     }
                     // One damaged packet: drop it and go on, as players do.
                     Err(SymError::DecodeError(e)) => {
-                        tracing::debug!(codec = self.info.codec, "dropped a damaged packet: {e}");
+                        self.skip_damage(format_args!("a damaged packet ({e})"));
                         continue;
                     }
                     Err(e) => {
@@ -287,33 +319,80 @@ impl Source {
         false
     }
 
-    /// The next packet of our track, `None` at the end.
+    /// The next packet of our track, `None` at the end of the audio.
+    ///
+    /// Forgiving where ffmpeg is: a damaged page (a bad Ogg CRC, a lost
+    /// MPEG sync) is skipped and the demuxer resynchronises; a file that
+    /// ends early ends the audio there. Only a file with no decodable audio
+    /// at all is an error (see [`check_complete`](Self::check_complete)).
     fn fetch(&mut self) -> Result<Option<Packet>, TranscodeError> {
+        let mut consecutive = 0u32;
         loop {
             match self.reader.next_packet() {
                 Ok(Some(p)) if p.track_id == self.track_id => return Ok(Some(p)),
                 Ok(Some(_)) => continue,
                 Ok(None) => return Ok(None),
                 Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(self.truncated());
+                    self.warn_end(format_args!("the file ends early"));
+                    return Ok(None);
+                }
+                Err(SymError::DecodeError(e)) if consecutive < MAX_CONSECUTIVE_SKIPS => {
+                    consecutive += 1;
+                    self.skip_damage(format_args!("a damaged page ({e})"));
+                }
+                Err(e) if self.pos > 0 || self.skipped > 0 => {
+                    self.warn_end(format_args!("{e}"));
+                    return Ok(None);
                 }
                 Err(e) => return Err(TranscodeError::Corrupt(format!("{}: {e}", self.info.codec))),
             }
         }
     }
 
-    /// Called at the end: a container that promised more frames than it
-    /// held is truncated, not a short track.
+    fn skip_damage(&mut self, what: std::fmt::Arguments<'_>) {
+        self.skipped += 1;
+        // The first few say so; the rest would flood the log.
+        if self.skipped <= 3 {
+            tracing::warn!(
+                codec = self.info.codec,
+                at_s = self.pos as f64 / f64::from(self.info.rate),
+                "skipped {what}"
+            );
+        }
+    }
+
+    fn warn_end(&self, why: std::fmt::Arguments<'_>) {
+        tracing::warn!(
+            codec = self.info.codec,
+            at_s = self.pos as f64 / f64::from(self.info.rate),
+            "the audio ends here: {why}"
+        );
+    }
+
+    /// Frames delivered to the caller so far (after the start position).
+    pub fn delivered(&self) -> u64 {
+        self.pos.saturating_sub(self.start)
+    }
+
+    /// Called at the end. The audio decides, not the header: a container
+    /// that promised more frames than it held plays what it held (the
+    /// scanner has already refused files whose bytes show truncation).
+    /// Only a track with no decodable audio is an error.
     pub fn check_complete(&self) -> Result<(), TranscodeError> {
-        if self.end.is_some_and(|e| self.pos >= e) {
-            return Ok(()); // stopped at an edit-list or excerpt end
+        if self.pos == 0 {
+            return Err(TranscodeError::Corrupt(format!(
+                "{}: no decodable audio",
+                self.info.codec
+            )));
         }
-        match self.info.frames {
-            // Tolerate one second: frame counts in headers are often
+        if let Some(n) = self.info.frames {
+            // One second of slack: frame counts in headers are often
             // approximate (VBR MP3 without a LAME tag, odd Ogg granules).
-            Some(n) if self.pos + u64::from(self.info.rate) < n => Err(self.truncated()),
-            _ => Ok(()),
+            if self.end.is_none() && self.pos + u64::from(self.info.rate) < n {
+                tracing::warn!("{}; playing what is there", self.truncated());
+            }
         }
+        Ok(())
     }
 
     fn truncated(&self) -> TranscodeError {
@@ -332,6 +411,10 @@ impl Source {
             )),
         }
     }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(u64::MAX, |m| m.len())
 }
 
 /// Speaker positions of the interleaved channels, in buffer order.

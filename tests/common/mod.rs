@@ -2,6 +2,8 @@
 //! against a private data dir and parse what it prints.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
