@@ -10,6 +10,11 @@
 //! Must never: listen beyond loopback, answer without the token, or touch
 //! the index, the mesh or files itself; everything goes through [`Node`].
 
+mod listen;
+pub mod range;
+
+pub use listen::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+
 use crate::node::{LibraryTrack, Node, NodeError};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -81,14 +86,7 @@ pub async fn serve(
         .route("/stream/{id}", get(stream))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
-    let c = cancel.clone();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await });
-    tokio::select! {
-        r = server => r,
-        // Open streams would hold a graceful shutdown forever.
-        _ = async { cancel.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => Ok(()),
-    }
+    listen::serve(listener, app, cancel).await
 }
 
 /// Bind the API's loopback listener (port 0 for any free port).
@@ -280,23 +278,6 @@ struct StreamQuery {
     start: Option<f64>,
 }
 
-/// `bytes=A-B`, `bytes=A-` (one range; suffix ranges are not supported).
-fn parse_range(h: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let v = h.get(header::RANGE)?.to_str().ok()?.trim();
-    let spec = v.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let start = a.trim().parse().ok()?;
-    let end = if b.trim().is_empty() {
-        None
-    } else {
-        Some(b.trim().parse().ok()?)
-    };
-    Some((start, end))
-}
-
 async fn stream(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -327,19 +308,19 @@ async fn stream(
         }
         None => 0,
     };
-    let range = if start_ms == 0 {
-        parse_range(&headers)
-    } else {
-        None
-    };
-    let offset = range.map_or(0, |r| r.0);
-    let mut ns = s.node.open_stream(&id, kbps, start_ms, offset).await?;
-    let mut ranged = range.is_some();
-    if ranged && !(ns.complete && ns.total_len.is_some()) {
-        // Not seekable by bytes (a live encode): the whole stream, 200.
-        ranged = false;
-        if offset > 0 {
-            ns = s.node.open_stream(&id, kbps, start_ms, 0).await?;
+    // Ranges apply to whole tracks whose length is final (originals and
+    // finished transcodes); a live encode is sent whole, 200.
+    let spec = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| start_ms == 0)
+        .and_then(range::parse);
+    let mut ns = s.node.open_stream(&id, kbps, start_ms, 0).await?;
+    let total = ns.total_len.filter(|_| ns.complete);
+    let answer = total.map_or(range::Answer::Whole, |len| range::resolve(spec, len));
+    if let range::Answer::Part { first, .. } = answer {
+        if first > 0 {
+            ns = s.node.open_stream(&id, kbps, start_ms, first).await?;
         }
     }
     let mut resp = Response::builder()
@@ -351,21 +332,21 @@ async fn stream(
     if ns.complete {
         resp = resp.header(header::ACCEPT_RANGES, "bytes");
     }
-    let total = ns.total_len.filter(|_| ns.complete);
-    let (status, body) = match (ranged, total) {
-        (true, Some(total)) => {
-            let (a, b) = range.unwrap_or((0, None));
-            if a >= total {
-                return Ok(Response::builder()
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{total}"))
-                    .body(Body::empty())
-                    .unwrap_or_default());
-            }
-            let end = b.unwrap_or(total - 1).min(total - 1);
-            let len = end + 1 - a;
+    let (status, body) = match (answer, total) {
+        (range::Answer::Unsatisfiable, Some(total)) => {
+            return Ok(Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Body::empty())
+                .unwrap_or_default());
+        }
+        (range::Answer::Part { first, last }, Some(total)) => {
+            let len = answer.part_len().unwrap_or(0);
             resp = resp
-                .header(header::CONTENT_RANGE, format!("bytes {a}-{end}/{total}"))
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {first}-{last}/{total}"),
+                )
                 .header(header::CONTENT_LENGTH, len);
             let r = ns.reader.take(len);
             (

@@ -39,6 +39,10 @@ use tracing::Instrument;
 
 /// Chunk size of audio streams (mesh frames and the local pump).
 const CHUNK: usize = 64 << 10;
+/// First wait before the watcher starts again after a failed scan (the
+/// index's disk full, say); it doubles up to [`WATCH_RETRY_MAX`].
+const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Most entries a sync asks for in one reply (and with records, when we
 /// hold nothing under that part of the trie yet).
 const MAX_ENTRIES: u32 = 1024;
@@ -528,43 +532,70 @@ impl Node {
                     tracing::warn!("home node without library folders: serving nothing");
                     return;
                 }
-                let opts = node.inner.cfg.scan.clone();
-                match library::scan(&ix, &roots, &opts, &|_| {}) {
-                    Ok(r) => tracing::info!(
-                        files = r.files,
-                        tracks = r.tracks,
-                        added = r.added,
-                        removed = r.removed,
-                        "library scanned"
-                    ),
-                    Err(e) => tracing::error!("scan failed: {e}"),
-                }
-                let _ = handle.block_on(node.refresh_snapshot());
-                let r = library::watch::watch(
-                    &ix,
-                    &roots,
-                    &opts,
-                    node.inner.cfg.debounce,
-                    &stop,
-                    |scopes, report| {
-                        tracing::info!(
-                            ?scopes,
-                            added = report.added,
-                            changed = report.changed,
-                            removed = report.removed,
-                            "rescanned"
-                        );
-                        if let Err(e) = handle.block_on(node.refresh_snapshot()) {
-                            tracing::error!("snapshot: {e}");
+                // A scan or the watch can fail (the index's disk full, a
+                // folder gone): say so, wait, and start again with a full
+                // rescan, which finds whatever changed meanwhile. Only a
+                // shutdown ends this loop.
+                let mut backoff = WATCH_RETRY_MIN;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match node.scan_and_watch(&roots, &handle, &stop) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!("watching stopped: {e}; trying again in {backoff:?}");
                         }
-                    },
-                );
-                if let Err(e) = r {
-                    tracing::error!("watching stopped: {e}");
+                    }
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(WATCH_RETRY_MAX);
                 }
             })?;
         *self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(())
+    }
+
+    /// Scan the library folders, then watch them until `stop` is set (Ok)
+    /// or a scan fails (Err). Runs on the watcher thread.
+    fn scan_and_watch(
+        &self,
+        roots: &[PathBuf],
+        handle: &tokio::runtime::Handle,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), library::watch::WatchError> {
+        let ix = self.inner.index.clone();
+        let opts = self.inner.cfg.scan.clone();
+        let r = library::scan(&ix, roots, &opts, &|_| {})?;
+        tracing::info!(
+            files = r.files,
+            tracks = r.tracks,
+            added = r.added,
+            removed = r.removed,
+            "library scanned"
+        );
+        if let Err(e) = handle.block_on(self.refresh_snapshot()) {
+            tracing::error!("snapshot: {e}");
+        }
+        library::watch::watch(
+            &ix,
+            roots,
+            &opts,
+            self.inner.cfg.debounce,
+            stop,
+            |scopes, report| {
+                tracing::info!(
+                    ?scopes,
+                    added = report.added,
+                    changed = report.changed,
+                    removed = report.removed,
+                    "rescanned"
+                );
+                if let Err(e) = handle.block_on(self.refresh_snapshot()) {
+                    tracing::error!("snapshot: {e}");
+                }
+            },
+        )
     }
 
     // ----- events from the mesh ----------------------------------------------
@@ -1172,7 +1203,8 @@ impl Node {
             let mut s = match streamer.open(&t, &req) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = head_tx.send(Err(e.to_string()));
+                    tracing::warn!(track = %t.id, "cannot stream: {e}");
+                    let _ = head_tx.send(Err(e.public_message()));
                     return;
                 }
             };

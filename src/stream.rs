@@ -32,6 +32,26 @@ pub enum StreamError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl StreamError {
+    /// The error as a listener may see it (an HTTP client, another
+    /// device): what went wrong, without file-system paths. The full error
+    /// goes to the node's log.
+    pub fn public_message(&self) -> String {
+        match self {
+            StreamError::NoSource(id) => format!("no copy of track {id} is readable here"),
+            StreamError::Transcode(TranscodeError::Io(_)) => "cannot read the track's file".into(),
+            StreamError::Transcode(e) => e.to_string(),
+            StreamError::Cache(CacheError::Io { source, .. }) => {
+                format!("transcode cache: {}", source.kind())
+            }
+            StreamError::Cache(e) => e.to_string(),
+            StreamError::Io { source, .. } => {
+                format!("cannot read the track's file: {}", source.kind())
+            }
+        }
+    }
+}
+
 /// What the listener asked for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Profile {

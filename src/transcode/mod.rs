@@ -12,12 +12,12 @@
 //! never write files (the cache and the CLI do) nor block on anything but
 //! reading its source.
 
+mod input;
 mod mix;
 pub mod mp4;
 mod oggopus;
 pub mod opus;
 mod resample;
-mod sizes;
 mod source;
 
 use crate::model::Hash32;

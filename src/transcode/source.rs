@@ -63,6 +63,10 @@ pub struct Source {
     finished: bool,
     /// Damaged packets and pages skipped so far.
     skipped: u64,
+    /// Damaged Ogg pages the input has seen (symphonia's Ogg reader skips
+    /// them itself, quietly), and how many of them were reported.
+    damaged_pages: super::input::Damaged,
+    damaged_seen: usize,
 }
 
 /// Consecutive damaged packets or pages after which a file is taken to
@@ -78,13 +82,14 @@ impl Source {
         (&file)
             .seek(std::io::SeekFrom::Start(0))
             .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
-        let file = super::sizes::Patched::new(file)
+        let file = super::input::Input::new(file)
             .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
         if file.is_patched() {
             tracing::warn!(
                 "the sound chunk claims more bytes than the file holds; playing what is there"
             );
         }
+        let damaged_pages = file.damaged_pages();
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -194,6 +199,8 @@ impl Source {
             scratch: Vec::new(),
             finished: false,
             skipped: 0,
+            damaged_pages,
+            damaged_seen: 0,
         })
     }
 
@@ -278,6 +285,7 @@ impl Source {
                 },
                 Decoder::Opus(d) => d.decode(&packet.data, &mut self.scratch)?,
             };
+            self.note_damaged_pages();
             // Trims count only at the edges: leading packets (nothing
             // delivered yet) and the very last one. Symphonia's Ogg reader
             // also puts bogus end trims on some mid-stream packets where
@@ -346,6 +354,18 @@ impl Source {
                 }
                 Err(e) => return Err(TranscodeError::Corrupt(format!("{}: {e}", self.info.codec))),
             }
+        }
+    }
+
+    /// Report damaged Ogg pages the demuxer skipped since the last call.
+    fn note_damaged_pages(&mut self) {
+        let new: Vec<u64> = {
+            let d = self.damaged_pages.lock().unwrap_or_else(|e| e.into_inner());
+            d[self.damaged_seen.min(d.len())..].to_vec()
+        };
+        for at in new {
+            self.damaged_seen += 1;
+            self.skip_damage(format_args!("a damaged Ogg page at byte {at}"));
         }
     }
 

@@ -233,29 +233,59 @@ pub fn ogg_pages(b: &[u8]) -> Vec<(usize, usize)> {
     pages
 }
 
-/// An Ogg file re-paged so that every packet after the headers has a page
-/// of its own (the fixtures are too short to have many pages otherwise).
+/// An Ogg file re-paged so that every audio packet has a page of its own
+/// (the fixtures are too short to have more than one audio page). Each
+/// page's granule is where its packet ends, as symphonia (an independent
+/// reader of the original) times the packets.
 pub fn ogg_one_packet_per_page(src: &[u8]) -> Vec<u8> {
-    let mut reader = ogg::PacketReader::new(std::io::Cursor::new(src));
-    let mut out = Vec::new();
-    {
-        let mut w = ogg::PacketWriter::new(&mut out);
-        let mut n = 0;
-        while let Some(p) = reader.read_packet().unwrap() {
-            // The identification header alone on the first page, the
-            // comment and setup headers together, then a page a packet.
-            let end = if p.last_in_stream() {
-                ogg::PacketWriteEndInfo::EndStream
-            } else if n == 1 {
-                ogg::PacketWriteEndInfo::NormalPacket
-            } else {
-                ogg::PacketWriteEndInfo::EndPage
-            };
-            w.write_packet(p.data.clone(), p.stream_serial(), end, p.absgp_page())
-                .unwrap();
-            n += 1;
-        }
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::formats::FormatOptions;
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+    let mss = MediaSourceStream::new(
+        Box::new(std::io::Cursor::new(src.to_vec())),
+        Default::default(),
+    );
+    let mut format = symphonia::default::get_probe()
+        .probe(
+            &Hint::new(),
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .unwrap();
+    let mut ends = Vec::new();
+    while let Ok(Some(p)) = format.next_packet() {
+        ends.push((p.pts.get() + p.dur.get() as i64).max(0) as u64);
     }
+    let mut packets = Vec::new();
+    let mut reader = ogg::PacketReader::new(std::io::Cursor::new(src));
+    while let Some(p) = reader.read_packet().unwrap() {
+        packets.push(p);
+    }
+    let headers = packets.len() - ends.len();
+    let mut out = Vec::new();
+    let mut w = ogg::PacketWriter::new(&mut out);
+    let n = packets.len();
+    for (i, p) in packets.into_iter().enumerate() {
+        let end = if i + 1 == n {
+            ogg::PacketWriteEndInfo::EndStream
+        } else if i + 1 == headers || i == 0 || i >= headers {
+            ogg::PacketWriteEndInfo::EndPage
+        } else {
+            ogg::PacketWriteEndInfo::NormalPacket
+        };
+        let granule = if i < headers {
+            0
+        } else if i + 1 == n {
+            p.absgp_page()
+        } else {
+            ends[i - headers]
+        };
+        let serial = p.stream_serial();
+        w.write_packet(p.data, serial, end, granule).unwrap();
+    }
+    drop(w);
     out
 }
 

@@ -2,6 +2,7 @@
 //! against a private data dir and parse what it prints.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod hostile;
 
 use serde_json::Value;

@@ -1,0 +1,352 @@
+//! The source file as the demuxer reads it: chunk sizes that lie are
+//! corrected, and Ogg pages are checked as they pass.
+//!
+//! **Sizes.** A WAV whose `data` chunk (or an AIFF whose `SSND` chunk) claims more
+//! bytes than the file holds is the most common damage a PCM file has: a
+//! copy cut short, a recorder that never went back to write the size.
+//! ffmpeg plays what is there; symphonia refuses the whole file ("chunk
+//! length exceeds parent chunk length"). [`Input`] is the file as it
+//! should have been written: the container's and the sound chunk's size
+//! fields say what is really present, every other byte is the file's own.
+//! Reads chunk headers only (a bounded number of them).
+//!
+//! **Ogg pages.** symphonia's Ogg reader skips a page whose CRC fails and
+//! resynchronises, quietly (its own log is off by default). [`Input`]
+//! checks every page's CRC on its way through, so the transcode can say
+//! in the log that damage was skipped, and where.
+//!
+//! Never changes the file on disk.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+
+/// More chunks than this before the sound data: leave the file alone.
+const MAX_CHUNKS: usize = 256;
+
+/// A file seen through a few 4-byte patches at fixed offsets, with its
+/// Ogg pages checked as they are read.
+pub struct Input {
+    file: File,
+    len: u64,
+    pos: u64,
+    patches: Vec<(u64, [u8; 4])>,
+    /// For Ogg files: the page checker and what it found.
+    pages: Option<PageCheck>,
+    damaged: Damaged,
+}
+
+/// Byte offsets of the damaged Ogg pages found so far, each once (a page
+/// read twice, when the demuxer seeks back over it, is one page), in the
+/// order found; at most [`MAX_DAMAGED`] are kept.
+pub type Damaged = Arc<Mutex<Vec<u64>>>;
+
+const MAX_DAMAGED: usize = 1024;
+
+impl Input {
+    /// `file`, with its RIFF/AIFF sizes corrected when they overrun it.
+    pub fn new(mut file: File) -> io::Result<Input> {
+        let len = file.metadata()?.len();
+        let patches = patches(&mut file, len).unwrap_or_default();
+        let mut magic = [0u8; 4];
+        file.seek(SeekFrom::Start(0))?;
+        let is_ogg = file.read(&mut magic)? == 4 && &magic == b"OggS";
+        file.seek(SeekFrom::Start(0))?;
+        Ok(Input {
+            file,
+            len,
+            pos: 0,
+            patches,
+            pages: is_ogg.then(PageCheck::default),
+            damaged: Damaged::default(),
+        })
+    }
+
+    /// The Ogg pages found damaged so far (bad CRC, or bytes between
+    /// pages), shared with whoever reports the transcode's progress.
+    pub fn damaged_pages(&self) -> Damaged {
+        self.damaged.clone()
+    }
+
+    /// Whether any size was corrected.
+    pub fn is_patched(&self) -> bool {
+        !self.patches.is_empty()
+    }
+}
+
+/// The patches a RIFF WAVE or AIFF file needs, none for anything else.
+fn patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>> {
+    let mut head = [0u8; 12];
+    f.seek(SeekFrom::Start(0))?;
+    if f.read(&mut head)? < 12 {
+        return Ok(Vec::new());
+    }
+    let (big_endian, sound): (bool, &[u8; 4]) = match (&head[..4], &head[8..12]) {
+        (b"RIFF", b"WAVE") => (false, b"data"),
+        (b"FORM", b"AIFF" | b"AIFC") => (true, b"SSND"),
+        _ => return Ok(Vec::new()),
+    };
+    let encode = |v: u32| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut pos = 12u64;
+    for _ in 0..MAX_CHUNKS {
+        let mut ch = [0u8; 8];
+        f.seek(SeekFrom::Start(pos))?;
+        if f.read(&mut ch)? < 8 {
+            break;
+        }
+        let raw: [u8; 4] = ch[4..8].try_into().expect("4");
+        let size = u64::from(if big_endian {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        });
+        if &ch[..4] == sound {
+            let present = len - (pos + 8);
+            if size <= present {
+                return Ok(Vec::new());
+            }
+            // Whole sample frames only would be nicer, but the demuxer
+            // already stops at the last whole block.
+            let present = u32::try_from(present).unwrap_or(u32::MAX);
+            let outer = u32::try_from(len - 8).unwrap_or(u32::MAX);
+            return Ok(vec![(4, encode(outer)), (pos + 4, encode(present))]);
+        }
+        pos += 8 + size + (size & 1);
+        if pos >= len {
+            break;
+        }
+    }
+    Ok(Vec::new())
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        for (at, bytes) in &self.patches {
+            for (i, b) in bytes.iter().enumerate() {
+                let abs = at + i as u64;
+                if abs >= self.pos && abs < self.pos + n as u64 {
+                    buf[(abs - self.pos) as usize] = *b;
+                }
+            }
+        }
+        if let Some(pages) = &mut self.pages {
+            let bad = pages.feed(self.pos, &buf[..n]);
+            if !bad.is_empty() {
+                let mut d = self.damaged.lock().unwrap_or_else(|e| e.into_inner());
+                for at in bad {
+                    if !d.contains(&at) && d.len() < MAX_DAMAGED {
+                        d.push(at);
+                    }
+                }
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Input {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+/// Checks Ogg pages in a byte stream read in order. After a seek (the
+/// demuxer looks at the last page for the duration, then comes back) it
+/// starts again at the next capture pattern.
+#[derive(Default)]
+struct PageCheck {
+    /// Stream offset the checker has reached.
+    at: u64,
+    /// The page being assembled (header, segment table, body).
+    page: Vec<u8>,
+    /// Bytes of garbage seen since the last page (counted once per run).
+    in_garbage: bool,
+}
+
+/// The most an Ogg page can be: 27 + 255 + 255 * 255 bytes.
+const MAX_PAGE: usize = 27 + 255 + 255 * 255;
+
+impl PageCheck {
+    /// Feed bytes read at stream offset `pos`; the offsets of the damaged
+    /// pages (or stretches of garbage) found.
+    fn feed(&mut self, pos: u64, bytes: &[u8]) -> Vec<u64> {
+        if pos != self.at {
+            // A jump: start again at the next capture pattern, and do not
+            // take the bytes before it for garbage.
+            self.page.clear();
+            self.in_garbage = true;
+            self.at = pos;
+        }
+        let mut bad = Vec::new();
+        for &b in bytes {
+            self.at += 1;
+            self.page.push(b);
+            if self.page.len() <= 4 {
+                if self.page[..] != b"OggS"[..self.page.len()] {
+                    // Not a capture pattern: drop one byte and look again.
+                    let rest = self.page.split_off(1);
+                    self.page = rest;
+                    while !self.page.is_empty() && self.page[..] != b"OggS"[..self.page.len()] {
+                        self.page.remove(0);
+                    }
+                    if !self.in_garbage {
+                        self.in_garbage = true;
+                        bad.push(self.at - 1);
+                    }
+                }
+                continue;
+            }
+            if let Some(whole) = page_len(&self.page) {
+                if self.page.len() == whole {
+                    if !crc_holds(&self.page) {
+                        bad.push(self.at - whole as u64);
+                    }
+                    self.in_garbage = false;
+                    self.page.clear();
+                }
+            }
+            if self.page.len() > MAX_PAGE {
+                self.page.clear();
+            }
+        }
+        bad
+    }
+}
+
+/// The whole length of the page `p` starts, once its segment table is in.
+fn page_len(p: &[u8]) -> Option<usize> {
+    let nseg = usize::from(*p.get(26)?);
+    let table = p.get(27..27 + nseg)?;
+    Some(27 + nseg + table.iter().map(|&x| usize::from(x)).sum::<usize>())
+}
+
+fn crc_holds(page: &[u8]) -> bool {
+    let want = u32::from_le_bytes(page[22..26].try_into().expect("4 bytes"));
+    let mut crc = 0u32;
+    for (i, &b) in page.iter().enumerate() {
+        let b = if (22..26).contains(&i) { 0 } else { b };
+        crc = (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)];
+    }
+    crc == want
+}
+
+/// Ogg's CRC-32 (polynomial 0x04c11db7, unreflected), a byte at a time.
+static CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = (i as u32) << 24;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 0x8000_0000 != 0 {
+                (c << 1) ^ 0x04c1_1db7
+            } else {
+                c << 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+impl symphonia::core::io::MediaSource for Input {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn wav(data_claim: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = b"RIFF".to_vec();
+        v.extend_from_slice(&(36 + data_claim).to_le_bytes());
+        v.extend_from_slice(b"WAVEfmt ");
+        v.extend_from_slice(&16u32.to_le_bytes());
+        v.extend_from_slice(&[1, 0, 1, 0, 0x44, 0xac, 0, 0, 0x88, 0x58, 1, 0, 2, 0, 16, 0]);
+        v.extend_from_slice(b"data");
+        v.extend_from_slice(&data_claim.to_le_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn read_through(bytes: &[u8]) -> (bool, Vec<u8>) {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        let mut p = Input::new(f).unwrap();
+        let mut out = Vec::new();
+        // Odd read sizes cross the patched offsets.
+        let mut buf = [0u8; 7];
+        loop {
+            let n = p.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        (p.is_patched(), out)
+    }
+
+    #[test]
+    fn an_overrunning_data_chunk_is_cut_to_the_file() {
+        let lying = wav(0x7fff_0000, &[1, 2, 3, 4, 5, 6]);
+        let (patched, seen) = read_through(&lying);
+        assert!(patched);
+        assert_eq!(seen, wav(6, &[1, 2, 3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn ogg_pages_with_bad_crcs_are_counted() {
+        let ogg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/lib/Beta Band/Opus Works/01 Opus.opus"
+        ))
+        .unwrap();
+        let count = |bytes: &[u8]| {
+            let mut c = PageCheck::default();
+            // Odd read sizes cross page boundaries.
+            let mut bad = 0;
+            for (i, piece) in bytes.chunks(333).enumerate() {
+                bad += c.feed(i as u64 * 333, piece).len();
+            }
+            bad
+        };
+        assert_eq!(count(&ogg), 0, "a whole file");
+        let mut damaged = ogg.clone();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 0x40;
+        assert_eq!(count(&damaged), 1, "one flipped byte in the last page");
+        let mut junk = ogg[..300].to_vec();
+        junk.extend_from_slice(b"garbage between pages");
+        junk.extend_from_slice(&ogg[300..]);
+        assert!(count(&junk) >= 1, "bytes between pages");
+    }
+
+    #[test]
+    fn honest_files_are_untouched() {
+        let honest = wav(6, &[1, 2, 3, 4, 5, 6]);
+        let (patched, seen) = read_through(&honest);
+        assert!(!patched);
+        assert_eq!(seen, honest);
+        let (patched, seen) = read_through(b"fLaC and more");
+        assert!(!patched);
+        assert_eq!(seen, b"fLaC and more");
+    }
+}
