@@ -7,92 +7,16 @@
 mod common;
 use common::daemon::*;
 use common::hostile;
+use common::proc::{ffprobe_seconds, have_ffprobe, run_bounded};
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Peak RSS bound of one transcode, on any input (the floor).
 const TRANSCODE_RSS_KIB: u64 = 64 << 10;
-
-fn have_ffprobe() -> bool {
-    let ok = Command::new("ffprobe").arg("-version").output().is_ok();
-    if !ok {
-        eprintln!("SKIPPED the ffprobe checks: ffprobe is not installed (.ci/run installs it)");
-    }
-    ok
-}
-
-/// Duration of an output as ffprobe reads it (decoding it whole).
-fn ffprobe_seconds(path: &Path) -> Result<f64, String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !out.stderr.is_empty() {
-        return Err(format!(
-            "ffprobe: {} {}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    text.trim().parse().map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// Run a command to its end, killing it after `limit`: its exit status,
-/// stderr, wall time and peak RSS (KiB, from wait4).
-pub struct Run {
-    pub ok: bool,
-    pub stderr: String,
-    pub took: Duration,
-    pub peak_kib: u64,
-    pub killed: bool,
-}
-
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
-    let err = tempfile::NamedTempFile::new().unwrap();
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(err.reopen().unwrap());
-    let t = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let mut killed = false;
-    loop {
-        // SAFETY: plain syscalls on our own child.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break;
-        }
-        if t.elapsed() > limit && !killed {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let took = t.elapsed();
-    std::mem::forget(child); // reaped above
-    Run {
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
-        took,
-        peak_kib: usage.ru_maxrss as u64,
-        killed,
-    }
-}
 
 #[test]
 fn lying_headers_are_refused_and_damaged_files_play_in_bounded_memory_and_time() {

@@ -76,6 +76,42 @@ pub enum IndexError {
     Writer(String),
     #[error("the index at {path} has format {found}; this tunemesh reads format {FORMAT}")]
     Format { path: PathBuf, found: u32 },
+    /// Refused before sled saw it: an I/O error inside sled poisons the
+    /// open database for the rest of the process, so the index keeps a
+    /// reserve and stops writing short of a full disk.
+    #[error("the index's disk is full ({available} bytes free, {reserve} kept in reserve): nothing was written; free some space")]
+    DiskFull { available: u64, reserve: u64 },
+}
+
+/// Free space the index leaves on its disk: a batch is not applied with
+/// less. 1% of the disk, at least 1 MiB and at most 64 MiB: room for
+/// sled's own buffers to reach the disk whatever happens.
+#[derive(Clone, Debug)]
+struct Reserve {
+    dir: PathBuf,
+    bytes: u64,
+}
+
+impl Reserve {
+    fn new(dir: &Path) -> Reserve {
+        let total = fs2::total_space(dir).unwrap_or(0);
+        Reserve {
+            dir: dir.to_owned(),
+            bytes: (total / 100).clamp(1 << 20, 64 << 20),
+        }
+    }
+
+    /// `Err` when the disk has less than the reserve free.
+    fn check(&self) -> Result<()> {
+        match fs2::available_space(&self.dir) {
+            Ok(available) if available < self.bytes => Err(IndexError::DiskFull {
+                available,
+                reserve: self.bytes,
+            }),
+            // Space unknown (an odd filesystem): let sled try.
+            _ => Ok(()),
+        }
+    }
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -325,6 +361,8 @@ pub struct Index {
     /// Held by the one live [`Writer`]: writers cache records, which is
     /// only sound while nobody else writes.
     write_lock: Mutex<()>,
+    /// Free space every batch leaves on the disk.
+    reserve: Reserve,
 }
 
 impl Index {
@@ -369,6 +407,7 @@ impl Index {
             tree,
             search_docs: Default::default(),
             write_lock: Mutex::new(()),
+            reserve: Reserve::new(&path),
         })
     }
 
@@ -814,7 +853,11 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(tree: sled::Tree, search_docs: Arc<Mutex<Option<SearchDocs>>>) -> Committer {
+    fn start(
+        tree: sled::Tree,
+        search_docs: Arc<Mutex<Option<SearchDocs>>>,
+        reserve: Reserve,
+    ) -> Committer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Arc<Records>, sled::Batch)>(1);
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
@@ -833,7 +876,9 @@ impl Committer {
                             None => batch.remove(key(D, dir)),
                         }
                     }
-                    let r = tree.apply_batch(batch).map_err(IndexError::from);
+                    let r = reserve
+                        .check()
+                        .and_then(|()| tree.apply_batch(batch).map_err(IndexError::from));
                     *search_docs.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     if done_tx.send(r).is_err() {
                         return;
@@ -1292,6 +1337,7 @@ impl Writer<'_> {
             None => self.committer.insert(Committer::start(
                 self.index.tree.clone(),
                 self.index.search_docs.clone(),
+                self.index.reserve.clone(),
             )),
         };
         committer.wait()?;

@@ -68,31 +68,69 @@ impl Input {
         self.damaged.clone()
     }
 
-    /// Whether any size was corrected.
+    /// Whether any byte is corrected.
+    #[cfg(test)]
     pub fn is_patched(&self) -> bool {
         !self.patches.is_empty()
     }
 }
 
-/// The patches a RIFF WAVE or AIFF file needs, none for anything else.
+/// The patches a file needs: RIFF WAVE and AIFF sizes, Ogg header pages.
 fn patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>> {
     let mut head = [0u8; 12];
     f.seek(SeekFrom::Start(0))?;
     if f.read(&mut head)? < 12 {
         return Ok(Vec::new());
     }
-    let (big_endian, sound): (bool, &[u8; 4]) = match (&head[..4], &head[8..12]) {
-        (b"RIFF", b"WAVE") => (false, b"data"),
-        (b"FORM", b"AIFF" | b"AIFC") => (true, b"SSND"),
-        _ => return Ok(Vec::new()),
-    };
-    let encode = |v: u32| {
-        if big_endian {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
+    match (&head[..4], &head[8..12]) {
+        (b"RIFF", b"WAVE") => chunk_patches(f, len, Endian::Little, b"data"),
+        (b"FORM", b"AIFF" | b"AIFC") => chunk_patches(f, len, Endian::Big, b"SSND"),
+        (b"OggS", _) => header_page_patches(f, len),
+        _ => Ok(Vec::new()),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Endian {
+    Little,
+    Big,
+}
+
+impl Endian {
+    fn encode(self, v: u32) -> [u8; 4] {
+        match self {
+            Endian::Little => v.to_le_bytes(),
+            Endian::Big => v.to_be_bytes(),
         }
-    };
+    }
+
+    fn decode(self, b: [u8; 4]) -> u32 {
+        match self {
+            Endian::Little => u32::from_le_bytes(b),
+            Endian::Big => u32::from_be_bytes(b),
+        }
+    }
+}
+
+/// RIFF/AIFF: metadata chunks are hidden from the demuxer (renamed JUNK);
+/// a sound chunk that overruns the file is cut to it; a chunk
+/// after the sound that overruns the file (a trailing tag with a lying
+/// size) is left outside the container; an outer size that the chunks
+/// overrun, or that overruns the file, becomes what they need.
+fn chunk_patches(
+    f: &mut File,
+    len: u64,
+    endian: Endian,
+    sound: &[u8; 4],
+) -> io::Result<Vec<(u64, [u8; 4])>> {
+    let mut outer = [0u8; 4];
+    f.seek(SeekFrom::Start(4))?;
+    f.read_exact(&mut outer)?;
+    let declared_end = 8 + u64::from(endian.decode(outer));
+    let mut out = Vec::new();
+    let mut sound_seen = false;
+    // Where the container should end.
+    let mut end_at = declared_end.min(len);
     let mut pos = 12u64;
     for _ in 0..MAX_CHUNKS {
         let mut ch = [0u8; 8];
@@ -100,29 +138,113 @@ fn patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>> {
         if f.read(&mut ch)? < 8 {
             break;
         }
-        let raw: [u8; 4] = ch[4..8].try_into().expect("4");
-        let size = u64::from(if big_endian {
-            u32::from_be_bytes(raw)
-        } else {
-            u32::from_le_bytes(raw)
-        });
+        let size = u64::from(endian.decode(ch[4..8].try_into().expect("4")));
+        let present = len - (pos + 8);
+        let mut end = pos + 8 + size + (size & 1);
         if &ch[..4] == sound {
-            let present = len - (pos + 8);
-            if size <= present {
-                return Ok(Vec::new());
+            sound_seen = true;
+            if sound == b"SSND" {
+                // AIFF's block size is advisory (and 0 in practice);
+                // symphonia refuses others, ffmpeg ignores it.
+                let mut block = [0u8; 4];
+                f.seek(SeekFrom::Start(pos + 12))?;
+                if f.read(&mut block)? == 4 && block != [0; 4] {
+                    out.push((pos + 12, [0; 4]));
+                }
             }
-            // Whole sample frames only would be nicer, but the demuxer
-            // already stops at the last whole block.
-            let present = u32::try_from(present).unwrap_or(u32::MAX);
-            let outer = u32::try_from(len - 8).unwrap_or(u32::MAX);
-            return Ok(vec![(4, encode(outer)), (pos + 4, encode(present))]);
+            if size > present {
+                tracing::warn!(
+                    "the sound chunk claims {size} bytes, the file holds {present}; playing what is there"
+                );
+                let cut = u32::try_from(present).unwrap_or(u32::MAX);
+                out.push((pos + 4, endian.encode(cut)));
+                end = len;
+            }
+        } else if matches!(&ch[..4], b"LIST" | b"id3 " | b"ID3 ") {
+            // Metadata: the index has the tags already, and a damaged
+            // LIST must not cost the audio (symphonia refuses the file
+            // when a sub-chunk overruns it). The demuxer skips JUNK.
+            out.push((pos, *b"JUNK"));
+            if end > len {
+                // A trailing tag that lies: the container ends before it.
+                end_at = pos;
+                break;
+            }
+        } else if end > len && sound_seen {
+            // A trailing chunk that lies: the container ends before it.
+            end_at = pos;
+            break;
+        } else if end > len {
+            return Ok(Vec::new()); // before the sound: nothing to make right
         }
-        pos += 8 + size + (size & 1);
-        if pos >= len {
+        end_at = end_at.max(end.min(len));
+        if end >= len {
             break;
         }
+        pos = end;
     }
-    Ok(Vec::new())
+    if !sound_seen {
+        return Ok(Vec::new());
+    }
+    if end_at != declared_end {
+        let size = u32::try_from(end_at - 8).unwrap_or(u32::MAX);
+        out.push((4, endian.encode(size)));
+    }
+    Ok(out)
+}
+
+/// Most header pages looked at (Vorbis has three headers, Opus two, and a
+/// big comment or cover can spread over a few pages).
+const MAX_HEADER_PAGES: usize = 64;
+
+/// Ogg: a header page (granule 0, before the first audio page) whose CRC
+/// fails gets its CRC recomputed. Without its headers no page of the
+/// stream can be decoded, and a flipped bit there is nearly always in the
+/// comments (ffmpeg does not check page CRCs at all); the header parsers
+/// still check what they read. Audio pages with bad CRCs are left for the
+/// demuxer to skip.
+fn header_page_patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for _ in 0..MAX_HEADER_PAGES {
+        let mut h = [0u8; 27 + 255];
+        f.seek(SeekFrom::Start(pos))?;
+        let n = read_full(f, &mut h)?;
+        if n < 27 || &h[..4] != b"OggS" {
+            break;
+        }
+        let granule = u64::from_le_bytes(h[6..14].try_into().expect("8"));
+        if granule != 0 {
+            break;
+        }
+        let Some(page_len) = page_len(&h[..n]) else {
+            break;
+        };
+        if pos + page_len as u64 > len {
+            break;
+        }
+        let mut page = vec![0u8; page_len];
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut page)?;
+        let crc = page_crc(&page);
+        if crc != u32::from_le_bytes(page[22..26].try_into().expect("4")) {
+            tracing::warn!("Ogg header page at byte {pos} is damaged (bad CRC); reading it anyway");
+            out.push((pos + 22, crc.to_le_bytes()));
+        }
+        pos += page_len as u64;
+    }
+    Ok(out)
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 impl Read for Input {
@@ -230,13 +352,17 @@ fn page_len(p: &[u8]) -> Option<usize> {
 }
 
 fn crc_holds(page: &[u8]) -> bool {
-    let want = u32::from_le_bytes(page[22..26].try_into().expect("4 bytes"));
+    page_crc(page) == u32::from_le_bytes(page[22..26].try_into().expect("4 bytes"))
+}
+
+/// The CRC a whole page should carry (its own CRC field taken as zero).
+fn page_crc(page: &[u8]) -> u32 {
     let mut crc = 0u32;
     for (i, &b) in page.iter().enumerate() {
         let b = if (22..26).contains(&i) { 0 } else { b };
         crc = (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)];
     }
-    crc == want
+    crc
 }
 
 /// Ogg's CRC-32 (polynomial 0x04c11db7, unreflected), a byte at a time.

@@ -84,11 +84,6 @@ impl Source {
             .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
         let file = super::input::Input::new(file)
             .map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
-        if file.is_patched() {
-            tracing::warn!(
-                "the sound chunk claims more bytes than the file holds; playing what is there"
-            );
-        }
         let damaged_pages = file.damaged_pages();
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
@@ -249,6 +244,7 @@ impl Source {
     /// that apply to it (start, end).
     fn decode_next(&mut self) -> Result<Option<(usize, usize, usize)>, TranscodeError> {
         let ch = self.info.layout.len();
+        let mut failures = 0u32;
         loop {
             // One packet of lookahead tells whether this one is the last.
             let packet = match self.next.take() {
@@ -263,27 +259,34 @@ impl Source {
             self.scratch.clear();
             let frames = match &mut self.decoder {
                 Decoder::Symphonia(d) => match d.decode(&packet) {
-                    Ok(buf) => {
-                        if buf.spec().channels().count() != ch {
-                            return Err(TranscodeError::Corrupt(format!(
-                                "{}: the channel count changes mid-stream",
-                                self.info.codec
-                            )));
-                        }
+                    Ok(buf) if buf.spec().channels().count() == ch => {
                         self.scratch.resize(buf.samples_interleaved(), 0.0);
                         buf.copy_to_slice_interleaved(&mut self.scratch[..]);
-                        buf.frames()
+                        Ok(buf.frames())
                     }
-                    // One damaged packet: drop it and go on, as players do.
-                    Err(SymError::DecodeError(e)) => {
-                        self.skip_damage(format_args!("a damaged packet ({e})"));
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(TranscodeError::Corrupt(format!("{}: {e}", self.info.codec)))
-                    }
+                    Ok(_) => Err("its channel count differs from the stream's".to_string()),
+                    Err(e) => Err(e.to_string()),
                 },
-                Decoder::Opus(d) => d.decode(&packet.data, &mut self.scratch)?,
+                Decoder::Opus(d) => d
+                    .decode(&packet.data, &mut self.scratch)
+                    .map_err(|e| e.to_string()),
+            };
+            // One damaged packet: drop it and go on, as players do. A long
+            // run of them is the end of the decodable audio.
+            let frames = match frames {
+                Ok(f) => f,
+                Err(e) if failures < MAX_CONSECUTIVE_SKIPS => {
+                    failures += 1;
+                    self.scratch.clear();
+                    self.skip_damage(format_args!("a damaged packet ({e})"));
+                    continue;
+                }
+                Err(e) => {
+                    self.warn_end(format_args!(
+                        "{MAX_CONSECUTIVE_SKIPS} damaged packets in a row, the last: {e}"
+                    ));
+                    return Ok(None);
+                }
             };
             self.note_damaged_pages();
             // Trims count only at the edges: leading packets (nothing

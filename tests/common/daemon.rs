@@ -66,7 +66,9 @@ impl Daemon {
         )
     }
 
-    pub fn stop(mut self) {
+    /// Stop with SIGTERM (it must exit cleanly); its data dir is handed
+    /// back.
+    pub fn stop(mut self) -> Tm {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let t = Instant::now();
         loop {
@@ -81,6 +83,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!self.tm.data.path().join("api.json").exists());
+        std::mem::replace(&mut self.tm, Tm::new())
     }
 }
 

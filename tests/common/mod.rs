@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod hostile;
+pub mod proc;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,153 @@
+//! A full disk under a running node (root: the data dir is a small tmpfs
+//! that the test fills). Streams go on uncached, the watcher says what
+//! failed and starts again by itself once space is back, and the index is
+//! consistent afterwards.
+
+mod common;
+use common::daemon::*;
+use common::*;
+use serde_json::Value;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Write zeros into `path` until the disk refuses: the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 << 10];
+    let mut n = 0;
+    while f.write_all(&block).is_ok() {
+        n += block.len() as u64;
+    }
+    // The last partial block, byte-sized.
+    while f.write_all(&[0]).is_ok() {
+        n += 1;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+fn titles(d: &Daemon) -> Vec<String> {
+    let v: Value = d.json(&["ls", "--json"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_full_disk_is_survived_and_recovered_from() {
+    if !is_root() {
+        eprintln!("SKIPPED disk-full test: needs root to mount a small tmpfs (CI runs it as root)");
+        return;
+    }
+    let tm = Tm::new();
+    let Some(_fs) = Tmpfs::mount(tm.data.path(), "24m") else {
+        eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here");
+        return;
+    };
+    let lib = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures(), lib.path());
+    let home = Daemon::start(tm, &[lib.path().to_str().unwrap(), "--name", "home"]);
+    wait_until("the library indexed", 30, || titles(&home).len() >= 10);
+    let n0 = titles(&home).len();
+    let (url, token) = home.api();
+    let flac = lib.path().join("Alpha Artist/First Album/02 - Sigur.flac");
+    let id = blake3::hash(&std::fs::read(&flac).unwrap())
+        .to_hex()
+        .to_string();
+
+    // The disk fills up.
+    let filler = home.tm.data.path().join("filler");
+    let filled = fill(&filler);
+    eprintln!("filled the data dir's disk with {filled} bytes");
+
+    // A stream that would be cached plays all the same, uncached.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(format!("{url}/stream/{id}?bitrate=80&token={token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", home.logs());
+    let mut body = Vec::new();
+    r.into_body().into_reader().read_to_end(&mut body).unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(out.path(), &body).unwrap();
+    if common::proc::have_ffprobe() {
+        let secs = common::proc::ffprobe_seconds(out.path()).unwrap();
+        assert!((0.9..1.1).contains(&secs), "{secs} s of a 1 s track");
+    }
+    assert!(
+        !home
+            .tm
+            .data
+            .path()
+            .join("cache/tmp")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "part")),
+        "a partial cache entry was left"
+    );
+
+    // A file added while the disk is full is not lost: once space is
+    // back, the watcher picks it up by itself.
+    // Enough of them that the index must grow on disk (sled writes into
+    // space it already holds as long as it can).
+    const ADDED: usize = 400;
+    let staged = tempfile::tempdir().unwrap();
+    let template = lib.path().join("Alpha Artist/First Album/01 - Opening.mp3");
+    tunemesh::library::generate::generate(&template, staged.path(), ADDED, 7).unwrap();
+    // (The failed cache entry gave back a little space: take it too.)
+    let filler2 = home.tm.data.path().join("filler2");
+    fill(&filler2);
+    std::fs::rename(staged.path(), lib.path().join("added")).unwrap();
+    wait_until("the index to say its disk is full", 30, || {
+        let logs = home.logs();
+        logs.contains("watching stopped: the index's disk is full")
+    });
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&filler2).unwrap();
+    let t = std::time::Instant::now();
+    while titles(&home).len() != n0 + ADDED {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the files added during the full disk were not indexed: {} of {ADDED}\n{}",
+            titles(&home).len() - n0,
+            home.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = home.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(!logs.contains("IO error"), "sled saw the full disk: {logs}");
+    // The index is whole, and kept the file added while the disk was full.
+    let tm = home.stop();
+    tm.verify();
+    assert_eq!(tm.ls().len(), n0 + ADDED, "after a restart");
+}
