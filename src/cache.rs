@@ -588,3 +588,67 @@ impl Read for CacheReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages of bytes, then a verdict on the whole.
+    struct Chunks {
+        left: Vec<Vec<u8>>,
+        whole: bool,
+    }
+
+    impl Producer for Chunks {
+        fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+            Ok((!self.left.is_empty()).then(|| self.left.remove(0)))
+        }
+
+        fn check_output(&mut self, tail: &[u8]) -> Result<(), String> {
+            assert!(
+                tail.ends_with(b"end"),
+                "the tail is the end of what was written"
+            );
+            if self.whole {
+                Ok(())
+            } else {
+                Err("the last page ends early".into())
+            }
+        }
+    }
+
+    fn key(n: u8) -> Key {
+        Key::new(Hash32([n; 32]), "opus", 96, 2, "test", 0)
+    }
+
+    #[test]
+    fn only_outputs_checked_whole_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        for (n, whole) in [(1u8, true), (2, false)] {
+            let mut r = cache
+                .get_or_start(key(n), || {
+                    Ok(Chunks {
+                        left: vec![b"some ".to_vec(), b"bytes ".to_vec(), b"end".to_vec()],
+                        whole,
+                    })
+                })
+                .unwrap();
+            let mut got = Vec::new();
+            let read = r.read_to_end(&mut got);
+            cache.wait_idle();
+            if whole {
+                assert_eq!(got, b"some bytes end");
+                assert!(cache.contains(&key(n)));
+            } else {
+                // The reader is told, and nothing is kept.
+                let e = read.unwrap_err().to_string();
+                assert!(e.contains("not whole"), "{e}");
+                assert!(!cache.contains(&key(n)));
+                assert!(cache.open_at(&key(n), 0).unwrap().is_none());
+            }
+        }
+        let parts = fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(parts, 0, "no part file is left");
+    }
+}

@@ -10,8 +10,10 @@
 //! count; where the transcoder refuses, ffmpeg must refuse too).
 //!
 //! `TUNEMESH_FUZZ_CASES` (default 1500) and `TUNEMESH_FUZZ_SEED` change
-//! the run, `TUNEMESH_FUZZ_KEEP=DIR` keeps the mutants there; the summary
-//! line prints the figures.
+//! the run, `TUNEMESH_FUZZ_KEEP=DIR` keeps the mutants there, and
+//! `TUNEMESH_FUZZ_BIN=PATH` runs another tunemesh binary on them (an older
+//! build, to compare; the asserts then report what it gets wrong); the
+//! summary line prints the figures.
 
 mod common;
 use common::hostile;
@@ -156,6 +158,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A command of the tunemesh under test on `tm`'s data dir.
+fn tunemesh(tm: &Tm) -> Command {
+    match std::env::var_os("TUNEMESH_FUZZ_BIN") {
+        Some(bin) => {
+            let mut c = Command::new(bin);
+            c.arg("--data-dir").arg(tm.data.path());
+            c
+        }
+        None => tm.cmd(),
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     transcoded: usize,
@@ -203,7 +217,7 @@ fn mutated_files_never_crash_hang_or_blow_up_and_what_is_indexed_plays() {
 
     // The scanner, over all of them at once.
     let tm = Tm::new();
-    let mut scan = tm.cmd();
+    let mut scan = tunemesh(&tm);
     scan.args(["scan", lib.to_str().unwrap(), "--json"]);
     let r = run_bounded(scan, Duration::from_secs(300));
     assert!(r.ok && !r.killed, "the scan failed: {}", r.stderr);
@@ -237,7 +251,7 @@ fn mutated_files_never_crash_hang_or_blow_up_and_what_is_indexed_plays() {
                     "{}.opus",
                     src.file_name().unwrap().to_string_lossy()
                 ));
-                let mut c = tm.cmd();
+                let mut c = tunemesh(&tm);
                 c.arg("transcode").arg(src).arg("-o").arg(&out).args([
                     "--bitrate",
                     "64",

@@ -787,6 +787,8 @@ fn read_audio(
     promised_audio: bool,
     skip: bool,
 ) -> Result<ReadOk, ReadError> {
+    // Warnings about what a file claims name the file.
+    let _span = tracing::warn_span!("scan", path = %job.path.display()).entered();
     let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ReadError::Vanished

@@ -67,6 +67,8 @@ pub struct Source {
     /// them itself, quietly), and how many of them were reported.
     damaged_pages: super::input::Damaged,
     damaged_seen: usize,
+    /// Names the file in every warning about it.
+    span: tracing::Span,
 }
 
 /// Consecutive damaged packets or pages after which a file is taken to
@@ -76,6 +78,8 @@ const MAX_CONSECUTIVE_SKIPS: u32 = 1_000;
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source, TranscodeError> {
+        let span = tracing::warn_span!("decode", path = %path.display());
+        let _entered = span.clone().entered();
         let file =
             File::open(path).map_err(|e| TranscodeError::Io(format!("{}: {e}", path.display())))?;
         let edit = super::mp4::edit_list(&mut &file).unwrap_or(None);
@@ -196,6 +200,7 @@ impl Source {
             skipped: 0,
             damaged_pages,
             damaged_seen: 0,
+            span,
         })
     }
 
@@ -221,6 +226,7 @@ impl Source {
     /// Append the next decoded frames (interleaved) to `out`. Returns
     /// `false` at the end of the track.
     pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, TranscodeError> {
+        let _entered = self.span.clone().entered();
         loop {
             if self.finished || self.end.is_some_and(|e| self.pos >= e) {
                 self.finished = true;
@@ -402,6 +408,7 @@ impl Source {
     /// scanner has already refused files whose bytes show truncation).
     /// Only a track with no decodable audio is an error.
     pub fn check_complete(&self) -> Result<(), TranscodeError> {
+        let _entered = self.span.enter();
         if self.pos == 0 {
             return Err(TranscodeError::Corrupt(format!(
                 "{}: no decodable audio",
