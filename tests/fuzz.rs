@@ -314,8 +314,19 @@ fn mutated_files_never_crash_hang_or_blow_up_and_what_is_indexed_plays() {
         t.slowest,
         started.elapsed()
     );
-    for (p, why) in t.refused.iter().take(20) {
-        eprintln!("  refused {}: {why}", p.display());
+    // Why the transcoder refused, most common first (numbers folded).
+    let mut reasons: std::collections::HashMap<String, usize> = Default::default();
+    for (_, why) in &t.refused {
+        let folded: String = why
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *reasons.entry(folded).or_default() += 1;
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (why, n) in reasons.iter().take(12) {
+        eprintln!("  refused {n:>4}: {why}");
     }
     assert!(
         t.panics.is_empty(),
