@@ -1,21 +1,25 @@
-//! The source file as the demuxer reads it: chunk sizes that lie are
-//! corrected, and Ogg pages are checked as they pass.
+//! The source file as the demuxer reads it: what a damaged header would
+//! make symphonia refuse is corrected, and Ogg pages are checked as they
+//! pass. ffmpeg plays all of these files; symphonia, stricter, refused
+//! them whole.
 //!
-//! **Sizes.** A WAV whose `data` chunk (or an AIFF whose `SSND` chunk) claims more
-//! bytes than the file holds is the most common damage a PCM file has: a
-//! copy cut short, a recorder that never went back to write the size.
-//! ffmpeg plays what is there; symphonia refuses the whole file ("chunk
-//! length exceeds parent chunk length"). [`Input`] is the file as it
-//! should have been written: the container's and the sound chunk's size
-//! fields say what is really present, every other byte is the file's own.
-//! Reads chunk headers only (a bounded number of them).
+//! **RIFF/AIFF.** A `data` (or `SSND`) chunk that claims more bytes than
+//! the file holds (a copy cut short, a recorder that never wrote the size)
+//! is cut to what is present; a trailing chunk whose size runs past the end
+//! (a tag) is left outside the container; metadata chunks (`LIST`, `ID3 `)
+//! are renamed `JUNK`, as the tags are in the index already and a damaged
+//! one must not cost the audio; AIFF's advisory block size is zeroed.
 //!
-//! **Ogg pages.** symphonia's Ogg reader skips a page whose CRC fails and
-//! resynchronises, quietly (its own log is off by default). [`Input`]
-//! checks every page's CRC on its way through, so the transcode can say
-//! in the log that damage was skipped, and where.
+//! **Ogg.** A header page (granule 0, before the first audio page) whose
+//! CRC fails gets a CRC that matches: without its headers nothing of the
+//! stream plays, and the header parsers still check what they read. Audio
+//! pages are left as they are: symphonia skips a page whose CRC fails and
+//! resynchronises, quietly, so [`Input`] checks every page's CRC on its
+//! way through and the transcode can say in the log what was skipped.
 //!
-//! Never changes the file on disk.
+//! Each correction is a 4-byte patch at a fixed offset, found at open from
+//! chunk and page headers alone (a bounded number of them). Never changes
+//! the file on disk.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -44,7 +48,7 @@ pub type Damaged = Arc<Mutex<Vec<u64>>>;
 const MAX_DAMAGED: usize = 1024;
 
 impl Input {
-    /// `file`, with its RIFF/AIFF sizes corrected when they overrun it.
+    /// `file`, with the corrections it needs.
     pub fn new(mut file: File) -> io::Result<Input> {
         let len = file.metadata()?.len();
         let patches = patches(&mut file, len).unwrap_or_default();
