@@ -298,13 +298,11 @@ struct PageCheck {
     in_garbage: bool,
 }
 
-/// The most an Ogg page can be: 27 + 255 + 255 * 255 bytes.
-const MAX_PAGE: usize = 27 + 255 + 255 * 255;
-
 impl PageCheck {
     /// Feed bytes read at stream offset `pos`; the offsets of the damaged
-    /// pages (or stretches of garbage) found.
-    fn feed(&mut self, pos: u64, bytes: &[u8]) -> Vec<u64> {
+    /// pages (or stretches of garbage) found. Bytes are copied a run at a
+    /// time: a page's length is known once its segment table is in.
+    fn feed(&mut self, pos: u64, mut bytes: &[u8]) -> Vec<u64> {
         if pos != self.at {
             // A jump: start again at the next capture pattern, and do not
             // take the bytes before it for garbage.
@@ -313,17 +311,16 @@ impl PageCheck {
             self.at = pos;
         }
         let mut bad = Vec::new();
-        for &b in bytes {
-            self.at += 1;
-            self.page.push(b);
-            if self.page.len() <= 4 {
-                if self.page[..] != b"OggS"[..self.page.len()] {
-                    // Not a capture pattern: drop one byte and look again.
-                    let rest = self.page.split_off(1);
-                    self.page = rest;
-                    while !self.page.is_empty() && self.page[..] != b"OggS"[..self.page.len()] {
-                        self.page.remove(0);
-                    }
+        while !bytes.is_empty() {
+            if self.page.len() < 4 {
+                // Looking for (the rest of) a capture pattern, a byte at
+                // a time.
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                self.at += 1;
+                self.page.push(b);
+                while !self.page.is_empty() && self.page[..] != b"OggS"[..self.page.len()] {
+                    self.page.remove(0);
                     if !self.in_garbage {
                         self.in_garbage = true;
                         bad.push(self.at - 1);
@@ -331,16 +328,21 @@ impl PageCheck {
                 }
                 continue;
             }
-            if let Some(whole) = page_len(&self.page) {
-                if self.page.len() == whole {
-                    if !crc_holds(&self.page) {
-                        bad.push(self.at - whole as u64);
-                    }
-                    self.in_garbage = false;
-                    self.page.clear();
+            // The header and segment table first, then the whole page.
+            let want = if self.page.len() < 27 {
+                27
+            } else {
+                page_len(&self.page).unwrap_or(27 + usize::from(self.page[26]))
+            };
+            let n = (want - self.page.len()).min(bytes.len());
+            self.page.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.at += n as u64;
+            if page_len(&self.page) == Some(self.page.len()) {
+                if !crc_holds(&self.page) {
+                    bad.push(self.at - self.page.len() as u64);
                 }
-            }
-            if self.page.len() > MAX_PAGE {
+                self.in_garbage = false;
                 self.page.clear();
             }
         }
