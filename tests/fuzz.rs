@@ -47,17 +47,7 @@ impl Rng {
 /// The seeds: every audio fixture, plus short PCM files made here.
 fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
-    for rel in [
-        "Alpha Artist/First Album/01 - Opening.mp3",
-        "Alpha Artist/First Album/02 - Sigur.flac",
-        "Alpha Artist/First Album/03 - Vorbis.ogg",
-        "Beta Band/Opus Works/01 Opus.opus",
-        "Beta Band/Opus Works/02 AAC.m4a",
-        "Beta Band/Lossless/01 ALAC.m4a",
-        "Beta Band/Lossless/02 Wave.wav",
-        "Beta Band/Lossless/03 Aiff.aiff",
-        "Various/Compilation/01 Untagged.mp3",
-    ] {
+    for rel in AUDIO_FIXTURES {
         let ext = Path::new(rel)
             .extension()
             .unwrap()

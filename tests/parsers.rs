@@ -11,21 +11,10 @@ use common::*;
 use proptest::prelude::*;
 use tunemesh::transcode::{Output, Request};
 
-const FIXTURES: [&str; 8] = [
-    "Alpha Artist/First Album/01 - Opening.mp3",
-    "Alpha Artist/First Album/02 - Sigur.flac",
-    "Alpha Artist/First Album/03 - Vorbis.ogg",
-    "Beta Band/Opus Works/01 Opus.opus",
-    "Beta Band/Opus Works/02 AAC.m4a",
-    "Beta Band/Lossless/01 ALAC.m4a",
-    "Beta Band/Lossless/02 Wave.wav",
-    "Beta Band/Lossless/03 Aiff.aiff",
-];
-
 /// A fixture with up to 8 stretches overwritten by the given bytes.
 fn damaged() -> impl Strategy<Value = (usize, Vec<u8>)> {
     (
-        0..FIXTURES.len(),
+        0..AUDIO_FIXTURES.len(),
         prop::collection::vec(
             (
                 any::<prop::sample::Index>(),
@@ -37,7 +26,7 @@ fn damaged() -> impl Strategy<Value = (usize, Vec<u8>)> {
         any::<bool>(),
     )
         .prop_map(|(i, edits, cut, truncate)| {
-            let mut b = std::fs::read(fixtures().join(FIXTURES[i])).unwrap();
+            let mut b = std::fs::read(fixtures().join(AUDIO_FIXTURES[i])).unwrap();
             for (at, bytes) in edits {
                 let at = at.index(b.len());
                 let n = bytes.len().min(b.len() - at);
@@ -54,7 +43,7 @@ fn damaged() -> impl Strategy<Value = (usize, Vec<u8>)> {
 /// the output, if any, is bounded by what such a file could hold.
 fn read_and_decode(i: usize, bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
-    let name = std::path::Path::new(FIXTURES[i]).file_name().unwrap();
+    let name = std::path::Path::new(AUDIO_FIXTURES[i]).file_name().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, bytes).unwrap();
     let _ = tunemesh::library::read_track(&path);
@@ -84,7 +73,7 @@ proptest! {
     }
 
     #[test]
-    fn random_bytes_never_panic(i in 0..FIXTURES.len(), bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+    fn random_bytes_never_panic(i in 0..AUDIO_FIXTURES.len(), bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         read_and_decode(i, &bytes);
     }
 

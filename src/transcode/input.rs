@@ -351,13 +351,14 @@ impl PageCheck {
 }
 
 /// The whole length of the page `p` starts, once its segment table is in.
-fn page_len(p: &[u8]) -> Option<usize> {
+pub(super) fn page_len(p: &[u8]) -> Option<usize> {
     let nseg = usize::from(*p.get(26)?);
     let table = p.get(27..27 + nseg)?;
     Some(27 + nseg + table.iter().map(|&x| usize::from(x)).sum::<usize>())
 }
 
-fn crc_holds(page: &[u8]) -> bool {
+/// Whether a whole page's CRC matches its bytes.
+pub(super) fn crc_holds(page: &[u8]) -> bool {
     page_crc(page) == u32::from_le_bytes(page[22..26].try_into().expect("4 bytes"))
 }
 

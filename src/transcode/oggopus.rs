@@ -91,38 +91,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 pub fn last_granule(tail: &[u8]) -> Option<u64> {
     let mut at = tail.len();
     while let Some(i) = memchr::memmem::rfind(&tail[..at], b"OggS") {
-        if let Some(g) = page_granule(&tail[i..]) {
-            return Some(g);
+        let page = &tail[i..];
+        if let Some(len) = super::input::page_len(page).filter(|&n| n <= page.len()) {
+            if super::input::crc_holds(&page[..len]) {
+                return Some(u64::from_le_bytes(page[6..14].try_into().expect("8 bytes")));
+            }
         }
         at = i;
     }
     None
-}
-
-/// The granule of the page at the start of `b`, if it is whole and its
-/// CRC matches.
-fn page_granule(b: &[u8]) -> Option<u64> {
-    let nseg = usize::from(*b.get(26)?);
-    let body: usize = b.get(27..27 + nseg)?.iter().map(|&x| usize::from(x)).sum();
-    let page = b.get(..27 + nseg + body)?;
-    let mut zeroed = page.to_vec();
-    zeroed[22..26].fill(0);
-    let crc = u32::from_le_bytes(page[22..26].try_into().ok()?);
-    (crc32(&zeroed) == crc).then(|| u64::from_le_bytes(page[6..14].try_into().expect("8 bytes")))
-}
-
-/// Ogg's CRC-32 (polynomial 0x04c11db7, no reflection, no final xor).
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }

@@ -10,6 +10,19 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Every audio fixture of `fixtures()`, one per format.
+pub const AUDIO_FIXTURES: [&str; 9] = [
+    "Alpha Artist/First Album/01 - Opening.mp3",
+    "Alpha Artist/First Album/02 - Sigur.flac",
+    "Alpha Artist/First Album/03 - Vorbis.ogg",
+    "Beta Band/Opus Works/01 Opus.opus",
+    "Beta Band/Opus Works/02 AAC.m4a",
+    "Beta Band/Lossless/01 ALAC.m4a",
+    "Beta Band/Lossless/02 Wave.wav",
+    "Beta Band/Lossless/03 Aiff.aiff",
+    "Various/Compilation/01 Untagged.mp3",
+];
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lib")
 }
