@@ -10,10 +10,11 @@
 //! are renamed `JUNK`, as the tags are in the index already and a damaged
 //! one must not cost the audio; AIFF's advisory block size is zeroed.
 //!
-//! **Ogg.** A header page (granule 0, before the first audio page) whose
-//! CRC fails gets a CRC that matches: without its headers nothing of the
-//! stream plays, and the header parsers still check what they read. Audio
-//! pages are left as they are: symphonia skips a page whose CRC fails and
+//! **Ogg.** A header page, or the first audio page, whose CRC fails gets
+//! a CRC that matches: symphonia reads them all while opening the stream
+//! and refused the whole file for one bad page there (the header parsers
+//! and the decoder still check what they read). Later audio pages are left
+//! as they are: symphonia skips a page whose CRC fails and
 //! resynchronises, quietly, so [`Input`] checks every page's CRC on its
 //! way through and the transcode can say in the log what was skipped.
 //!
@@ -201,12 +202,13 @@ fn chunk_patches(
 /// big comment or cover can spread over a few pages).
 const MAX_HEADER_PAGES: usize = 64;
 
-/// Ogg: a header page (granule 0, before the first audio page) whose CRC
-/// fails gets its CRC recomputed. Without its headers no page of the
-/// stream can be decoded, and a flipped bit there is nearly always in the
-/// comments (ffmpeg does not check page CRCs at all); the header parsers
-/// still check what they read. Audio pages with bad CRCs are left for the
-/// demuxer to skip.
+/// Ogg: a header page (granule 0), or the first audio page, whose CRC
+/// fails gets its CRC recomputed. symphonia reads all of them while
+/// opening the stream and refuses the whole file on one bad CRC there;
+/// without headers nothing plays, and a flipped bit in them is nearly
+/// always in the comments. The header parsers still check what they read,
+/// and the decoder skips a packet it cannot decode. Later audio pages with
+/// bad CRCs are left for the demuxer to skip.
 fn header_page_patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>> {
     let mut out = Vec::new();
     let mut pos = 0u64;
@@ -218,9 +220,10 @@ fn header_page_patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>
             break;
         }
         let granule = u64::from_le_bytes(h[6..14].try_into().expect("8"));
-        if granule != 0 {
-            break;
-        }
+        // The first page with a granule is the first audio page: symphonia
+        // reads it while opening the stream, and a CRC error there fails
+        // the open, so it is the last page looked at.
+        let first_audio = granule != 0;
         let Some(page_len) = page_len(&h[..n]) else {
             break;
         };
@@ -232,10 +235,14 @@ fn header_page_patches(f: &mut File, len: u64) -> io::Result<Vec<(u64, [u8; 4])>
         f.read_exact(&mut page)?;
         let crc = page_crc(&page);
         if crc != u32::from_le_bytes(page[22..26].try_into().expect("4")) {
-            tracing::warn!("Ogg header page at byte {pos} is damaged (bad CRC); reading it anyway");
+            let what = if first_audio { "first audio" } else { "header" };
+            tracing::warn!("the {what} page at byte {pos} is damaged (bad CRC); reading it anyway");
             out.push((pos + 22, crc.to_le_bytes()));
         }
         pos += page_len as u64;
+        if first_audio {
+            break;
+        }
     }
     Ok(out)
 }

@@ -351,6 +351,12 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
         ("mp3_xing_lies.mp3", mp3_lying_xing(0x7fff_ffff)),
         ("mp3_id3_frame_lies.mp3", mp3_lying_id3_frame()),
         ("vorbis_bad_crc.ogg", ogg_bad_crc(VORBIS_FIXTURE, 4)),
+        // The first page with a granule: the demuxer reads it while
+        // opening the stream, where one bad CRC refused the whole file.
+        (
+            "vorbis_bad_crc_first_audio_page.ogg",
+            ogg_bad_crc(VORBIS_FIXTURE, 3),
+        ),
         ("opus_bad_crc.opus", ogg_bad_crc(OPUS_FIXTURE, 6)),
     ]
 }
