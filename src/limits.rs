@@ -129,14 +129,7 @@ pub fn check_duration(claimed: f64, bytes: u64, density: Density) -> Claim {
     if claimed.is_finite() && claimed <= at_most + 1.0 {
         Claim::Plausible(claimed.max(0.0))
     } else {
-        Claim::Capped {
-            claimed,
-            at_most: at_most.min(if claimed.is_finite() {
-                claimed
-            } else {
-                at_most
-            }),
-        }
+        Claim::Capped { claimed, at_most }
     }
 }
 

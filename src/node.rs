@@ -574,9 +574,12 @@ impl Node {
             removed = r.removed,
             "library scanned"
         );
-        if let Err(e) = handle.block_on(self.refresh_snapshot()) {
-            tracing::error!("snapshot: {e}");
-        }
+        let refresh_snapshot = || {
+            if let Err(e) = handle.block_on(self.refresh_snapshot()) {
+                tracing::error!("snapshot: {e}");
+            }
+        };
+        refresh_snapshot();
         library::watch::watch(
             &ix,
             roots,
@@ -591,9 +594,7 @@ impl Node {
                     removed = report.removed,
                     "rescanned"
                 );
-                if let Err(e) = handle.block_on(self.refresh_snapshot()) {
-                    tracing::error!("snapshot: {e}");
-                }
+                refresh_snapshot();
             },
         )
     }

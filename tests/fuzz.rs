@@ -27,21 +27,11 @@ use std::time::{Duration, Instant};
 const TRANSCODE_RSS_KIB: u64 = 64 << 10;
 const TRANSCODE_LIMIT: Duration = Duration::from_secs(60);
 
-/// splitmix64: small, seedable, good enough to pick mutations.
-struct Rng(u64);
+/// The generator's seeded splitmix64, and a number below `n` from it.
+use tunemesh::library::generate::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+fn below(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
 }
 
 /// The seeds: every audio fixture, plus short PCM files made here.
@@ -71,27 +61,27 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 /// One mutation of `b`, chosen by `rng`.
 fn mutate(rng: &mut Rng, b: &mut Vec<u8>) -> &'static str {
     let len = b.len();
-    match rng.below(6) {
+    match below(rng, 6) {
         0 => {
-            for _ in 0..1 + rng.below(16) {
-                let i = rng.below(len);
-                b[i] ^= 1 << rng.below(8);
+            for _ in 0..1 + below(rng, 16) {
+                let i = below(rng, len);
+                b[i] ^= 1 << below(rng, 8);
             }
             "bit flips"
         }
         1 => {
-            b.truncate(rng.below(len));
+            b.truncate(below(rng, len));
             "truncation"
         }
         2 => {
-            let at = rng.below(len);
-            let n = (1 + rng.below(512)).min(len - at);
+            let at = below(rng, len);
+            let n = (1 + below(rng, 512)).min(len - at);
             b[at..at + n].fill(0);
             "zeroed range"
         }
         3 => {
-            let n = 1 + rng.below(len / 4);
-            let (x, y) = (rng.below(len - n), rng.below(len - n));
+            let n = 1 + below(rng, len / 4);
+            let (x, y) = (below(rng, len - n), below(rng, len - n));
             let a = b[x..x + n].to_vec();
             let c = b[y..y + n].to_vec();
             b[y..y + n].copy_from_slice(&a);
@@ -99,10 +89,10 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) -> &'static str {
             "swapped stretches"
         }
         4 => {
-            let n = 1 + rng.below(256);
-            let at = rng.below(len);
+            let n = 1 + below(rng, 256);
+            let at = below(rng, len);
             let stretch = b[at..(at + n).min(len)].to_vec();
-            let to = rng.below(len);
+            let to = below(rng, len);
             b.splice(to..to, stretch);
             "duplicated stretch"
         }
@@ -110,14 +100,14 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) -> &'static str {
             // A header field that lies: a 2- or 4-byte value somewhere in
             // the first 256 bytes set to something extreme.
             let values: [u32; 7] = [0, 1, 2, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000, u32::MAX];
-            let v = values[rng.below(values.len())];
-            let at = rng.below(len.min(256).saturating_sub(4));
-            let bytes = if rng.below(2) == 0 {
+            let v = values[below(rng, values.len())];
+            let at = below(rng, len.min(256).saturating_sub(4));
+            let bytes = if below(rng, 2) == 0 {
                 v.to_le_bytes()
             } else {
                 v.to_be_bytes()
             };
-            let width = if rng.below(2) == 0 { 2 } else { 4 };
+            let width = if below(rng, 2) == 0 { 2 } else { 4 };
             b[at..at + width].copy_from_slice(&bytes[..width]);
             "lying field"
         }
@@ -193,7 +183,7 @@ fn mutated_files_never_crash_hang_or_blow_up_and_what_is_indexed_plays() {
     for i in 0..cases {
         let (ext, base) = &seeds[i % seeds.len()];
         let mut b = base.clone();
-        let rounds = 1 + rng.below(3);
+        let rounds = 1 + below(&mut rng, 3);
         for _ in 0..rounds {
             if b.len() < 8 {
                 break;

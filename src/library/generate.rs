@@ -19,11 +19,12 @@ pub enum GenerateError {
     Io(PathBuf, std::io::Error),
 }
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
+/// Deterministic pseudo-random numbers (splitmix64), seeded by the
+/// caller: the same seed gives the same library (or fuzz corpus).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -31,7 +32,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[(self.next() % from.len() as u64) as usize]
+        from[(self.next_u64() % from.len() as u64) as usize]
     }
 }
 
@@ -132,7 +133,7 @@ pub fn generate(
             album_no / albums_per_artist
         );
         let album = format!("{} {}", rng.pick(WORDS), rng.pick(WORDS));
-        let year = 1960 + (rng.next() % 60) as u32;
+        let year = 1960 + (rng.next_u64() % 60) as u32;
         let genre = rng.pick(GENRES);
         let dir = out
             .join(sanitize(&artist))
