@@ -5,8 +5,8 @@
 //! → [`index`] (durable, content-addressed store and search). See
 //! ARCHITECTURE.md for the map and the invariants.
 
-pub mod api;
 pub mod cache;
+pub mod http;
 pub mod index;
 pub mod library;
 pub mod limits;

@@ -1009,20 +1009,20 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<()> {
         .thread_name("tunemesh-rt")
         .build()?;
     rt.block_on(async move {
-        let listener = tunemesh::api::bind(api)
+        let listener = tunemesh::http::bind(api)
             .await
             .with_context(|| format!("cannot listen on {api} for the HTTP API"))?;
         let addr = listener.local_addr()?;
         let node = Node::start(cfg).await?;
         let token = api_token(dir)?;
-        let info = tunemesh::api::ApiInfo {
+        let info = tunemesh::http::ApiInfo {
             url: format!("http://{addr}"),
             token: token.clone(),
             device: node.device_id().to_string(),
             pid: std::process::id(),
         };
         write_private(
-            &dir.join(tunemesh::api::ApiInfo::FILE),
+            &dir.join(tunemesh::http::ApiInfo::FILE),
             serde_json::to_string_pretty(&info)?.as_bytes(),
         )?;
         let status = node.status();
@@ -1039,7 +1039,7 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<()> {
             dir.join("api.json").display()
         );
         let cancel = tokio_util::sync::CancellationToken::new();
-        let api_task = tokio::spawn(tunemesh::api::serve(
+        let api_task = tokio::spawn(tunemesh::http::serve(
             node.clone(),
             listener,
             token,
@@ -1050,7 +1050,7 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<()> {
         cancel.cancel();
         let _ = api_task.await;
         node.shutdown().await;
-        let _ = std::fs::remove_file(dir.join(tunemesh::api::ApiInfo::FILE));
+        let _ = std::fs::remove_file(dir.join(tunemesh::http::ApiInfo::FILE));
         anyhow::Ok(())
     })
 }
@@ -1180,7 +1180,7 @@ fn json_of(resp: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> 
 
 /// The running node's HTTP API, found through `api.json` in the data dir.
 struct ApiClient {
-    info: tunemesh::api::ApiInfo,
+    info: tunemesh::http::ApiInfo,
     agent: ureq::Agent,
 }
 
@@ -1192,14 +1192,14 @@ impl ApiClient {
     }
 
     fn open(dir: &Path) -> Result<ApiClient> {
-        let path = dir.join(tunemesh::api::ApiInfo::FILE);
+        let path = dir.join(tunemesh::http::ApiInfo::FILE);
         let text = std::fs::read_to_string(&path).map_err(|_| {
             anyhow::anyhow!(
                 "no tunemesh node is running for {} (start one with `tunemesh serve`)",
                 dir.display()
             )
         })?;
-        let info: tunemesh::api::ApiInfo = serde_json::from_str(&text)
+        let info: tunemesh::http::ApiInfo = serde_json::from_str(&text)
             .with_context(|| format!("{} is damaged", path.display()))?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -293,7 +293,7 @@ fn http_ranges_errors_and_connection_limits() {
     // The connection cap: beyond it nothing more is accepted, so no
     // process can exhaust the node's descriptors; a request waits.
     let mut held = Vec::new();
-    for _ in 0..tunemesh::api::MAX_CONNECTIONS {
+    for _ in 0..tunemesh::http::MAX_CONNECTIONS {
         held.push(TcpStream::connect(&addr).unwrap());
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -301,7 +301,7 @@ fn http_ranges_errors_and_connection_limits() {
         .unwrap()
         .count();
     assert!(
-        fds < tunemesh::api::MAX_CONNECTIONS + 150,
+        fds < tunemesh::http::MAX_CONNECTIONS + 150,
         "{fds} descriptors open with {} connections offered",
         held.len() + 2
     );
@@ -327,7 +327,7 @@ fn http_ranges_errors_and_connection_limits() {
 
     let closed_within = |mut s: TcpStream| {
         s.set_read_timeout(Some(
-            tunemesh::api::HEADER_TIMEOUT + Duration::from_secs(10),
+            tunemesh::http::HEADER_TIMEOUT + Duration::from_secs(10),
         ))
         .unwrap();
         let t = Instant::now();

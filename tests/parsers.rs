@@ -79,15 +79,15 @@ proptest! {
 
     #[test]
     fn range_headers_never_panic_and_parts_fit(h in "\\PC{0,40}", len in 0u64..10_000) {
-        let spec = tunemesh::api::range::parse(&h);
-        if let tunemesh::api::range::Answer::Part { first, last } = tunemesh::api::range::resolve(spec, len) {
+        let spec = tunemesh::http::range::parse(&h);
+        if let tunemesh::http::range::Answer::Part { first, last } = tunemesh::http::range::resolve(spec, len) {
             prop_assert!(first <= last && last < len);
         }
     }
 
     #[test]
     fn byte_ranges_resolve_like_rfc_9110(a in 0u64..2000, b in 0u64..2000, len in 1u64..1500) {
-        use tunemesh::api::range::{parse, resolve, Answer};
+        use tunemesh::http::range::{parse, resolve, Answer};
         let got = resolve(parse(&format!("bytes={a}-{b}")), len);
         let want = if b < a || a >= len { Answer::Unsatisfiable } else { Answer::Part { first: a, last: b.min(len - 1) } };
         prop_assert_eq!(got, want);
