@@ -5,6 +5,7 @@
 //! → [`index`] (durable, content-addressed store and search). See
 //! ARCHITECTURE.md for the map and the invariants.
 
+pub mod artwork;
 pub mod cache;
 pub mod catalog;
 pub mod http;

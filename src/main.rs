@@ -580,7 +580,7 @@ fn run(cli: Cli) -> Result<()> {
                     "/api/search",
                     &[("q", query.join(" ")), ("limit", limit.to_string())],
                 )?;
-                return print_library(&v, json);
+                return print_library(&v["tracks"], json);
             }
             let index = open_index(&dir)?;
             let hits = index.search(&query.join(" "), limit)?;

@@ -262,12 +262,13 @@ fn daemons_pair_list_get_follow_changes_and_fail_cleanly() {
     }
     // Search over the merged library, through the API.
     let (url, token) = phone.api();
-    let hits: Value = ureq::get(format!("{url}/api/search?q=alpha&token={token}"))
+    let found: Value = ureq::get(format!("{url}/api/search?q=alpha&token={token}"))
         .call()
         .unwrap()
         .into_body()
         .read_json()
         .unwrap();
+    let hits = found["tracks"].clone();
     assert!(!hits.as_array().unwrap().is_empty());
     assert!(hits
         .as_array()

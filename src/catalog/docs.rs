@@ -63,6 +63,7 @@ impl<K: Copy + Eq + Hash> Docs<K> {
     }
 
     /// Live documents.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slot.len()
     }

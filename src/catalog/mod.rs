@@ -163,8 +163,9 @@ struct Item {
 }
 
 struct AlbumEntry {
-    /// Tracks as (disc, number, id): disc/track order.
-    tracks: BTreeSet<(u32, u32, TrackId)>,
+    /// Tracks by their place in the track order (disc, number, title
+    /// within the album).
+    tracks: BTreeSet<(Box<[u8]>, TrackId)>,
     /// First seen (a counter of this catalog), for [`AlbumSort::Added`].
     added: u64,
     /// Its keys in each of `State::album_orders`, as last inserted.
@@ -216,8 +217,9 @@ fn track_order(t: &Track) -> Box<[u8]> {
     cat(&[
         sort_key(&g.album_owner()).as_bytes(),
         sort_key(&g.album).as_bytes(),
-        &g.disc.unwrap_or(0).to_be_bytes(),
-        &g.track.unwrap_or(0).to_be_bytes(),
+        // No disc number is disc 1; tracks without a number go last.
+        &g.disc.unwrap_or(1).to_be_bytes(),
+        &g.track.unwrap_or(u32::MAX).to_be_bytes(),
         sort_key(&g.title).as_bytes(),
     ])
 }
@@ -341,7 +343,7 @@ impl Catalog {
         let tracks = s.albums[id]
             .tracks
             .iter()
-            .filter_map(|(_, _, t)| s.items.get(t).map(|it| s.view(it)))
+            .filter_map(|(_, t)| s.items.get(t).map(|it| s.view(it)))
             .collect();
         Some((info, tracks))
     }
@@ -485,7 +487,7 @@ impl State {
             &search::document(&t.tags.title, &t.tags.artist(), &t.tags.album),
         );
         if let Some(a) = album {
-            self.album_add(a, &t);
+            self.album_add(a, &t, &order);
         }
         self.items.insert(
             id,
@@ -515,11 +517,11 @@ impl State {
         self.order.remove(&(it.order.clone(), *id));
         self.track_docs.remove(id);
         if let Some(a) = it.album {
-            self.album_remove(&a, &it.track);
+            self.album_remove(&a, &it);
         }
     }
 
-    fn album_add(&mut self, a: AlbumId, t: &Track) {
+    fn album_add(&mut self, a: AlbumId, t: &Track, order: &[u8]) {
         let owner = t.tags.album_owner();
         let artist = ArtistId::of(&owner);
         self.added += 1;
@@ -530,8 +532,7 @@ impl State {
             keys: Default::default(),
             artist,
         });
-        e.tracks
-            .insert((t.tags.disc.unwrap_or(0), t.tags.track.unwrap_or(0), t.id));
+        e.tracks.insert((order.into(), t.id));
         if e.tracks.len() == 1 {
             self.album_docs
                 .put(a, &docs::name_doc(&search::normalize(&t.tags.album)));
@@ -555,12 +556,11 @@ impl State {
         }
     }
 
-    fn album_remove(&mut self, a: &AlbumId, t: &Track) {
+    fn album_remove(&mut self, a: &AlbumId, it: &Item) {
         let Some(e) = self.albums.get_mut(a) else {
             return;
         };
-        e.tracks
-            .remove(&(t.tags.disc.unwrap_or(0), t.tags.track.unwrap_or(0), t.id));
+        e.tracks.remove(&(it.order.clone(), it.track.id));
         let artist = e.artist;
         let empty = e.tracks.is_empty();
         if let Some(ar) = self.artists.get_mut(&artist) {
@@ -620,7 +620,7 @@ impl State {
         let tracks: Vec<&Item> = e
             .tracks
             .iter()
-            .filter_map(|(_, _, id)| self.items.get(id))
+            .filter_map(|(_, id)| self.items.get(id))
             .collect();
         let first = &tracks.first()?.track.tags;
         let mut holders: Vec<u16> = vec![];

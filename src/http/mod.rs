@@ -10,6 +10,7 @@
 //! Must never: listen beyond loopback, answer without the token, or touch
 //! the index, the mesh or files itself; everything goes through [`Node`].
 
+mod catalog;
 mod listen;
 pub mod range;
 
@@ -81,9 +82,8 @@ pub async fn serve(
         .route("/api/devices/{id}", delete(remove_device))
         .route("/api/invite", post(invite))
         .route("/api/join", post(join))
-        .route("/api/library", get(library))
-        .route("/api/search", get(search))
         .route("/stream/{id}", get(stream))
+        .merge(catalog::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     listen::serve(listener, app, cancel).await
@@ -143,7 +143,11 @@ pub struct TrackView<'a> {
     channels: u32,
     bitrate_kbps: Option<u32>,
     size: u64,
+    /// The album's id (for `/api/albums/{id}`), when it names one.
+    album_id: Option<crate::catalog::AlbumId>,
     sources: &'a [crate::node::Source],
+    /// One of the sources is this device or online now.
+    online: bool,
 }
 
 impl<'a> TrackView<'a> {
@@ -164,7 +168,9 @@ impl<'a> TrackView<'a> {
             channels: tr.audio.channels,
             bitrate_kbps: tr.audio.bitrate_kbps,
             size: tr.size,
+            album_id: t.album,
             sources: &t.sources,
+            online: t.sources.iter().any(|s| s.online),
         }
     }
 }
@@ -233,41 +239,6 @@ async fn join(
     Ok(Json(
         json!({ "mesh": s.node.status().mesh, "devices": devices }),
     ))
-}
-
-#[derive(Deserialize)]
-struct LibraryQuery {
-    /// "all" (default) or "local".
-    scope: Option<String>,
-    /// Skip this many tracks (in library order: album artist, album, disc,
-    /// track, title).
-    offset: Option<usize>,
-    /// Return at most this many tracks.
-    limit: Option<usize>,
-}
-
-async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> ApiResult<Response> {
-    let local_only = q.scope.as_deref() == Some("local");
-    let all = s.node.library().await?;
-    let v: Vec<TrackView> = all
-        .iter()
-        .filter(|t| !local_only || t.sources.iter().any(|s| s.local))
-        .skip(q.offset.unwrap_or(0))
-        .take(q.limit.unwrap_or(usize::MAX))
-        .map(TrackView::of)
-        .collect();
-    Ok(Json(v).into_response())
-}
-
-#[derive(Deserialize)]
-struct SearchQuery {
-    q: String,
-    limit: Option<usize>,
-}
-
-async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<Response> {
-    let hits = s.node.search(&q.q, q.limit.unwrap_or(50)).await?;
-    Ok(Json(hits.iter().map(TrackView::of).collect::<Vec<_>>()).into_response())
 }
 
 #[derive(Deserialize)]

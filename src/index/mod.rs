@@ -42,6 +42,7 @@ use crate::model::{
 use crate::proto;
 pub use codec::{path_bytes, path_from_bytes};
 use prost::Message;
+pub use remote::decode_record;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

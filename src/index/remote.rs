@@ -26,7 +26,7 @@ fn peer_prefix(peer: &[u8]) -> Vec<u8> {
 }
 
 /// Decode a received record; `None` if it does not decode or has no id.
-fn decode_record(bytes: &[u8]) -> Option<Track> {
+pub fn decode_record(bytes: &[u8]) -> Option<Track> {
     codec::track_from_proto(proto::TrackRecord::decode(bytes).ok()?)
 }
 

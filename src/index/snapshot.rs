@@ -119,9 +119,57 @@ pub fn subtree<'a>(entries: &'a [Entry], path: &[u8]) -> &'a [Entry] {
     run
 }
 
+/// What changed between two sorted entry lists: ids to (re)load (new, or
+/// with a new record hash) and ids to drop (gone, or with a new record
+/// hash: the old record goes before the new one comes). One merge pass.
+pub fn diff(old: &[Entry], new: &[Entry]) -> (Vec<Hash32>, Vec<Hash32>) {
+    use std::cmp::Ordering;
+    let (mut put, mut remove) = (vec![], vec![]);
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let ord = match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) => a.0.cmp(&b.0),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match ord {
+            Ordering::Less => {
+                remove.push(old[i].0);
+                i += 1;
+            }
+            Ordering::Greater => {
+                put.push(new[j].0);
+                j += 1;
+            }
+            Ordering::Equal => {
+                if old[i].1 != new[j].1 {
+                    remove.push(old[i].0);
+                    put.push(new[j].0);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (put, remove)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_finds_new_gone_and_changed_entries() {
+        let h = |n: u8| Hash32([n; 32]);
+        let old = vec![(h(1), h(10)), (h(2), h(20)), (h(4), h(40))];
+        let new = vec![(h(2), h(21)), (h(3), h(30)), (h(4), h(40)), (h(5), h(50))];
+        let (put, remove) = diff(&old, &new);
+        assert_eq!(put, vec![h(2), h(3), h(5)]);
+        assert_eq!(remove, vec![h(1), h(2)]);
+        assert_eq!(diff(&new, &new), (vec![], vec![]));
+        assert_eq!(diff(&[], &old).0.len(), 3);
+        assert_eq!(diff(&old, &[]).1.len(), 3);
+    }
 
     fn entries(n: u32, salt: u8) -> Vec<Entry> {
         let mut v: Vec<Entry> = (0..n)

@@ -11,7 +11,9 @@
 //! thread, keep bytes of an original that fail their track id, or trust a
 //! member's records beyond what their hashes prove.
 
+use crate::artwork;
 use crate::cache::Cache;
+use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};
 use crate::index::snapshot::{self, Entry, LEAF_MAX};
 use crate::index::{self, Index, Snapshot};
 use crate::library::{self, ScanOptions};
@@ -19,7 +21,7 @@ use crate::mesh::{
     self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, NodeReply, PeerInfo,
     Request, Response, StreamHead, StreamOpen,
 };
-use crate::model::{Hash32, Track, TrackId};
+use crate::model::{Cover, CoverId, Hash32, Track, TrackId};
 use crate::stream::{Profile, StreamRequest, Streamer, Via};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -147,6 +149,15 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
+impl From<IdError> for NodeError {
+    fn from(e: IdError) -> Self {
+        match e {
+            IdError::NotFound(_) => NodeError::NotFound(e.to_string()),
+            IdError::NotAnId(_) | IdError::Ambiguous { .. } => NodeError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 /// Where a track can be played from.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Source {
@@ -160,7 +171,9 @@ pub struct Source {
 /// A track of the merged library, with every device that holds it.
 #[derive(Debug, Clone)]
 pub struct LibraryTrack {
-    pub track: Track,
+    pub track: Arc<Track>,
+    /// The album it belongs to, if it names one.
+    pub album: Option<AlbumId>,
     pub sources: Vec<Source>,
 }
 
@@ -200,44 +213,39 @@ struct Holders {
     name: String,
     online: HashSet<DeviceId>,
     names: HashMap<String, String>,
-    client: mesh::Client,
 }
 
 impl Holders {
-    fn local(&self) -> Source {
-        Source {
-            device: self.me.to_string(),
-            name: self.name.clone(),
-            local: true,
-            online: true,
+    fn source(&self, d: DeviceId) -> Source {
+        if d == self.me {
+            return Source {
+                device: d.to_string(),
+                name: self.name.clone(),
+                local: true,
+                online: true,
+            };
         }
-    }
-
-    fn remote(&self, d: DeviceId) -> Source {
+        let device = d.to_string();
         Source {
-            device: d.to_string(),
-            name: self.names.get(&d.to_string()).cloned().unwrap_or_default(),
-            local: false,
+            name: self.names.get(&device).cloned().unwrap_or_default(),
             online: self.online.contains(&d),
+            local: false,
+            device,
         }
     }
 
-    /// The stored catalogs of current members (not this device).
-    fn catalogs(&self, ix: &Index) -> Result<Vec<(Vec<u8>, DeviceId)>, NodeError> {
-        Ok(ix
-            .remote_peers()?
-            .into_iter()
-            .filter_map(|p| {
-                let d = DeviceId::from_bytes(&p)?;
-                (d != self.me && self.client.is_member(&d)).then_some((p, d))
-            })
-            .collect())
+    fn label(&self, t: CatalogTrack) -> LibraryTrack {
+        LibraryTrack {
+            sources: t.holders.iter().map(|d| self.source(*d)).collect(),
+            album: t.album,
+            track: t.track,
+        }
     }
 }
 
 /// An audio stream for the local player.
 pub struct NodeStream {
-    pub track: Track,
+    pub track: Arc<Track>,
     pub mime: String,
     /// Length of the whole stream, when known.
     pub total_len: Option<u64>,
@@ -258,6 +266,7 @@ struct SyncSlot {
 struct Inner {
     cfg: NodeConfig,
     index: Arc<Index>,
+    catalog: Arc<Catalog>,
     client: mesh::Client,
     streamer: Arc<Streamer>,
     snap: RwLock<Arc<Snapshot>>,
@@ -338,9 +347,13 @@ impl Node {
             tx,
         )
         .await?;
+        let client = mesh.client();
+        let catalog = Arc::new(Catalog::new());
+        load_catalog(&index, &catalog, &client).await?;
         let node = Node {
             inner: Arc::new(Inner {
-                client: mesh.client(),
+                client,
+                catalog,
                 index,
                 streamer: Arc::new(Streamer::new(Some(cache))),
                 snap: RwLock::new(snap),
@@ -484,7 +497,22 @@ impl Node {
     /// Recompute the snapshot after the index changed; announce it.
     async fn refresh_snapshot(&self) -> Result<(), NodeError> {
         let ix = self.inner.index.clone();
-        let snap = Arc::new(blocking(move || ix.snapshot()).await??);
+        let old = self.snapshot();
+        let catalog = self.inner.catalog.clone();
+        let me = self.device_id();
+        let snap = blocking(move || -> Result<Arc<Snapshot>, index::IndexError> {
+            let snap = Arc::new(ix.snapshot()?);
+            // What changed, into the catalog: a changed record (same
+            // bytes, new paths) goes out and comes back.
+            let (put, remove) = snapshot::diff(&old.entries, &snap.entries);
+            let mut tracks = Vec::with_capacity(put.len());
+            for id in &put {
+                tracks.extend(ix.track(id)?);
+            }
+            catalog.apply(me, tracks, &remove, Paths::Keep);
+            Ok(snap)
+        })
+        .await??;
         let (root, n) = (snap.root, snap.entries.len() as u64);
         *self.inner.snap.write().unwrap_or_else(|e| e.into_inner()) = snap;
         self.inner.client.set_local(root, n);
@@ -495,9 +523,14 @@ impl Node {
     async fn prune_catalogs(&self) {
         let ix = self.inner.index.clone();
         let client = self.inner.client.clone();
+        let catalog = self.inner.catalog.clone();
         let r = blocking(move || -> Result<(), index::IndexError> {
             for p in ix.remote_peers()? {
-                let gone = DeviceId::from_bytes(&p).is_none_or(|d| !client.is_member(&d));
+                let d = DeviceId::from_bytes(&p);
+                if let Some(d) = d.filter(|d| !client.is_member(d)) {
+                    catalog.forget(d);
+                }
+                let gone = d.is_none_or(|d| !client.is_member(&d));
                 if gone {
                     let n = ix.remote_forget(&p)?;
                     tracing::info!("forgot {n} tracks of a removed device");
@@ -908,8 +941,18 @@ impl Node {
                 local.extend(fresh);
                 local.sort_unstable();
                 let ix = self.inner.index.clone();
+                let catalog = self.inner.catalog.clone();
                 let p2 = pb.clone();
-                blocking(move || ix.remote_apply(&p2, &put, &remove)).await??;
+                blocking(move || -> Result<(), index::IndexError> {
+                    ix.remote_apply(&p2, &put, &remove)?;
+                    let tracks = put
+                        .iter()
+                        .filter_map(|(_, rec)| index::decode_record(rec))
+                        .collect();
+                    catalog.apply(peer, tracks, &remove, Paths::Drop);
+                    Ok(())
+                })
+                .await??;
             }
             level = next;
         }
@@ -942,49 +985,38 @@ impl Node {
 
     // ----- the merged library -------------------------------------------------
 
-    /// Every track of every member (this device included), merged by id.
+    /// The merged library: every track of every member, albums, artists.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Every track of every member (this device included), in library
+    /// order. Builds the whole list: surfaces page through
+    /// [`Node::tracks`] instead.
     pub async fn library(&self) -> Result<Vec<LibraryTrack>, NodeError> {
-        let holders = self.holders();
-        let ix = self.inner.index.clone();
-        blocking(move || -> Result<Vec<LibraryTrack>, NodeError> {
-            let mut out: HashMap<TrackId, LibraryTrack> = HashMap::new();
-            for t in ix.tracks() {
-                let t = t?;
-                out.insert(
-                    t.id,
-                    LibraryTrack {
-                        track: t,
-                        sources: vec![holders.local()],
-                    },
-                );
-            }
-            for (p, d) in holders.catalogs(&ix)? {
-                let src = holders.remote(d);
-                for t in ix.remote_tracks(&p)? {
-                    out.entry(t.id)
-                        .or_insert_with(|| LibraryTrack {
-                            track: t,
-                            sources: vec![],
-                        })
-                        .sources
-                        .push(src.clone());
-                }
-            }
-            let mut v: Vec<LibraryTrack> = out.into_values().collect();
-            v.sort_by_cached_key(|t| {
-                let g = &t.track.tags;
-                (
-                    g.album_owner().to_lowercase(),
-                    g.album.to_lowercase(),
-                    g.disc.unwrap_or(0),
-                    g.track.unwrap_or(0),
-                    g.title.to_lowercase(),
-                    t.track.id,
-                )
-            });
-            Ok(v)
-        })
-        .await?
+        Ok(self.tracks(Page::ALL).items)
+    }
+
+    /// A page of the merged library's tracks, labelled with their sources.
+    pub fn tracks(&self, page: Page) -> Paged<LibraryTrack> {
+        let p = self.inner.catalog.tracks(page);
+        let h = self.holders();
+        Paged {
+            total: p.total,
+            items: p.items.into_iter().map(|t| h.label(t)).collect(),
+        }
+    }
+
+    /// Label catalog entries with where they can be played from, as of now.
+    pub fn label(&self, tracks: Vec<CatalogTrack>) -> Vec<LibraryTrack> {
+        let h = self.holders();
+        tracks.into_iter().map(|t| h.label(t)).collect()
+    }
+
+    /// Where the devices in `holders` stand (names, online), as of now.
+    pub fn sources(&self, holders: &[DeviceId]) -> Vec<Source> {
+        let h = self.holders();
+        holders.iter().map(|d| h.source(*d)).collect()
     }
 
     /// Who holds tracks: this device and the members, as of now.
@@ -995,84 +1027,63 @@ impl Node {
             name: self.inner.cfg.name.clone(),
             online: c.connected_members().into_iter().collect(),
             names: c.devices().into_iter().map(|d| (d.id, d.name)).collect(),
-            client: c.clone(),
         }
     }
 
     /// Tracks of the merged library matching every word of `query`
     /// (case and accents ignored), best first.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<LibraryTrack>, NodeError> {
-        let q = crate::index::search::Query::new(query);
-        if q.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut hits: Vec<(u32, LibraryTrack)> = self
-            .library()
-            .await?
-            .into_iter()
-            .filter_map(|t| {
-                let g = &t.track.tags;
-                let doc = crate::index::search::document(&g.title, &g.artist(), &g.album);
-                q.score(&doc).map(|s| (s, t))
-            })
-            .collect();
-        hits.sort_by_key(|(s, _)| std::cmp::Reverse(*s));
-        Ok(hits.into_iter().take(limit).map(|(_, t)| t).collect())
+        Ok(self.label(self.inner.catalog.search(query, limit).tracks))
     }
 
-    /// One track of the merged library and its sources, by whole id.
-    async fn lookup(&self, id: TrackId) -> Result<Option<LibraryTrack>, NodeError> {
-        let holders = self.holders();
+    /// A track of the merged library by id or unique id prefix (at least
+    /// [`crate::catalog::id::MIN_PREFIX`] hex digits).
+    pub async fn resolve(&self, id: &str) -> Result<LibraryTrack, NodeError> {
+        let prefix: Prefix = id.parse()?;
+        let id = self.inner.catalog.resolve(&prefix)?;
+        let t = self
+            .inner
+            .catalog
+            .track(&id)
+            .ok_or_else(|| NodeError::NotFound(format!("no track {id} in the library")))?;
+        Ok(self.holders().label(t))
+    }
+
+    /// A cover image by id; with `size`, scaled so its longest side is at
+    /// most that many pixels (a JPEG, cached in `covers/` of the data dir).
+    pub async fn cover(&self, id: CoverId, size: Option<u32>) -> Result<Option<Cover>, NodeError> {
+        if let Some(size) = size.filter(|s| !artwork::SIZES.contains(s)) {
+            return Err(NodeError::BadRequest(
+                artwork::ArtworkError::Size(size).to_string(),
+            ));
+        }
         let ix = self.inner.index.clone();
-        blocking(move || -> Result<Option<LibraryTrack>, NodeError> {
-            let mut found: Option<LibraryTrack> = ix.track(&id)?.map(|t| LibraryTrack {
-                track: t,
-                sources: vec![holders.local()],
-            });
-            for (p, d) in holders.catalogs(&ix)? {
-                if let Some(t) = ix.remote_track(&p, &id)? {
-                    found
-                        .get_or_insert_with(|| LibraryTrack {
-                            track: t,
-                            sources: vec![],
-                        })
-                        .sources
-                        .push(holders.remote(d));
-                }
+        let dir = self.inner.cfg.data_dir.join("covers");
+        blocking(move || -> Result<Option<Cover>, NodeError> {
+            let cached = size.map(|s| dir.join(format!("{}-{s}.jpg", id.to_hex())));
+            if let Some(data) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+                let mime = "image/jpeg".into();
+                return Ok(Some(Cover { id, mime, data }));
             }
-            Ok(found)
+            let Some(original) = ix.cover(&id)? else {
+                return Ok(None);
+            };
+            let (Some(size), Some(path)) = (size, cached) else {
+                return Ok(Some(original));
+            };
+            let (mime, data) = artwork::resize(&original.data, size)
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            // A cache: failing to keep a copy only costs a resize next time.
+            if let Err(e) = write_whole(&dir, &path, &data) {
+                tracing::warn!("cannot cache a resized cover: {e}");
+            }
+            Ok(Some(Cover {
+                id,
+                mime: mime.into(),
+                data,
+            }))
         })
         .await?
-    }
-
-    /// A track of the merged library by id or unique id prefix.
-    pub async fn resolve(&self, id: &str) -> Result<LibraryTrack, NodeError> {
-        let id = id.trim().to_ascii_lowercase();
-        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NodeError::BadRequest(format!(
-                "{id:?} is not a track id (at least 4 hex digits)"
-            )));
-        }
-        if let Ok(tid) = id.parse::<TrackId>() {
-            // A whole id: direct lookups, not a walk of the library.
-            return self
-                .lookup(tid)
-                .await?
-                .ok_or_else(|| NodeError::NotFound(format!("no track {id} in the library")));
-        }
-        let mut hits: Vec<LibraryTrack> = self
-            .library()
-            .await?
-            .into_iter()
-            .filter(|t| t.track.id.to_hex().starts_with(&id))
-            .collect();
-        match hits.len() {
-            0 => Err(NodeError::NotFound(format!("no track {id} in the library"))),
-            1 => Ok(hits.remove(0)),
-            n => Err(NodeError::BadRequest(format!(
-                "{n} tracks start with {id}; give more digits"
-            ))),
-        }
     }
 
     // ----- streaming ---------------------------------------------------------------
@@ -1182,7 +1193,7 @@ impl Node {
     /// thread waits while the reader is slow).
     async fn open_local(
         &self,
-        track: Track,
+        track: Arc<Track>,
         kbps: u32,
         start_ms: u64,
         offset: u64,
@@ -1279,7 +1290,7 @@ impl Node {
             }
         };
         let ns = match self
-            .open_local(track, open.kbps, open.start_ms, open.offset)
+            .open_local(Arc::new(track), open.kbps, open.start_ms, open.offset)
             .await
         {
             Ok(ns) => ns,
@@ -1330,6 +1341,48 @@ impl Node {
         }
         tracing::info!(bytes = sent, ms = started.elapsed().as_millis() as u64, via = %head.via, "stream served");
     }
+}
+
+/// Write `data` to `path` whole or not at all (a temporary file in `dir`,
+/// renamed over).
+fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Fill the catalog from the index: this device's tracks, then the stored
+/// catalogs of current members.
+async fn load_catalog(
+    index: &Arc<Index>,
+    catalog: &Arc<Catalog>,
+    client: &mesh::Client,
+) -> Result<(), NodeError> {
+    let (ix, cat, client) = (index.clone(), catalog.clone(), client.clone());
+    blocking(move || -> Result<(), index::IndexError> {
+        let me = client.device_id();
+        let mut batch = Vec::with_capacity(4096);
+        for t in ix.tracks() {
+            batch.push(t?);
+            if batch.len() == 4096 {
+                cat.apply(me, std::mem::take(&mut batch), &[], Paths::Keep);
+            }
+        }
+        cat.apply(me, batch, &[], Paths::Keep);
+        for p in ix.remote_peers()? {
+            let Some(d) = DeviceId::from_bytes(&p).filter(|d| *d != me && client.is_member(d))
+            else {
+                continue;
+            };
+            cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop);
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
 }
 
 fn codec() -> LengthDelimitedCodec {
