@@ -16,6 +16,8 @@ pub mod mesh;
 pub mod model;
 pub mod node;
 pub mod stream;
+pub mod sync;
+pub mod tasks;
 pub mod transcode;
 
 /// Protobuf types generated from `proto/`. They stay at the edges (storage

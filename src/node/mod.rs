@@ -14,29 +14,30 @@
 use crate::artwork;
 use crate::cache::Cache;
 use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};
-use crate::index::snapshot::{self, Entry, LEAF_MAX};
+use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
 use crate::library::{self, ScanOptions};
 use crate::mesh::{
-    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, NodeReply, PeerInfo,
-    Request, Response, StreamHead, StreamOpen,
+    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, PeerInfo, Response,
+    StreamHead, StreamOpen,
 };
 use crate::model::{Cover, CoverId, Hash32, Track, TrackId};
 use crate::stream::{Profile, StreamRequest, Streamer, Via};
+use crate::sync::{SyncError, Syncer};
+use crate::tasks::{Stopped, Tasks};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Chunk size of audio streams (mesh frames and the local pump).
@@ -45,18 +46,6 @@ const CHUNK: usize = 64 << 10;
 /// index's disk full, say); it doubles up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
-/// Most entries a sync asks for in one reply (and with records, when we
-/// hold nothing under that part of the trie yet).
-const MAX_ENTRIES: u32 = 1024;
-/// Trie nodes asked for in one pipelined group (bounds what a sync holds
-/// in memory: a group's replies, about 100 KB each when records come along).
-const SYNC_GROUP: usize = 32;
-/// Times a failed sync is tried again while the peer stays connected.
-const SYNC_RETRIES: u32 = 5;
-/// Records per GetRecords request.
-const RECORD_BATCH: usize = 512;
-/// Largest reply a node builds (under the wire limit).
-const REPLY_BUDGET: usize = 6 << 20;
 /// A stream that sends nothing for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
 /// How long an interrupted remote stream keeps trying to resume: a path
@@ -149,6 +138,22 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
+impl From<Stopped> for NodeError {
+    fn from(e: Stopped) -> Self {
+        NodeError::Unavailable(e.to_string())
+    }
+}
+
+impl From<SyncError> for NodeError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Index(e) => NodeError::Index(e),
+            SyncError::Mesh(e) => NodeError::Mesh(e),
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<IdError> for NodeError {
     fn from(e: IdError) -> Self {
         match e {
@@ -177,18 +182,7 @@ pub struct LibraryTrack {
     pub sources: Vec<Source>,
 }
 
-/// Progress of library syncs, for status and benchmarks.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct SyncStats {
-    pub syncs: u64,
-    pub requests: u64,
-    /// Bytes of sync messages, both ways, as framed on the wire (before
-    /// noise and muxer overhead, a few percent).
-    pub bytes_in: u64,
-    pub records: u64,
-    pub last_ms: u64,
-    pub last_bytes: u64,
-}
+pub use crate::sync::SyncStats;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
@@ -257,12 +251,6 @@ pub struct NodeStream {
     pub reader: Pin<Box<dyn AsyncRead + Send>>,
 }
 
-#[derive(Default)]
-struct SyncSlot {
-    running: bool,
-    want: Option<Hash32>,
-}
-
 struct Inner {
     cfg: NodeConfig,
     index: Arc<Index>,
@@ -270,11 +258,8 @@ struct Inner {
     client: mesh::Client,
     streamer: Arc<Streamer>,
     snap: RwLock<Arc<Snapshot>>,
-    syncs: Mutex<HashMap<DeviceId, SyncSlot>>,
-    stats: Mutex<SyncStats>,
-    sync_bytes: AtomicU64,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
+    syncer: Arc<Syncer>,
+    tasks: Tasks,
     watch_stop: Arc<AtomicBool>,
     mesh: tokio::sync::Mutex<Option<Mesh>>,
     watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -286,20 +271,13 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NodeError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NodeError::Unavailable(format!("worker failed: {e}")))
-}
-
 impl Node {
     /// Open the data dir, start the mesh and (home) the scanner and watcher.
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let tasks = Tasks::new();
         std::fs::create_dir_all(&cfg.data_dir)?;
         let dir = cfg.data_dir.clone();
-        let index = Arc::new(blocking(move || Index::open(&dir)).await??);
+        let index = Arc::new(tasks.blocking(move || Index::open(&dir)).await??);
         if !cfg.dirs.is_empty() {
             let mut canon = Vec::new();
             for d in &cfg.dirs {
@@ -315,18 +293,19 @@ impl Node {
                 canon.push(c);
             }
             let ix = index.clone();
-            blocking(move || {
-                let mut w = ix.writer();
-                for c in &canon {
-                    w.add_root(c);
-                }
-                w.commit()
-            })
-            .await??;
+            tasks
+                .blocking(move || {
+                    let mut w = ix.writer();
+                    for c in &canon {
+                        w.add_root(c);
+                    }
+                    w.commit()
+                })
+                .await??;
         }
         let cache = Cache::open(&cfg.data_dir.join("cache"), cfg.cache_bytes)?;
         let ix = index.clone();
-        let snap = Arc::new(blocking(move || ix.snapshot()).await??);
+        let snap = Arc::new(tasks.blocking(move || ix.snapshot()).await??);
         let (tx, rx) = mpsc::channel(256);
         let mesh = Mesh::start(
             mesh::Config {
@@ -349,19 +328,22 @@ impl Node {
         .await?;
         let client = mesh.client();
         let catalog = Arc::new(Catalog::new());
-        load_catalog(&index, &catalog, &client).await?;
+        load_catalog(&tasks, &index, &catalog, &client).await?;
+        let syncer = Syncer::new(
+            index.clone(),
+            catalog.clone(),
+            client.clone(),
+            tasks.clone(),
+        );
         let node = Node {
             inner: Arc::new(Inner {
                 client,
                 catalog,
+                syncer,
                 index,
                 streamer: Arc::new(Streamer::new(Some(cache))),
                 snap: RwLock::new(snap),
-                syncs: Mutex::new(HashMap::new()),
-                stats: Mutex::new(SyncStats::default()),
-                sync_bytes: AtomicU64::new(0),
-                tasks: TaskTracker::new(),
-                cancel: CancellationToken::new(),
+                tasks,
                 watch_stop: Arc::new(AtomicBool::new(false)),
                 mesh: tokio::sync::Mutex::new(Some(mesh)),
                 watcher: Mutex::new(None),
@@ -379,13 +361,7 @@ impl Node {
     }
 
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
-        let cancel = self.inner.cancel.clone();
-        self.inner.tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = f => {}
-            }
-        });
+        self.inner.tasks.spawn(f);
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -399,9 +375,7 @@ impl Node {
     /// Stop everything: the watcher, every task, the mesh; flush the index.
     pub async fn shutdown(&self) {
         self.inner.watch_stop.store(true, Ordering::SeqCst);
-        self.inner.cancel.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        self.inner.tasks.shutdown().await;
         if let Some(m) = self.inner.mesh.lock().await.take() {
             m.shutdown().await;
         }
@@ -412,18 +386,21 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(w) = w {
-            let _ = blocking(move || w.join()).await;
+            let _ = self.inner.tasks.blocking(move || w.join()).await;
         }
         if let Some(c) = self.inner.streamer.cache() {
             let c = c.clone();
-            let _ = blocking(move || {
-                c.shutdown();
-                c.wait_idle();
-            })
-            .await;
+            let _ = self
+                .inner
+                .tasks
+                .blocking(move || {
+                    c.shutdown();
+                    c.wait_idle();
+                })
+                .await;
         }
         let ix = self.inner.index.clone();
-        if let Ok(Err(e)) = blocking(move || ix.flush()).await {
+        if let Ok(Err(e)) = self.inner.tasks.blocking(move || ix.flush()).await {
             tracing::error!("flushing the index: {e}");
         }
         tracing::info!("node stopped");
@@ -451,11 +428,7 @@ impl Node {
     }
 
     pub fn sync_stats(&self) -> SyncStats {
-        self.inner
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.syncer.stats()
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {
@@ -500,19 +473,22 @@ impl Node {
         let old = self.snapshot();
         let catalog = self.inner.catalog.clone();
         let me = self.device_id();
-        let snap = blocking(move || -> Result<Arc<Snapshot>, index::IndexError> {
-            let snap = Arc::new(ix.snapshot()?);
-            // What changed, into the catalog: a changed record (same
-            // bytes, new paths) goes out and comes back.
-            let (put, remove) = snapshot::diff(&old.entries, &snap.entries);
-            let mut tracks = Vec::with_capacity(put.len());
-            for id in &put {
-                tracks.extend(ix.track(id)?);
-            }
-            catalog.apply(me, tracks, &remove, Paths::Keep);
-            Ok(snap)
-        })
-        .await??;
+        let snap = self
+            .inner
+            .tasks
+            .blocking(move || -> Result<Arc<Snapshot>, index::IndexError> {
+                let snap = Arc::new(ix.snapshot()?);
+                // What changed, into the catalog: a changed record (same
+                // bytes, new paths) goes out and comes back.
+                let (put, remove) = snapshot::diff(&old.entries, &snap.entries);
+                let mut tracks = Vec::with_capacity(put.len());
+                for id in &put {
+                    tracks.extend(ix.track(id)?);
+                }
+                catalog.apply(me, tracks, &remove, Paths::Keep);
+                Ok(snap)
+            })
+            .await??;
         let (root, n) = (snap.root, snap.entries.len() as u64);
         *self.inner.snap.write().unwrap_or_else(|e| e.into_inner()) = snap;
         self.inner.client.set_local(root, n);
@@ -524,21 +500,24 @@ impl Node {
         let ix = self.inner.index.clone();
         let client = self.inner.client.clone();
         let catalog = self.inner.catalog.clone();
-        let r = blocking(move || -> Result<(), index::IndexError> {
-            for p in ix.remote_peers()? {
-                let d = DeviceId::from_bytes(&p);
-                if let Some(d) = d.filter(|d| !client.is_member(d)) {
-                    catalog.forget(d);
+        let r = self
+            .inner
+            .tasks
+            .blocking(move || -> Result<(), index::IndexError> {
+                for p in ix.remote_peers()? {
+                    let d = DeviceId::from_bytes(&p);
+                    if let Some(d) = d.filter(|d| !client.is_member(d)) {
+                        catalog.forget(d);
+                    }
+                    let gone = d.is_none_or(|d| !client.is_member(&d));
+                    if gone {
+                        let n = ix.remote_forget(&p)?;
+                        tracing::info!("forgot {n} tracks of a removed device");
+                    }
                 }
-                let gone = d.is_none_or(|d| !client.is_member(&d));
-                if gone {
-                    let n = ix.remote_forget(&p)?;
-                    tracing::info!("forgot {n} tracks of a removed device");
-                }
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         if let Ok(Err(e)) | Err(e) = r.map_err(|e| index::IndexError::Writer(e.to_string())) {
             tracing::error!("pruning catalogs: {e}");
         }
@@ -637,7 +616,9 @@ impl Node {
     async fn event_loop(&self, mut rx: mpsc::Receiver<Event>) {
         while let Some(ev) = rx.recv().await {
             match ev {
-                Event::Announced { from, announcement } => self.maybe_sync(from, announcement.root),
+                Event::Announced { from, announcement } => {
+                    self.inner.syncer.announced(from, announcement.root)
+                }
                 Event::Request {
                     from,
                     request,
@@ -645,7 +626,7 @@ impl Node {
                 } => {
                     let n = self.clone();
                     self.spawn(async move {
-                        let r = n.answer(request).await;
+                        let r = n.inner.syncer.answer(n.snapshot(), request).await;
                         if let Response::Error(e) = &r {
                             tracing::info!(%from, "sync request refused: {e}");
                         }
@@ -662,325 +643,6 @@ impl Node {
                 Event::Disconnected(d) => tracing::info!(peer = %d, "member disconnected"),
             }
         }
-    }
-
-    /// Answer a member's sync request from the current snapshot.
-    async fn answer(&self, req: Request) -> Response {
-        let snap = self.snapshot();
-        let ix = self.inner.index.clone();
-        let r = blocking(move || match req {
-            Request::GetNode {
-                root,
-                path,
-                max_entries,
-                with_records,
-            } => {
-                if root != snap.root {
-                    return Response::Error(format!("stale root; the root is now {}", snap.root));
-                }
-                let run = snapshot::subtree(&snap.entries, &path);
-                let limit = (max_entries as usize).clamp(LEAF_MAX, 4 * MAX_ENTRIES as usize);
-                if run.len() > limit {
-                    let mut c = [Hash32([0; 32]); 16];
-                    for (h, part) in c.iter_mut().zip(snapshot::children(run, path.len())) {
-                        *h = snapshot::node_hash(part, path.len() + 1);
-                    }
-                    return Response::Node(NodeReply {
-                        root,
-                        children: Some(Box::new(c)),
-                        entries: vec![],
-                        records: vec![],
-                    });
-                }
-                let mut records = vec![];
-                if with_records {
-                    let mut budget = REPLY_BUDGET;
-                    for (id, _) in run {
-                        match ix.record_bytes(id) {
-                            Ok(Some(r)) if r.len() <= budget => {
-                                budget -= r.len();
-                                records.push(r);
-                            }
-                            // Over budget or gone: the peer asks by id.
-                            _ => {
-                                records.clear();
-                                break;
-                            }
-                        }
-                    }
-                }
-                Response::Node(NodeReply {
-                    root,
-                    children: None,
-                    entries: run.to_vec(),
-                    records,
-                })
-            }
-            Request::GetRecords(ids) => {
-                let mut out = vec![];
-                let mut budget = REPLY_BUDGET;
-                for id in ids {
-                    match ix.record_bytes(&id) {
-                        Ok(Some(r)) if r.len() <= budget => {
-                            budget -= r.len();
-                            out.push(r);
-                        }
-                        Ok(Some(_)) => break,
-                        Ok(None) => {}
-                        Err(e) => return Response::Error(e.to_string()),
-                    }
-                }
-                Response::Records(out)
-            }
-        })
-        .await;
-        r.unwrap_or_else(|e| Response::Error(e.to_string()))
-    }
-
-    // ----- library sync ---------------------------------------------------------
-
-    fn maybe_sync(&self, peer: DeviceId, root: Hash32) {
-        {
-            let mut syncs = self.inner.syncs.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = syncs.entry(peer).or_default();
-            if slot.running {
-                slot.want = Some(root);
-                return;
-            }
-            slot.running = true;
-        }
-        let n = self.clone();
-        self.spawn(
-            async move {
-                let mut root = root;
-                let mut failures = 0u32;
-                loop {
-                    match n.sync_once(peer, root).await {
-                        Ok(()) => failures = 0,
-                        Err(e) => {
-                            failures += 1;
-                            tracing::warn!("library sync failed (attempt {failures}): {e}");
-                        }
-                    }
-                    let next = {
-                        let mut syncs = n.inner.syncs.lock().unwrap_or_else(|e| e.into_inner());
-                        let slot = syncs.entry(peer).or_default();
-                        let next = slot.want.take();
-                        // Try a failed sync again (what it fetched is kept)
-                        // while the peer stays connected.
-                        let retry = failures > 0
-                            && failures <= SYNC_RETRIES
-                            && n.inner.client.connected_members().contains(&peer);
-                        if next.is_none() && !retry {
-                            slot.running = false;
-                        }
-                        next.or(retry.then_some(root))
-                    };
-                    match next {
-                        Some(r) => {
-                            if failures > 0 && r == root {
-                                tokio::time::sleep(Duration::from_millis(500 << failures.min(6)))
-                                    .await;
-                            }
-                            root = r;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            .instrument(tracing::info_span!("sync", %peer)),
-        );
-    }
-
-    /// Bring our copy of `peer`'s catalog to `root`, fetching only the parts
-    /// of its trie whose hashes differ from ours. Requests go out pipelined
-    /// in groups; each group's changes are stored before the next is asked
-    /// for, so an interrupted sync keeps what it got.
-    async fn sync_once(&self, peer: DeviceId, root: Hash32) -> Result<(), NodeError> {
-        let started = Instant::now();
-        let pb = peer.to_bytes();
-        let ix = self.inner.index.clone();
-        let p2 = pb.clone();
-        let mut local: Vec<Entry> = blocking(move || ix.remote_entries(&p2)).await??;
-        if snapshot::root(&local) == root {
-            return Ok(());
-        }
-        let mut bytes = 0u64;
-        let mut requests = 0u64;
-        let mut records_in = 0u64;
-        // Breadth first, a level at a time.
-        let mut level: Vec<Vec<u8>> = vec![vec![]];
-        while !level.is_empty() {
-            let mut next = vec![];
-            for group in level.chunks(SYNC_GROUP) {
-                let reqs: Vec<Request> = group
-                    .iter()
-                    .map(|path| {
-                        let under = snapshot::subtree(&local, path).len();
-                        Request::GetNode {
-                            root,
-                            path: path.clone(),
-                            max_entries: if under == 0 {
-                                MAX_ENTRIES
-                            } else {
-                                4 * LEAF_MAX as u32
-                            },
-                            with_records: under == 0,
-                        }
-                    })
-                    .collect();
-                requests += reqs.len() as u64;
-                let replies = self.inner.client.request_many(&peer, reqs).await?;
-                let mut put: Vec<(TrackId, Vec<u8>)> = vec![];
-                let mut remove: Vec<TrackId> = vec![];
-                let mut want: Vec<Entry> = vec![];
-                for (path, (reply, wire)) in group.iter().zip(replies) {
-                    bytes += wire;
-                    let reply = match reply {
-                        Response::Node(n) => n,
-                        Response::Error(e) => {
-                            return Err(NodeError::Unavailable(format!(
-                                "{peer} refused a sync request: {e}"
-                            )))
-                        }
-                        Response::Records(_) => {
-                            return Err(NodeError::Unavailable(format!(
-                                "{peer} answered out of turn"
-                            )))
-                        }
-                    };
-                    let mine = snapshot::subtree(&local, path);
-                    if let Some(children) = &reply.children {
-                        for (i, part) in snapshot::children(mine, path.len()).iter().enumerate() {
-                            if snapshot::node_hash(part, path.len() + 1) != children[i] {
-                                let mut p = path.clone();
-                                p.push(i as u8);
-                                next.push(p);
-                            }
-                        }
-                        continue;
-                    }
-                    // Every entry under the path: diff against ours.
-                    let theirs: HashSet<TrackId> =
-                        reply.entries.iter().map(|(id, _)| *id).collect();
-                    remove.extend(
-                        mine.iter()
-                            .map(|(id, _)| *id)
-                            .filter(|id| !theirs.contains(id)),
-                    );
-                    let have: HashSet<Entry> = mine.iter().copied().collect();
-                    let new: Vec<Entry> = reply
-                        .entries
-                        .iter()
-                        .filter(|e| !have.contains(e))
-                        .copied()
-                        .collect();
-                    if !reply.records.is_empty() && reply.records.len() == reply.entries.len() {
-                        let wanted: HashSet<TrackId> = new.iter().map(|(id, _)| *id).collect();
-                        for ((id, h), rec) in reply.entries.iter().zip(reply.records) {
-                            if Hash32::of(&rec) != *h {
-                                return Err(NodeError::Unavailable(format!(
-                                    "{peer} sent a record for {id} that does not match its entry"
-                                )));
-                            }
-                            if wanted.contains(id) {
-                                put.push((*id, rec));
-                            }
-                        }
-                    } else {
-                        want.extend(new);
-                    }
-                }
-                // Records not sent along: by id, in batches, until all came.
-                while !want.is_empty() {
-                    let reqs: Vec<Request> = want
-                        .chunks(RECORD_BATCH)
-                        .map(|b| Request::GetRecords(b.iter().map(|(id, _)| *id).collect()))
-                        .collect();
-                    requests += reqs.len() as u64;
-                    let mut by_hash: HashMap<Hash32, Vec<u8>> = HashMap::new();
-                    for (reply, wire) in self.inner.client.request_many(&peer, reqs).await? {
-                        bytes += wire;
-                        match reply {
-                            Response::Records(r) => {
-                                by_hash.extend(r.into_iter().map(|r| (Hash32::of(&r), r)));
-                            }
-                            Response::Error(e) => return Err(NodeError::Unavailable(e)),
-                            Response::Node(_) => {
-                                return Err(NodeError::Unavailable(format!(
-                                    "{peer} answered out of turn"
-                                )))
-                            }
-                        }
-                    }
-                    let before = want.len();
-                    want.retain(|(id, h)| match by_hash.remove(h) {
-                        Some(r) => {
-                            put.push((*id, r));
-                            false
-                        }
-                        None => true,
-                    });
-                    if want.len() == before {
-                        return Err(NodeError::Unavailable(format!(
-                            "{peer} no longer has {} of the records it listed",
-                            want.len()
-                        )));
-                    }
-                }
-                records_in += put.len() as u64;
-                if put.is_empty() && remove.is_empty() {
-                    continue;
-                }
-                // Keep the in-memory copy in step (sorted by id), then store.
-                let gone: HashSet<TrackId> = remove.iter().copied().collect();
-                local.retain(|(id, _)| !gone.contains(id));
-                let fresh: HashMap<TrackId, Hash32> =
-                    put.iter().map(|(id, r)| (*id, Hash32::of(r))).collect();
-                local.retain(|(id, _)| !fresh.contains_key(id));
-                local.extend(fresh);
-                local.sort_unstable();
-                let ix = self.inner.index.clone();
-                let catalog = self.inner.catalog.clone();
-                let p2 = pb.clone();
-                blocking(move || -> Result<(), index::IndexError> {
-                    ix.remote_apply(&p2, &put, &remove)?;
-                    let tracks = put
-                        .iter()
-                        .filter_map(|(_, rec)| index::decode_record(rec))
-                        .collect();
-                    catalog.apply(peer, tracks, &remove, Paths::Drop);
-                    Ok(())
-                })
-                .await??;
-            }
-            level = next;
-        }
-        let got = snapshot::root(&local);
-        self.inner.sync_bytes.fetch_add(bytes, Ordering::Relaxed);
-        {
-            let mut s = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.syncs += 1;
-            s.requests += requests;
-            s.records += records_in;
-            s.bytes_in += bytes;
-            s.last_ms = started.elapsed().as_millis() as u64;
-            s.last_bytes = bytes;
-        }
-        if got != root {
-            return Err(NodeError::Unavailable(format!(
-                "after syncing, {peer}'s catalog hashes to {got}, not the {root} it announced (it changed meanwhile?)"
-            )));
-        }
-        tracing::info!(
-            tracks = local.len(),
-            records = records_in,
-            requests,
-            bytes,
-            ms = started.elapsed().as_millis() as u64,
-            "library synced"
-        );
-        Ok(())
     }
 
     // ----- the merged library -------------------------------------------------
@@ -1059,31 +721,33 @@ impl Node {
         }
         let ix = self.inner.index.clone();
         let dir = self.inner.cfg.data_dir.join("covers");
-        blocking(move || -> Result<Option<Cover>, NodeError> {
-            let cached = size.map(|s| dir.join(format!("{}-{s}.jpg", id.to_hex())));
-            if let Some(data) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
-                let mime = "image/jpeg".into();
-                return Ok(Some(Cover { id, mime, data }));
-            }
-            let Some(original) = ix.cover(&id)? else {
-                return Ok(None);
-            };
-            let (Some(size), Some(path)) = (size, cached) else {
-                return Ok(Some(original));
-            };
-            let (mime, data) = artwork::resize(&original.data, size)
-                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
-            // A cache: failing to keep a copy only costs a resize next time.
-            if let Err(e) = write_whole(&dir, &path, &data) {
-                tracing::warn!("cannot cache a resized cover: {e}");
-            }
-            Ok(Some(Cover {
-                id,
-                mime: mime.into(),
-                data,
-            }))
-        })
-        .await?
+        self.inner
+            .tasks
+            .blocking(move || -> Result<Option<Cover>, NodeError> {
+                let cached = size.map(|s| dir.join(format!("{}-{s}.jpg", id.to_hex())));
+                if let Some(data) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+                    let mime = "image/jpeg".into();
+                    return Ok(Some(Cover { id, mime, data }));
+                }
+                let Some(original) = ix.cover(&id)? else {
+                    return Ok(None);
+                };
+                let (Some(size), Some(path)) = (size, cached) else {
+                    return Ok(Some(original));
+                };
+                let (mime, data) = artwork::resize(&original.data, size)
+                    .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+                // A cache: failing to keep a copy only costs a resize next time.
+                if let Err(e) = write_whole(&dir, &path, &data) {
+                    tracing::warn!("cannot cache a resized cover: {e}");
+                }
+                Ok(Some(Cover {
+                    id,
+                    mime: mime.into(),
+                    data,
+                }))
+            })
+            .await?
     }
 
     // ----- streaming ---------------------------------------------------------------
@@ -1161,7 +825,7 @@ impl Node {
                         holders: order,
                         chunks: chunks(stream),
                         closed: Some(self.inner.client.watch_closed()),
-                        cancel: self.inner.cancel.clone(),
+                        cancel: self.inner.tasks.cancel_token().clone(),
                     }));
                     let reader: Pin<Box<dyn AsyncRead + Send>> = if kbps == 0 && offset == 0 {
                         Box::pin(Verify::new(framed, lt.track.id, lt.track.size))
@@ -1200,60 +864,54 @@ impl Node {
     ) -> Result<NodeStream, NodeError> {
         let streamer = self.inner.streamer.clone();
         let t = track.clone();
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
-        let cancel = self.inner.cancel.clone();
-        let rt = tokio::runtime::Handle::current();
-        self.inner.tasks.spawn_blocking(move || {
-            let mut req = StreamRequest::new(if kbps == 0 {
-                Profile::Original
-            } else {
-                Profile::Opus(kbps)
-            });
-            req.start = start_ms as f64 / 1000.0;
-            req.offset = offset;
-            let mut s = match streamer.open(&t, &req) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(track = %t.id, "cannot stream: {e}");
-                    let _ = head_tx.send(Err(e.public_message()));
-                    return;
-                }
-            };
-            let complete = s.is_complete() || matches!(s.via, Via::Original | Via::Passthrough);
-            let _ = head_tx.send(Ok((
-                s.mime.to_string(),
-                s.len,
-                complete,
-                format!("{:?}", s.via).to_lowercase(),
-            )));
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let r = match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
-                    Err(e) => Err(e),
-                };
-                let failed = r.is_err();
-                // Wait for room (a paused player), but not past shutdown.
-                let sent = rt.block_on(async {
-                    tokio::select! {
-                        r = tx.send(r) => r.is_ok(),
-                        _ = cancel.cancelled() => false,
-                    }
+        let tasks = self.inner.tasks.clone();
+        let opened = tasks
+            .blocking(move || {
+                let mut req = StreamRequest::new(if kbps == 0 {
+                    Profile::Original
+                } else {
+                    Profile::Opus(kbps)
                 });
-                if !sent || failed {
+                req.start = start_ms as f64 / 1000.0;
+                req.offset = offset;
+                streamer.open(&t, &req).map_err(|e| {
+                    tracing::warn!(track = %t.id, "cannot stream: {e}");
+                    e.public_message()
+                })
+            })
+            .await?
+            .map_err(NodeError::Unavailable)?;
+        let complete =
+            opened.is_complete() || matches!(opened.via, Via::Original | Via::Passthrough);
+        let (mime, len, via) = (
+            opened.mime.to_string(),
+            opened.len,
+            format!("{:?}", opened.via).to_lowercase(),
+        );
+        // The pump: one chunk at a time on the blocking pool, sent on when
+        // the reader has room. A paused player holds a task and a channel
+        // slot, never a blocking-pool thread.
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        let pump = tasks.clone();
+        tasks.spawn(async move {
+            let mut s = Some((opened, vec![0u8; CHUNK]));
+            while let Some((mut st, mut buf)) = s.take() {
+                let read = pump
+                    .blocking(move || {
+                        let r = st.read(&mut buf).map(|n| Bytes::copy_from_slice(&buf[..n]));
+                        (st, buf, r)
+                    })
+                    .await;
+                let Ok((st, buf, r)) = read else { break };
+                let more = matches!(&r, Ok(b) if !b.is_empty());
+                if matches!(&r, Ok(b) if b.is_empty()) || tx.send(r).await.is_err() {
                     break;
+                }
+                if more {
+                    s = Some((st, buf));
                 }
             }
         });
-        let (mime, len, complete, via) = head_rx
-            .await
-            .map_err(|_| NodeError::Unavailable("stream worker failed".into()))?
-            .map_err(NodeError::Unavailable)?;
         let body =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
         Ok(NodeStream {
@@ -1273,7 +931,7 @@ impl Node {
         let started = Instant::now();
         let ix = self.inner.index.clone();
         let id = open.track;
-        let track = match blocking(move || ix.track(&id)).await {
+        let track = match self.inner.tasks.blocking(move || ix.track(&id)).await {
             Ok(Ok(Some(t))) => t,
             other => {
                 let why = match other {
@@ -1357,31 +1015,33 @@ fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> st
 /// Fill the catalog from the index: this device's tracks, then the stored
 /// catalogs of current members.
 async fn load_catalog(
+    tasks: &Tasks,
     index: &Arc<Index>,
     catalog: &Arc<Catalog>,
     client: &mesh::Client,
 ) -> Result<(), NodeError> {
     let (ix, cat, client) = (index.clone(), catalog.clone(), client.clone());
-    blocking(move || -> Result<(), index::IndexError> {
-        let me = client.device_id();
-        let mut batch = Vec::with_capacity(4096);
-        for t in ix.tracks() {
-            batch.push(t?);
-            if batch.len() == 4096 {
-                cat.apply(me, std::mem::take(&mut batch), &[], Paths::Keep);
+    tasks
+        .blocking(move || -> Result<(), index::IndexError> {
+            let me = client.device_id();
+            let mut batch = Vec::with_capacity(4096);
+            for t in ix.tracks() {
+                batch.push(t?);
+                if batch.len() == 4096 {
+                    cat.apply(me, std::mem::take(&mut batch), &[], Paths::Keep);
+                }
             }
-        }
-        cat.apply(me, batch, &[], Paths::Keep);
-        for p in ix.remote_peers()? {
-            let Some(d) = DeviceId::from_bytes(&p).filter(|d| *d != me && client.is_member(d))
-            else {
-                continue;
-            };
-            cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop);
-        }
-        Ok(())
-    })
-    .await??;
+            cat.apply(me, batch, &[], Paths::Keep);
+            for p in ix.remote_peers()? {
+                let Some(d) = DeviceId::from_bytes(&p).filter(|d| *d != me && client.is_member(d))
+                else {
+                    continue;
+                };
+                cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop);
+            }
+            Ok(())
+        })
+        .await??;
     Ok(())
 }
 
