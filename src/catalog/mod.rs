@@ -77,7 +77,7 @@ pub enum AlbumSort {
     Artist,
     /// By year (albums without one last), then artist and title.
     Year,
-    /// Most recently added first (first seen by this catalog).
+    /// Most recently added first (first seen by this device).
     Added,
 }
 
@@ -166,8 +166,10 @@ struct AlbumEntry {
     /// Tracks by their place in the track order (disc, number, title
     /// within the album).
     tracks: BTreeSet<(Box<[u8]>, TrackId)>,
-    /// First seen (a counter of this catalog), for [`AlbumSort::Added`].
+    /// When this device first saw it (unix ms), for [`AlbumSort::Added`].
     added: u64,
+    /// Creation order in this catalog: ties of `added` newest first.
+    seq: u64,
     /// Its keys in each of `State::album_orders`, as last inserted.
     keys: [Box<[u8]>; 4],
     artist: ArtistId,
@@ -192,7 +194,12 @@ struct State {
     track_docs: Docs<TrackId>,
     album_docs: Docs<AlbumId>,
     artist_docs: Docs<ArtistId>,
-    added: u64,
+    /// Albums created so far (for `AlbumEntry::seq`).
+    seq: u64,
+    /// When albums were first seen: stored ones (given at start) and new.
+    first_seen: HashMap<AlbumId, u64>,
+    /// First-seen times not yet handed back by `apply` for storing.
+    fresh: Vec<(AlbumId, u64)>,
 }
 
 /// The merged library. Shared by reference (`Arc<Catalog>`); every method
@@ -208,6 +215,12 @@ fn cat(parts: &[&[u8]]) -> Box<[u8]> {
         v.push(0);
     }
     v.into_boxed_slice()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A track's place in the track order: album artist, album, disc, number,
@@ -251,7 +264,17 @@ impl Catalog {
     /// artists nothing is left of. Only this device's own tracks keep
     /// their paths ([`Paths::Keep`]): others' mean nothing here and cost
     /// memory.
-    pub fn apply(&self, device: DeviceId, put: Vec<Track>, remove: &[TrackId], paths: Paths) {
+    ///
+    /// Returns the albums seen for the first time (with the time, unix
+    /// ms): the caller stores them and gives them back through
+    /// [`Catalog::remember_first_seen`] after a restart.
+    pub fn apply(
+        &self,
+        device: DeviceId,
+        put: Vec<Track>,
+        remove: &[TrackId],
+        paths: Paths,
+    ) -> Vec<(AlbumId, u64)> {
         let mut s = self.write();
         let slot = s.slot(device);
         for id in remove {
@@ -263,6 +286,13 @@ impl Catalog {
             }
             s.add(t, slot, paths);
         }
+        std::mem::take(&mut s.fresh)
+    }
+
+    /// First-seen times stored earlier (before any [`Catalog::apply`]), so
+    /// "recently added" survives restarts.
+    pub fn remember_first_seen(&self, seen: impl IntoIterator<Item = (AlbumId, u64)>) {
+        self.write().first_seen.extend(seen);
     }
 
     /// Forget everything `device` held (a removed member).
@@ -524,14 +554,29 @@ impl State {
     fn album_add(&mut self, a: AlbumId, t: &Track, order: &[u8]) {
         let owner = t.tags.album_owner();
         let artist = ArtistId::of(&owner);
-        self.added += 1;
-        let added = self.added;
-        let e = self.albums.entry(a).or_insert_with(|| AlbumEntry {
-            tracks: BTreeSet::new(),
-            added,
-            keys: Default::default(),
-            artist,
-        });
+        if !self.albums.contains_key(&a) {
+            let added = match self.first_seen.get(&a) {
+                Some(ms) => *ms,
+                None => {
+                    let now = now_ms();
+                    self.first_seen.insert(a, now);
+                    self.fresh.push((a, now));
+                    now
+                }
+            };
+            self.seq += 1;
+            let e = AlbumEntry {
+                tracks: BTreeSet::new(),
+                added,
+                seq: self.seq,
+                keys: Default::default(),
+                artist,
+            };
+            self.albums.insert(a, e);
+        }
+        let Some(e) = self.albums.get_mut(&a) else {
+            return;
+        };
         e.tracks.insert((order.into(), t.id));
         if e.tracks.len() == 1 {
             self.album_docs
@@ -599,11 +644,12 @@ impl State {
         let artist = sort_key(&info.artist);
         let year = info.year.unwrap_or(u32::MAX).to_be_bytes();
         let added = (u64::MAX - e.added).to_be_bytes();
+        let seq = (u64::MAX - e.seq).to_be_bytes();
         let keys = [
             cat(&[name.as_bytes(), artist.as_bytes()]),
             cat(&[artist.as_bytes(), name.as_bytes()]),
             cat(&[&year, artist.as_bytes(), name.as_bytes()]),
-            cat(&[&added]),
+            cat(&[&added, &seq]),
         ];
         for sort in AlbumSort::ALL {
             let i = sort as usize;

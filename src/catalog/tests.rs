@@ -132,6 +132,32 @@ fn orders_and_pages() {
     );
     assert_eq!(names(AlbumSort::Added), ["Debut", "Voulez-Vous", "Odessey"]);
     assert_eq!(names(AlbumSort::Year)[0], "Odessey");
+    // First-seen times given back after a restart order "added".
+    let c2 = Catalog::new();
+    let ids: Vec<AlbumId> = c
+        .albums(AlbumSort::Name, Page::ALL)
+        .items
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    c2.remember_first_seen([(ids[0], 3), (ids[1], 1), (ids[2], 2)]);
+    let all: Vec<Track> = c
+        .tracks(Page::ALL)
+        .items
+        .iter()
+        .map(|t| (*t.track).clone())
+        .collect();
+    assert!(
+        c2.apply(me, all, &[], Paths::Keep).is_empty(),
+        "nothing new"
+    );
+    let added: Vec<String> = c2
+        .albums(AlbumSort::Added, Page::ALL)
+        .items
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(added, ["Debut", "Voulez-Vous", "Odessey"]);
     let artists: Vec<String> = c
         .artists(Page::ALL)
         .items

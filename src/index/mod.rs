@@ -18,6 +18,8 @@
 //! | `c`    | cover id         | number of tracks using the cover (u64 LE)        |
 //! | `O`    | root path        | (library root)                                   |
 //! | `M`    | name             | index metadata (format version)                  |
+//! | `P`    | peer · track id  | a member's track record, as received (`remote.rs`) |
+//! | `F`    | album id (16)    | when this device first saw the album (`first_seen.rs`) |
 //!
 //! Write cost is what shapes this layout: a new file costs one track insert
 //! plus its share of one folder record and one album record, because sled
@@ -32,6 +34,7 @@
 //! finished facts.
 
 mod codec;
+mod first_seen;
 mod remote;
 pub mod search;
 pub mod snapshot;

@@ -41,6 +41,7 @@ impl Index {
         put: &[(TrackId, Vec<u8>)],
         remove: &[TrackId],
     ) -> Result<()> {
+        self.reserve.check()?;
         let prefix = peer_prefix(peer);
         let mut batch = sled::Batch::default();
         for (id, rec) in put {

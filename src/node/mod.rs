@@ -303,7 +303,11 @@ impl Node {
                 })
                 .await??;
         }
-        let cache = Cache::open(&cfg.data_dir.join("cache"), cfg.cache_bytes)?;
+        // Opening the cache lists and sweeps its folder: off the runtime.
+        let (cache_dir, cache_bytes) = (cfg.data_dir.join("cache"), cfg.cache_bytes);
+        let cache = tasks
+            .blocking(move || Cache::open(&cache_dir, cache_bytes))
+            .await??;
         let ix = index.clone();
         let snap = Arc::new(tasks.blocking(move || ix.snapshot()).await??);
         let (tx, rx) = mpsc::channel(256);
@@ -485,7 +489,8 @@ impl Node {
                 for id in &put {
                     tracks.extend(ix.track(id)?);
                 }
-                catalog.apply(me, tracks, &remove, Paths::Keep);
+                let fresh = catalog.apply(me, tracks, &remove, Paths::Keep);
+                store_first_seen(&ix, &fresh)?;
                 Ok(snap)
             })
             .await??;
@@ -638,7 +643,11 @@ impl Node {
                     let span = tracing::info_span!("serve", peer = %from, track = %open.track.to_hex()[..12].to_string(), kbps = open.kbps);
                     self.spawn(async move { n.serve_stream(open, stream).await }.instrument(span));
                 }
-                Event::MembersChanged => self.prune_catalogs().await,
+                Event::MembersChanged => {
+                    // Forgetting a catalog writes sled: not inline here.
+                    let n = self.clone();
+                    self.spawn(async move { n.prune_catalogs().await });
+                }
                 Event::Connected(d) => tracing::info!(peer = %d, "member connected"),
                 Event::Disconnected(d) => tracing::info!(peer = %d, "member disconnected"),
             }
@@ -1010,6 +1019,12 @@ fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> st
     tmp.write_all(data)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Keep when albums were first seen, for "recently added" after a restart.
+fn store_first_seen(ix: &Index, fresh: &[(AlbumId, u64)]) -> Result<(), index::IndexError> {
+    let rows: Vec<([u8; 16], u64)> = fresh.iter().map(|(a, t)| (a.0, *t)).collect();
+    ix.set_first_seen(&rows)
 }
 
 /// Fill the catalog from the index: this device's tracks, then the stored

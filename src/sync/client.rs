@@ -134,8 +134,9 @@ impl Syncer {
                     .iter()
                     .filter_map(|(_, rec)| crate::index::decode_record(rec))
                     .collect();
-                catalog.apply(peer, tracks, &remove, Paths::Drop);
-                Ok(())
+                let fresh = catalog.apply(peer, tracks, &remove, Paths::Drop);
+                let rows: Vec<([u8; 16], u64)> = fresh.iter().map(|(a, t)| (a.0, *t)).collect();
+                ix.set_first_seen(&rows)
             })
             .await??;
         Ok(())
