@@ -57,6 +57,14 @@ impl ApiToken {
     /// Tokens shorter than this are not accepted from the file (made anew).
     pub const MIN_LEN: usize = 32;
 
+    /// A token an app chose itself; `None` when shorter than [`MIN_LEN`]
+    /// (usually [`StateDir::api_token`] makes and keeps one instead).
+    ///
+    /// [`MIN_LEN`]: ApiToken::MIN_LEN
+    pub fn new(token: String) -> Option<ApiToken> {
+        (token.len() >= ApiToken::MIN_LEN).then_some(ApiToken(token))
+    }
+
     /// The token as it goes into a header or a URL.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -166,8 +174,8 @@ impl StateDir {
     pub fn api_token(&self) -> Result<ApiToken, StateError> {
         if let Some(t) = self.read(TOKEN_FILE)? {
             let t = t.trim();
-            if t.len() >= ApiToken::MIN_LEN {
-                return Ok(ApiToken(t.to_string()));
+            if let Some(t) = ApiToken::new(t.to_string()) {
+                return Ok(t);
             }
         }
         let mut b = [0u8; 24];
@@ -301,6 +309,7 @@ mod tests {
         assert!(t.as_str().len() >= ApiToken::MIN_LEN);
         assert_eq!(s.api_token().unwrap(), t, "the token is made once");
         assert!(!format!("{t:?}").contains(t.as_str()), "Debug hides it");
+        assert!(ApiToken::new("short".into()).is_none());
     }
 
     #[cfg(unix)]
