@@ -341,3 +341,54 @@ fn bad_arguments_and_locked_index_give_clear_errors() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `ls --json` and `search --json` print one schema, the API's track view,
+/// whether they read the local index (no node running) or ask the node.
+#[test]
+fn ls_and_search_json_are_one_schema_with_or_without_a_node() {
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+    fn by_id(v: &Value) -> std::collections::BTreeMap<String, Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].as_str().unwrap().to_owned(), t.clone()))
+            .collect()
+    }
+    let tm = Tm::new();
+    tm.scan(&fixtures());
+    let offline = tm.ls();
+    let offline_hits = tm.json(&["search", "beta", "band", "--json"]);
+    assert_eq!(offline.len(), 10);
+    // Offline, the only source is this device.
+    for t in &offline {
+        let s = t["sources"].as_array().unwrap();
+        assert_eq!(s.len(), 1, "{t}");
+        assert_eq!(s[0]["local"], true);
+    }
+
+    let home = common::daemon::Daemon::start(tm, &["--name", "home"]);
+    let online = home.json(&["ls", "--json"]);
+    let online = online.as_array().unwrap();
+    let online_hits = home.json(&["search", "beta", "band", "--json"]);
+    assert_eq!(online.len(), offline.len());
+    for (a, b) in offline.iter().zip(online) {
+        assert_eq!(keys(a), keys(b), "offline {a}\nonline {b}");
+        assert_eq!(a["id"], b["id"], "same order");
+    }
+    let (off, on) = (by_id(&offline_hits), by_id(&online_hits));
+    assert_eq!(
+        off.keys().collect::<Vec<_>>(),
+        on.keys().collect::<Vec<_>>()
+    );
+    for (id, a) in &off {
+        assert_eq!(keys(a), keys(&on[id]));
+    }
+
+    // After a run the device is known: offline and online agree entirely.
+    let tm = home.stop();
+    let again = tm.ls();
+    assert_eq!(again[..], online[..]);
+    assert_eq!(again[0]["sources"][0]["name"], "home");
+}

@@ -6,9 +6,10 @@
 //! is read, never built whole. Each track and album names the devices
 //! that hold it and whether one of them is online now.
 
-use super::{ApiError, ApiResult, AppState, TrackView};
-use crate::catalog::{AlbumId, AlbumInfo, AlbumSort, ArtistId, ArtistInfo, Page};
-use crate::node::{LibraryTrack, Node, Source};
+use super::dto::{AlbumPage, AlbumView, ArtistPage, ArtistView, PageView, SearchView, TrackView};
+use super::{ApiError, ApiResult, AppState};
+use crate::catalog::{AlbumId, AlbumInfo, AlbumSort, ArtistId, Page};
+use crate::node::{LibraryTrack, Node};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Most items one page may hold.
 const MAX_LIMIT: usize = 1000;
@@ -51,85 +52,9 @@ impl PageQuery {
     }
 }
 
-/// A page of a listing as the API sends it.
-#[derive(Serialize)]
-pub struct PageView<T> {
-    /// Items in the whole listing.
-    pub total: usize,
-    /// Offset of the first item.
-    pub offset: usize,
-    /// The page's items.
-    pub items: Vec<T>,
-}
-
-/// An album as the API shows it.
-#[derive(Serialize)]
-pub struct AlbumView {
-    /// Stable id (32 hex digits), the same on every device.
-    pub id: AlbumId,
-    /// Title.
-    pub name: String,
-    /// Album artist, else the artist.
-    pub artist: String,
-    /// Id of that artist.
-    pub artist_id: ArtistId,
-    /// Year, when the tracks say.
-    pub year: Option<u32>,
-    /// Cover id (for `/api/cover/{id}`), when a track has one.
-    pub cover: Option<String>,
-    /// Genres of its tracks.
-    pub genres: Vec<String>,
-    /// Number of tracks.
-    pub track_count: usize,
-    /// Total time.
-    pub duration_ms: u64,
-    /// Devices holding at least one track.
-    pub sources: Vec<Source>,
-    /// One of them is this device or online now.
-    pub online: bool,
-}
-
-impl AlbumView {
-    fn of(node: &Node, a: AlbumInfo) -> AlbumView {
-        let sources = node.sources(&a.holders);
-        AlbumView {
-            online: sources.iter().any(|s| s.online),
-            id: a.id,
-            name: a.name,
-            artist: a.artist,
-            artist_id: a.artist_id,
-            year: a.year,
-            cover: a.cover.map(|c| c.to_hex()),
-            genres: a.genres,
-            track_count: a.tracks,
-            duration_ms: a.duration_ms,
-            sources,
-        }
-    }
-}
-
-/// An artist as the API shows it.
-#[derive(Serialize, Deserialize)]
-pub struct ArtistView {
-    /// Stable id (32 hex digits).
-    pub id: ArtistId,
-    /// Name.
-    pub name: String,
-    /// Albums filed under the artist.
-    pub album_count: usize,
-    /// Tracks on them.
-    pub track_count: usize,
-}
-
-impl From<ArtistInfo> for ArtistView {
-    fn from(a: ArtistInfo) -> ArtistView {
-        ArtistView {
-            id: a.id,
-            name: a.name,
-            album_count: a.albums,
-            track_count: a.tracks,
-        }
-    }
+fn album_view(node: &Node, a: AlbumInfo) -> AlbumView {
+    let sources = node.sources(&a.holders);
+    AlbumView::new(a, &sources)
 }
 
 fn views(t: &[LibraryTrack]) -> Vec<TrackView<'_>> {
@@ -180,7 +105,7 @@ async fn albums(State(s): State<AppState>, Query(q): Query<AlbumsQuery>) -> ApiR
         items: p
             .items
             .into_iter()
-            .map(|a| AlbumView::of(&s.node, a))
+            .map(|a| album_view(&s.node, a))
             .collect(),
     })
     .into_response())
@@ -202,14 +127,6 @@ fn not_found(what: &str, id: &str) -> ApiError {
     )
 }
 
-/// An album with its tracks in disc/track order.
-#[derive(Serialize)]
-struct AlbumPage<'a> {
-    #[serde(flatten)]
-    album: AlbumView,
-    tracks: Vec<TrackView<'a>>,
-}
-
 async fn album(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let aid: AlbumId = parse_id(&id, "album")?;
     let (info, tracks) = s
@@ -219,7 +136,7 @@ async fn album(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<R
         .ok_or_else(|| not_found("album", &id))?;
     let tracks = s.node.label(tracks);
     Ok(Json(AlbumPage {
-        album: AlbumView::of(&s.node, info),
+        album: album_view(&s.node, info),
         tracks: views(&tracks),
     })
     .into_response())
@@ -236,14 +153,6 @@ async fn artists(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Respo
     .into_response()
 }
 
-/// An artist with its albums.
-#[derive(Serialize)]
-struct ArtistPage {
-    #[serde(flatten)]
-    artist: ArtistView,
-    albums: Vec<AlbumView>,
-}
-
 async fn artist(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let aid: ArtistId = parse_id(&id, "artist")?;
     let (info, albums) = s
@@ -253,10 +162,7 @@ async fn artist(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<
         .ok_or_else(|| not_found("artist", &id))?;
     Ok(Json(ArtistPage {
         artist: info.into(),
-        albums: albums
-            .into_iter()
-            .map(|a| AlbumView::of(&s.node, a))
-            .collect(),
+        albums: albums.into_iter().map(|a| album_view(&s.node, a)).collect(),
     })
     .into_response())
 }
@@ -268,26 +174,18 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-/// What a search found.
-#[derive(Serialize)]
-struct Found<'a> {
-    tracks: Vec<TrackView<'a>>,
-    albums: Vec<AlbumView>,
-    artists: Vec<ArtistView>,
-}
-
 async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
     let f = s
         .node
         .catalog()
         .search(&q.q, q.limit.unwrap_or(50).min(MAX_LIMIT));
     let tracks = s.node.label(f.tracks);
-    Json(Found {
+    Json(SearchView {
         tracks: views(&tracks),
         albums: f
             .albums
             .into_iter()
-            .map(|a| AlbumView::of(&s.node, a))
+            .map(|a| album_view(&s.node, a))
             .collect(),
         artists: f.artists.into_iter().map(ArtistView::from).collect(),
     })

@@ -11,6 +11,8 @@
 //! thread, keep bytes of an original that fail their track id, or trust a
 //! member's records beyond what their hashes prove.
 
+pub mod state;
+
 use crate::artwork;
 use crate::cache::Cache;
 use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};

@@ -1,0 +1,299 @@
+//! The command line's shape: every command, argument and help text (clap).
+//!
+//! Owns: names, defaults and help of arguments; `--help` prints exactly
+//! these doc comments.
+//!
+//! Must never: do the commands' work (that is the sibling modules').
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// tunemesh: your music, indexed once, on all your devices.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Where the index and node state live [default: the platform data dir,
+    /// e.g. ~/.local/share/tunemesh]
+    #[arg(long, global = true, env = "TUNEMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Add folders to the library and index every audio file below them.
+    /// Without folders, rescan every library folder. Unchanged files (same
+    /// size and mtime) are not read again.
+    Scan(ScanArgs),
+    /// Keep the index current while the library folders change (Ctrl-C stops).
+    Watch(WatchArgs),
+    /// List every indexed track; with --all, the merged library of every
+    /// device of the mesh (asks the running node).
+    Ls(LsArgs),
+    /// Search titles, artists and albums (case and accents ignored).
+    Search(SearchArgs),
+    /// Show one track; ID may be any unique prefix of the track id.
+    Show(ShowArgs),
+    /// Show the index snapshot root hash and counts.
+    Status(StatusArgs),
+    /// List the files and folders that could not be indexed.
+    Errors(ErrorsArgs),
+    /// Run this device's node until Ctrl-C: the mesh, LAN discovery, the
+    /// local HTTP API, and (home) indexing and watching its folders.
+    Serve(ServeArgs),
+    /// Run a relay for your meshes on a public host: members that cannot
+    /// reach each other directly connect through it, then try to punch a
+    /// direct path. It forwards end-to-end encrypted bytes only and holds
+    /// no music; it serves only members of the meshes given.
+    Relay(RelayArgs),
+    /// Print a one-time ticket that lets another device join this mesh.
+    Invite(InviteArgs),
+    /// Join the mesh of the device that printed TICKET.
+    Join(JoinArgs),
+    /// List the devices of the mesh (the signed member list).
+    Devices(DevicesArgs),
+    /// List the peers this node sees: path (lan, direct, relayed) and RTT.
+    Peers(PeersArgs),
+    /// Download a track of the merged library (from whichever device holds
+    /// it). The file appears only when whole; an original is checked
+    /// against its track id.
+    Get(GetArgs),
+    /// Transcode a file or an indexed track to Ogg Opus, as the home node
+    /// streams it (an Opus or MP3 source at or below the bitrate is copied
+    /// as it is). Whole-track transcodes go through the transcode cache.
+    Transcode(TranscodeArgs),
+}
+
+/// Arguments of `tunemesh scan`.
+#[derive(Args)]
+pub struct ScanArgs {
+    /// Folders to add to the library and scan [default: rescan all library folders].
+    pub dirs: Vec<PathBuf>,
+    /// Print one JSON object with the summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Re-read every file, changed or not.
+    #[arg(long)]
+    pub force: bool,
+    /// Reader threads [default: number of CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longest time one file may take, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub file_timeout: u64,
+    /// After the scan, keep watching the library folders for changes.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Arguments of `tunemesh watch`.
+#[derive(Args)]
+pub struct WatchArgs {
+    /// Folders to add before watching; default: the library folders.
+    pub dirs: Vec<PathBuf>,
+    /// Quiet period before a burst of changes is rescanned, in ms.
+    #[arg(long, default_value_t = 500)]
+    pub debounce_ms: u64,
+    /// Print a JSON summary line after each rescan.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh ls`.
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// The merged library of all devices (needs `tunemesh serve`).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Arguments of `tunemesh search`.
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Words to find (all must match, in any of title, artist, album).
+    #[arg(required = true)]
+    pub query: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// Most results to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// Arguments of `tunemesh show`.
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Track id, or any unique prefix of it.
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Also check every cross-reference of the index; exit 1 if broken.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Arguments of `tunemesh errors`.
+#[derive(Args)]
+pub struct ErrorsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Library folders to add (home); the ones added before are kept.
+    pub dirs: Vec<PathBuf>,
+    /// home: indexes and serves its folders (default when folders are
+    /// given, or already known); phone: consumes the mesh's library.
+    #[arg(long, value_parser = ["home", "phone"])]
+    pub role: Option<String>,
+    /// Mesh listen address, repeatable [default: all interfaces, random
+    /// TCP and QUIC ports].
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Address of the local HTTP API (loopback only; port 0 for any).
+    #[arg(long, default_value = "127.0.0.1:7380", env = "TUNEMESH_API")]
+    pub api: std::net::SocketAddr,
+    /// Do not discover or announce on the LAN (mDNS).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Name shown to the other devices, kept for later runs [default:
+    /// the name given before, else the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Size limit of the transcode cache, in MiB.
+    #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
+    pub cache_mib: u64,
+    /// A relay to be reachable through when away from home, repeatable:
+    /// its address as `tunemesh relay` prints it (ending in
+    /// /p2p/<relay id>). Kept for later runs; `--relay none` forgets.
+    #[arg(long)]
+    pub relay: Vec<String>,
+    /// Do not ask the router for a port mapping (UPnP; home only).
+    #[arg(long)]
+    pub no_upnp: bool,
+}
+
+/// Arguments of `tunemesh relay`.
+#[derive(Args)]
+pub struct RelayArgs {
+    /// Listen address, repeatable [default: /ip4/0.0.0.0/udp/4001/quic-v1
+    /// and /ip4/0.0.0.0/tcp/4001].
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// The relay's public address, repeatable (e.g.
+    /// /ip4/203.0.113.7/udp/4001/quic-v1): reservations carry it, so
+    /// give it whenever the host is behind a NAT or has several addresses.
+    #[arg(long)]
+    pub external: Vec<String>,
+    /// Id of a mesh to serve, repeatable (`tunemesh status` shows it).
+    #[arg(long, required = true)]
+    pub mesh: Vec<String>,
+    /// Longest life of one relayed connection, in hours.
+    #[arg(long, default_value_t = 12)]
+    pub max_circuit_hours: u64,
+}
+
+/// Arguments of `tunemesh invite`.
+#[derive(Args)]
+pub struct InviteArgs {
+    /// Minutes until the ticket expires.
+    #[arg(long, default_value_t = 10)]
+    pub ttl_min: u64,
+    /// Print only the ticket (no QR code, no help text).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `tunemesh join`.
+#[derive(Args)]
+pub struct JoinArgs {
+    pub ticket: String,
+}
+
+/// Arguments of `tunemesh devices`.
+#[derive(Args)]
+pub struct DevicesArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<DevicesCommand>,
+}
+
+/// Arguments of `tunemesh peers`.
+#[derive(Args)]
+pub struct PeersArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh get`.
+#[derive(Args)]
+pub struct GetArgs {
+    /// Track id, or any unique prefix of it.
+    pub id: String,
+    /// Output file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Opus bitrate in kb/s.
+    #[arg(long, default_value_t = 128, conflicts_with = "original")]
+    pub bitrate: u32,
+    /// The original file, byte for byte.
+    #[arg(long)]
+    pub original: bool,
+}
+
+/// Arguments of `tunemesh transcode`.
+#[derive(Args)]
+pub struct TranscodeArgs {
+    /// A file path, or a track id (any unique prefix) from the index.
+    pub input: String,
+    /// Output file (written whole or not at all); `-` for stdout.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Opus bitrate in kb/s, VBR (64, 96, 128, 192 or any value in
+    /// 16..=256), or `original` for the file as it is.
+    #[arg(long, default_value = "128")]
+    pub bitrate: String,
+    /// Start this many seconds into the track (a fresh stream from there).
+    #[arg(long, default_value_t = 0.0)]
+    pub start: f64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Always transcode, even an Opus or MP3 source that already fits.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Neither read nor fill the transcode cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Size limit of the transcode cache, in MiB.
+    #[arg(long, default_value_t = tunemesh::cache::DEFAULT_LIMIT >> 20)]
+    pub cache_mib: u64,
+}
+
+#[derive(Subcommand)]
+pub enum DevicesCommand {
+    /// Revoke a device: every member stops talking to it.
+    Remove {
+        /// Device id (as `tunemesh devices` shows it).
+        id: String,
+    },
+}

@@ -1,0 +1,73 @@
+//! The token check every request passes before any handler runs.
+//!
+//! Owns: where a token may be given (`Authorization: Bearer …` or a
+//! `token=` query parameter, for players that take only a URL) and the
+//! comparison (of blake3 hashes, so timing says nothing about the token).
+//!
+//! Must never: log a token, or let a request without the right one through.
+
+use super::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The middleware: run the request if it carries the node's token, else
+/// answer 401.
+pub(super) async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if token_of(&req).is_some_and(|t| blake3::hash(t.as_bytes()) == s.token) {
+        next.run(req).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (see api.json in the data dir)".into(),
+        )
+        .into_response()
+    }
+}
+
+/// The token a request carries: the bearer header, else the query's.
+fn token_of(req: &Request) -> Option<&str> {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    from_header.or_else(|| {
+        req.uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, auth: Option<&str>) -> Request {
+        let mut b = axum::http::Request::builder().uri(uri);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_token_comes_from_the_header_else_the_query() {
+        assert_eq!(
+            token_of(&req("/api/status", Some("Bearer abc"))),
+            Some("abc")
+        );
+        assert_eq!(
+            token_of(&req("/stream/x?bitrate=96&token=t1", None)),
+            Some("t1")
+        );
+        assert_eq!(
+            token_of(&req("/x?token=q", Some("Bearer h"))),
+            Some("h"),
+            "the header wins"
+        );
+        assert_eq!(token_of(&req("/x", Some("Basic abc"))), None);
+        assert_eq!(token_of(&req("/x?tokens=1", None)), None);
+    }
+}

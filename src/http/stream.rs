@@ -1,0 +1,128 @@
+//! `/stream/{id}`: audio for players, from whichever device holds the
+//! track, with byte ranges on originals and finished transcodes.
+//!
+//! Owns: the stream query (`bitrate`, `start`), the response headers
+//! (`x-tunemesh-track`, `-source`, `-via`), and mapping a range onto the
+//! node's stream (a range that starts later reopens the stream there).
+//!
+//! Must never: buffer a track whole, or answer a range on a stream whose
+//! length is not final (a live encode is sent whole, 200).
+
+use super::{range, ApiError, ApiResult, AppState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+
+#[derive(Deserialize)]
+pub(super) struct StreamQuery {
+    /// Opus kb/s, or "original" [default: 128].
+    bitrate: Option<String>,
+    /// Seconds into the track.
+    start: Option<f64>,
+}
+
+impl StreamQuery {
+    /// The bitrate asked for in kb/s, 0 for the original.
+    // TODO(issue 12): the library's one bitrate parser, once it lands.
+    fn kbps(&self) -> ApiResult<u32> {
+        match self.bitrate.as_deref() {
+            None => Ok(128),
+            Some("original") => Ok(0),
+            Some(b) => b
+                .parse::<u32>()
+                .ok()
+                .filter(|k| (crate::transcode::MIN_KBPS..=crate::transcode::MAX_KBPS).contains(k))
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("bitrate must be original or 16..=256 kb/s, not {b:?}"),
+                    )
+                }),
+        }
+    }
+
+    /// Where to start, in ms.
+    fn start_ms(&self) -> ApiResult<u64> {
+        match self.start {
+            Some(x) if x.is_finite() && x >= 0.0 => Ok((x * 1000.0) as u64),
+            Some(_) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "start must be ≥ 0 seconds".into(),
+            )),
+            None => Ok(0),
+        }
+    }
+}
+
+pub(super) async fn stream(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let kbps = q.kbps()?;
+    let start_ms = q.start_ms()?;
+    // Ranges apply to whole tracks whose length is final (originals and
+    // finished transcodes); a live encode is sent whole, 200.
+    let spec = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| start_ms == 0)
+        .and_then(range::parse);
+    let mut ns = s.node.open_stream(&id, kbps, start_ms, 0).await?;
+    let total = ns.total_len.filter(|_| ns.complete);
+    let answer = total.map_or(range::Answer::Whole, |len| range::resolve(spec, len));
+    if let range::Answer::Part { first, .. } = answer {
+        if first > 0 {
+            ns = s.node.open_stream(&id, kbps, start_ms, first).await?;
+        }
+    }
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, ns.mime.as_str())
+        .header("x-tunemesh-track", ns.track.id.to_hex())
+        .header("x-tunemesh-source", ns.source.as_str())
+        .header("x-tunemesh-via", ns.via.as_str())
+        .header(header::CACHE_CONTROL, "no-store");
+    if ns.complete {
+        resp = resp.header(header::ACCEPT_RANGES, "bytes");
+    }
+    let (status, body) = match (answer, total) {
+        (range::Answer::Unsatisfiable, Some(total)) => {
+            return Ok(Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Body::empty())
+                .unwrap_or_default());
+        }
+        (range::Answer::Part { first, last }, Some(total)) => {
+            let len = answer.part_len().unwrap_or(0);
+            resp = resp
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {first}-{last}/{total}"),
+                )
+                .header(header::CONTENT_LENGTH, len);
+            let r = ns.reader.take(len);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Body::from_stream(ReaderStream::new(r)),
+            )
+        }
+        _ => {
+            if let Some(t) = total {
+                resp = resp.header(header::CONTENT_LENGTH, t);
+            }
+            (
+                StatusCode::OK,
+                Body::from_stream(ReaderStream::new(ns.reader)),
+            )
+        }
+    };
+    resp.status(status)
+        .body(body)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
