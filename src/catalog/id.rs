@@ -104,7 +104,7 @@ pub enum IdError {
     #[error("{0:?} is not an id (at least {MIN_PREFIX} hex digits)")]
     NotAnId(String),
     /// Nothing starts with it.
-    #[error("nothing in the library has the id {0}")]
+    #[error("no track {0} in the library")]
     NotFound(String),
     /// Several things start with it.
     #[error("{count} tracks start with {prefix}; give more digits")]

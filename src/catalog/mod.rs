@@ -223,9 +223,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A track's place in the track order: album artist, album, disc, number,
-/// title.
-fn track_order(t: &Track) -> Box<[u8]> {
+/// A track's place in the library order: album artist, album, disc,
+/// number, title (by [`sort_key`]). Ties: by id. Every listing of tracks
+/// sorts by this, the catalog and the CLI offline alike.
+pub fn track_order(t: &Track) -> Box<[u8]> {
     let g = &t.tags;
     cat(&[
         sort_key(&g.album_owner()).as_bytes(),

@@ -83,15 +83,8 @@ pub fn ls(dir: &Path, a: LsArgs) -> Result<()> {
     }
     let index = super::open_index(dir)?;
     let mut tracks = index.tracks().collect::<Result<Vec<_>, _>>()?;
-    tracks.sort_by_cached_key(|t| {
-        (
-            t.tags.album_owner().to_lowercase(),
-            t.tags.album.to_lowercase(),
-            t.tags.disc.unwrap_or(0),
-            t.tags.track.unwrap_or(0),
-            t.tags.title.to_lowercase(),
-        )
-    });
+    // The catalog's order: the same list a running node gives.
+    tracks.sort_by_cached_key(|t| (tunemesh::catalog::track_order(t), t.id));
     let me = this_device(dir)?;
     output::print_tracks(&local_views(&tracks, &me), format, Layout::Index)
 }
@@ -332,10 +325,7 @@ fn watch_loop(index: &Index, opts: &ScanOptions, debounce_ms: u64, format: Forma
 
 /// The one indexed track `id` (any unique prefix) names.
 pub fn resolve_one(index: &Index, id: &str) -> Result<Track> {
-    let ids = index.resolve(id)?;
-    match ids.as_slice() {
-        [] => bail!("no track with id {id:?}"),
-        [one] => Ok(index.track(one)?.context("track vanished")?),
-        many => bail!("{id:?} is ambiguous: {} tracks start with it", many.len()),
-    }
+    let prefix: tunemesh::catalog::Prefix = id.parse()?;
+    let one = prefix.pick(index.ids_with(&prefix)?.into_iter())?;
+    Ok(index.track(&one)?.context("track vanished")?)
 }

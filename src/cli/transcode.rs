@@ -6,10 +6,11 @@
 //! Must never: leave a partial output file behind.
 
 use super::args::TranscodeArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 use tunemesh::cache::Cache;
+use tunemesh::catalog::Prefix;
 use tunemesh::model::Track;
 use tunemesh::stream::{Profile, Stream, StreamRequest, Streamer, Via};
 
@@ -72,18 +73,14 @@ fn find_track(dir: &Path, input: &str) -> Result<Track> {
     if path.exists() {
         return tunemesh::library::read_track(path).map_err(|e| anyhow::anyhow!(e));
     }
+    let prefix: Prefix = input
+        .parse()
+        .with_context(|| format!("{input}: no such file"))?;
     let index = super::open_index(dir)?;
-    let ids = index.resolve(input)?;
-    match ids.as_slice() {
-        [id] => index
-            .track(id)?
-            .with_context(|| format!("track {id} vanished from the index")),
-        [] => bail!("{input}: no such file, and no indexed track id starts with it"),
-        _ => bail!(
-            "{input}: {} track ids start with it; give more digits",
-            ids.len()
-        ),
-    }
+    let id = prefix.pick(index.ids_with(&prefix)?.into_iter())?;
+    index
+        .track(&id)?
+        .with_context(|| format!("track {id} vanished from the index"))
 }
 
 /// Copy a stream to `-` (stdout) or to a file that appears only when whole.

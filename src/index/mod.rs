@@ -39,6 +39,7 @@ mod remote;
 pub mod search;
 pub mod snapshot;
 
+use crate::catalog::Prefix;
 use crate::model::{
     Album, Artist, Cover, CoverId, FileError, FileState, Hash32, Outcome, Track, TrackId,
 };
@@ -503,24 +504,15 @@ impl Index {
             .map(|r| r.and_then(|(k, v)| track_from(&k, &v)))
     }
 
-    /// Track ids starting with a hex prefix (as `git` resolves short ids).
-    pub fn resolve(&self, hex_prefix: &str) -> Result<Vec<TrackId>> {
-        let hex = hex_prefix.to_ascii_lowercase();
-        if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(vec![]);
-        }
-        let even = &hex[..hex.len() / 2 * 2];
-        let bytes: Vec<u8> = (0..even.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&even[i..i + 2], 16).expect("hex digits"))
-            .collect();
+    /// Track ids starting with `prefix` (as `git` resolves short ids):
+    /// one range scan between the prefix's bounds. [`Prefix::pick`] makes
+    /// the one answer of it, the same the catalog gives.
+    pub fn ids_with(&self, prefix: &Prefix) -> Result<Vec<TrackId>> {
+        let (lo, hi) = prefix.bounds();
         let mut out = vec![];
-        for r in self.tree.scan_prefix(key(T, &bytes)).keys() {
+        for r in self.tree.range(key(T, &lo.0)..=key(T, &hi.0)).keys() {
             let k = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
-            if id.to_hex().starts_with(&hex) {
-                out.push(id);
-            }
+            out.push(Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?);
         }
         Ok(out)
     }
