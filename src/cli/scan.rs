@@ -327,5 +327,5 @@ fn watch_loop(index: &Index, opts: &ScanOptions, debounce_ms: u64, format: Forma
 pub fn resolve_one(index: &Index, id: &str) -> Result<Track> {
     let prefix: tunemesh::catalog::Prefix = id.parse()?;
     let one = prefix.pick(index.ids_with(&prefix)?.into_iter())?;
-    Ok(index.track(&one)?.context("track vanished")?)
+    index.track(&one)?.context("track vanished")
 }
