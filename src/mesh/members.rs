@@ -312,6 +312,73 @@ impl Members {
     }
 }
 
+/// Saves member lists in the order asked, on blocking threads owned by a
+/// task tracker, so that no fsync runs on a runtime thread and a later list
+/// never loses to an earlier one. Each save hands back a [`Durable`] to
+/// await before the change it carries is acknowledged.
+#[derive(Clone)]
+pub(super) struct Persister(tokio::sync::mpsc::UnboundedSender<SaveJob>);
+
+struct SaveJob {
+    list: Members,
+    path: std::path::PathBuf,
+    done: tokio::sync::oneshot::Sender<Result<(), MembersError>>,
+}
+
+/// Resolves once a saved list is on disk (or failed to get there).
+pub(super) struct Durable(tokio::sync::oneshot::Receiver<Result<(), MembersError>>);
+
+impl Durable {
+    /// Wait for the save.
+    pub(super) async fn wait(self) -> Result<(), MembersError> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(MembersError::Save(std::io::Error::other(
+                "the member list saver stopped",
+            )))
+        })
+    }
+}
+
+impl Persister {
+    /// Start the saver task on `tasks`; at `cancel` it saves what is
+    /// queued, then stops.
+    pub(super) fn start(
+        tasks: &tokio_util::task::TaskTracker,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Persister {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SaveJob>();
+        let t = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    biased;
+                    job = rx.recv() => job,
+                    _ = cancel.cancelled() => {
+                        rx.close();
+                        rx.recv().await
+                    }
+                };
+                let Some(SaveJob { list, path, done }) = job else {
+                    break;
+                };
+                let r = t
+                    .spawn_blocking(move || list.save(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(MembersError::Save(std::io::Error::other(e))));
+                let _ = done.send(r);
+            }
+        });
+        Persister(tx)
+    }
+
+    /// Queue `list` to be saved at `path`.
+    pub(super) fn save(&self, list: Members, path: std::path::PathBuf) -> Durable {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let _ = self.0.send(SaveJob { list, path, done });
+        Durable(rx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,15 +19,14 @@
 //! before hours of audio went through (upstream defaults cut at 128 KiB and
 //! two minutes); store anything but member lists and its own key.
 
-use super::members::Members;
-use super::{load_or_create_key, now_ms, wire, DeviceId, MeshError};
+use super::members::{Members, Persister};
+use super::swarm::{load_or_create_key, RelayClient};
+use super::{now_ms, wire, DeviceId, MeshError};
 use crate::model::Hash32;
 use crate::proto;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    autonat, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
-};
+use libp2p::{autonat, identify, ping, relay, Multiaddr, PeerId, StreamProtocol};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,6 +83,8 @@ struct Acl {
     meshes: HashMap<PeerId, Members>,
     /// blake3(proof) → the invitation.
     invites: HashMap<Hash32, Invite>,
+    /// Meshes whose lists changed since they were last handed out to save.
+    unsaved: Vec<PeerId>,
 }
 
 impl Acl {
@@ -106,15 +107,12 @@ impl Acl {
     /// relay knows for that mesh, or why it is refused.
     fn auth(&mut self, peer: PeerId, msg: &proto::RelayAuth) -> Result<u32, String> {
         let mesh = PeerId::from_bytes(&msg.mesh).map_err(|_| "bad mesh id".to_string())?;
-        let path = self.path(&mesh);
         let Some(list) = self.meshes.get_mut(&mesh) else {
             return Err(format!("this relay does not serve mesh {mesh}"));
         };
         if let Some(ops) = &msg.members {
-            if list.merge(ops) > 0 {
-                if let Err(e) = list.save(&path) {
-                    tracing::error!("{e}");
-                }
+            if list.merge(ops) > 0 && !self.unsaved.contains(&mesh) {
+                self.unsaved.push(mesh);
             }
         }
         let members = u32::try_from(list.member_ids().len()).unwrap_or(u32::MAX);
@@ -165,6 +163,15 @@ impl Acl {
         }
         Ok(members)
     }
+
+    /// The lists that changed, with where each is saved (to save off the
+    /// runtime, before the member that changed them is answered).
+    fn take_unsaved(&mut self) -> Vec<(PathBuf, Members)> {
+        std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .filter_map(|m| Some((self.path(&m), self.meshes.get(&m)?.clone())))
+            .collect()
+    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -210,6 +217,7 @@ impl Relay {
             dir: cfg.data_dir.clone(),
             meshes: HashMap::new(),
             invites: HashMap::new(),
+            unsaved: Vec::new(),
         };
         for m in &cfg.meshes {
             let mesh = m.0;
@@ -236,38 +244,29 @@ impl Relay {
                 lock(&a2).allowed(&p)
             })],
         };
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| MeshError::Start(e.to_string()))?
-            .with_quic()
-            .with_behaviour(|key| Behaviour {
-                relay: relay::Behaviour::new(me, relay_cfg),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(super::IDENTIFY.into(), key.public()).with_agent_version(
-                        format!("tunemesh-relay/{}", env!("CARGO_PKG_VERSION")),
+        let mut swarm = super::swarm::build(
+            key,
+            RelayClient::Without,
+            Duration::from_secs(300),
+            |key, _| {
+                Ok(Behaviour {
+                    relay: relay::Behaviour::new(me, relay_cfg),
+                    identify: super::swarm::identify(key, "tunemesh-relay"),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    autonat: autonat::Behaviour::new(
+                        me,
+                        autonat::Config {
+                            // Our own relay: members' addresses in private
+                            // ranges are fine to dial back.
+                            only_global_ips: false,
+                            use_connected: false,
+                            ..Default::default()
+                        },
                     ),
-                ),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                autonat: autonat::Behaviour::new(
-                    me,
-                    autonat::Config {
-                        // Our own relay: members' addresses in private
-                        // ranges are fine to dial back.
-                        only_global_ips: false,
-                        use_connected: false,
-                        ..Default::default()
-                    },
-                ),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-            .map_err(|e| MeshError::Start(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-            .build();
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            },
+        )?;
         let mut listeners = Vec::new();
         for a in &cfg.listen {
             let id = swarm.listen_on(parse(a)?).map_err(|e| MeshError::Listen {
@@ -320,7 +319,7 @@ impl Relay {
                  this network need the relay's public address"
             );
             for a in &local {
-                if !super::ip_of(a).is_some_and(|ip| ip.is_loopback()) || local.len() == 1 {
+                if !super::addr::ip_of(a).is_some_and(|ip| ip.is_loopback()) || local.len() == 1 {
                     swarm.add_external_address(a.clone());
                     external.push(a.clone());
                 }
@@ -341,10 +340,11 @@ impl Relay {
             .instrument(tracing::info_span!("relay", me = %me)),
         );
         let (c, t) = (cancel.clone(), tasks.clone());
+        let persister = Persister::start(&tasks, cancel.clone());
         tasks.spawn(async move {
             tokio::select! {
                 _ = c.cancelled() => {}
-                _ = accept_auth(incoming, acl, t) => {}
+                _ = accept_auth(incoming, acl, persister, t) => {}
             }
         });
         Ok(Relay {
@@ -419,10 +419,12 @@ async fn run(mut swarm: libp2p::Swarm<Behaviour>) {
 async fn accept_auth(
     mut incoming: libp2p_stream::IncomingStreams,
     acl: Arc<Mutex<Acl>>,
+    persister: Persister,
     tasks: TaskTracker,
 ) {
     while let Some((peer, mut s)) = incoming.next().await {
         let acl = acl.clone();
+        let persister = persister.clone();
         tasks.spawn(async move {
             let work = async {
                 let msg: proto::RelayAuth = match wire::read(&mut s, MAX_AUTH).await {
@@ -432,7 +434,15 @@ async fn accept_auth(
                         return;
                     }
                 };
-                let verdict = lock(&acl).auth(peer, &msg);
+                let (verdict, unsaved) = {
+                    let mut acl = lock(&acl);
+                    (acl.auth(peer, &msg), acl.take_unsaved())
+                };
+                for (path, list) in unsaved {
+                    if let Err(e) = persister.save(list, path).wait().await {
+                        tracing::error!("{e}");
+                    }
+                }
                 let reply = match verdict {
                     Ok(members) => {
                         tracing::info!(%peer, members, "member accepted");
@@ -496,6 +506,7 @@ mod tests {
             dir: dir.to_path_buf(),
             meshes,
             invites: HashMap::new(),
+            unsaved: Vec::new(),
         }
     }
 
@@ -527,7 +538,11 @@ mod tests {
         };
         assert_eq!(a.auth(hp, &msg(hp, &list)), Ok(2));
         assert!(a.allowed(&pp));
+        for (path, l) in a.take_unsaved() {
+            l.save(&path).unwrap();
+        }
         assert!(dir.path().join(format!("mesh-{hp}.pb")).exists());
+        assert!(a.take_unsaved().is_empty());
 
         // A stranger's own mesh is not served; a list it signs for ours
         // does not verify into it.

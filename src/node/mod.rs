@@ -22,7 +22,7 @@ use crate::mesh::{
 use crate::model::{Hash32, Track, TrackId};
 use crate::stream::{Profile, StreamRequest, Streamer, Via};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -55,8 +54,6 @@ const SYNC_RETRIES: u32 = 5;
 const RECORD_BATCH: usize = 512;
 /// Largest reply a node builds (under the wire limit).
 const REPLY_BUDGET: usize = 6 << 20;
-/// A stream that sends nothing for this long has failed.
-const STALL: Duration = Duration::from_secs(30);
 /// How long an interrupted remote stream keeps trying to resume: a path
 /// change takes milliseconds, roaming to another network seconds, and a
 /// player has a buffer; a holder that is gone fails the stream after this.
@@ -1148,7 +1145,7 @@ impl Node {
                         at_last_resume: None,
                         fruitless: 0,
                         holders: order,
-                        chunks: chunks(stream),
+                        chunks: Box::pin(stream),
                         closed: Some(self.inner.client.watch_closed()),
                         cancel: self.inner.cancel.clone(),
                     }));
@@ -1256,8 +1253,8 @@ impl Node {
         })
     }
 
-    /// Serve a member's stream request: head, then length-prefixed chunks,
-    /// then an empty chunk (the end marker; a stream without it was cut).
+    /// Serve a member's stream request: head, then chunks, then the end
+    /// marker (`mesh::audio`; a stream without it was cut).
     async fn serve_stream(&self, open: StreamOpen, mut stream: MeshStream) {
         let started = Instant::now();
         let ix = self.inner.index.clone();
@@ -1306,7 +1303,7 @@ impl Node {
             return;
         }
         let mut reader = ns.reader;
-        let mut out = FramedWrite::new(stream, codec());
+        let mut out = stream.into_writer();
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
@@ -1325,17 +1322,9 @@ impl Node {
             }
             sent += n as u64;
         }
-        if out.send(Bytes::new()).await.is_ok() {
-            let _ = SinkExt::<Bytes>::close(&mut out).await;
-        }
+        let _ = out.finish().await;
         tracing::info!(bytes = sent, ms = started.elapsed().as_millis() as u64, via = %head.via, "stream served");
     }
-}
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(CHUNK * 2)
-        .new_codec()
 }
 
 /// The receiving side of a served stream, chunk by chunk.
@@ -1400,7 +1389,7 @@ impl Resume {
                             if let Some(c) = self.closed.as_mut() {
                                 while c.try_recv().is_ok() {}
                             }
-                            self.chunks = chunks(s);
+                            self.chunks = Box::pin(s);
                             self.holders.swap(0, i);
                             return Ok(());
                         }
@@ -1462,37 +1451,6 @@ fn resuming(r: Resume) -> Chunks {
             }
         }
     }))
-}
-
-/// The chunks of a mesh stream until the empty end marker; a stream that
-/// ends without it, or stalls, is an error.
-fn chunks(stream: MeshStream) -> Chunks {
-    let frames = FramedRead::new(stream, codec());
-    let body = futures::stream::unfold((frames, false), |(mut f, done)| async move {
-        if done {
-            return None;
-        }
-        match tokio::time::timeout(STALL, f.next()).await {
-            Ok(Some(Ok(b))) if b.is_empty() => None,
-            Ok(Some(Ok(b))) => Some((Ok(b.freeze()), (f, false))),
-            Ok(Some(Err(e))) => Some((Err(e), (f, true))),
-            Ok(None) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the serving device stopped before the end of the stream",
-                )),
-                (f, true),
-            )),
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the serving device stopped sending",
-                )),
-                (f, true),
-            )),
-        }
-    });
-    Box::pin(body)
 }
 
 /// Passes an original file through while hashing it; at the end, fails
