@@ -332,9 +332,8 @@ impl EventLoop {
     /// find us away from home, even from another member.
     pub(super) fn refresh_own_addrs(&mut self) {
         let me = self.st.me;
-        let view = self.st.view();
-        let stable: Vec<Multiaddr> = view
-            .advertised
+        let advertised = super::addr::advertised(&self.st.listen, &self.st.external);
+        let stable: Vec<Multiaddr> = advertised
             .iter()
             .filter(|a| {
                 super::addr::is_circuit(a)
@@ -353,7 +352,7 @@ impl EventLoop {
         if stable.is_empty() || stable.iter().all(|a| listed.contains(&a.to_string())) {
             return;
         }
-        let addrs = view.advertised.iter().map(|a| a.to_string()).collect();
+        let addrs = advertised.iter().map(|a| a.to_string()).collect();
         let local = self.client.local();
         let key = &self.client.shared.key;
         let issued = Arc::make_mut(&mut self.st.members).issue(

@@ -100,30 +100,8 @@ impl EventLoop {
                 cause,
                 ..
             } => {
-                let s = self.st.peers.entry(peer_id).or_default();
-                s.conns.remove(&connection_id);
-                let gone = s.conns.is_empty();
-                let relay = match self.st.relays.get_mut(&peer_id) {
-                    Some(r) if num_established == 0 => {
-                        r.connected = false;
-                        r.accepted = false;
-                        r.auth_pending = false;
-                        true
-                    }
-                    Some(_) => true,
-                    None => false,
-                };
-                tracing::debug!(peer = %peer_id, ?connection_id, ?cause, "connection closed");
-                self.publish();
-                let _ = self.client.shared.closed.send(DeviceId(peer_id));
-                if relay && num_established == 0 {
-                    tracing::info!(relay = %peer_id, ?cause, "disconnected from relay");
-                } else if gone && num_established == 0 {
-                    self.client
-                        .shared
-                        .emit(Event::Disconnected(DeviceId(peer_id)))
-                        .await;
-                }
+                self.on_closed(peer_id, connection_id, num_established, cause)
+                    .await
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(p),
@@ -141,6 +119,39 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
+        }
+    }
+
+    async fn on_closed(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        num_established: u32,
+        cause: Option<libp2p::swarm::ConnectionError>,
+    ) {
+        let s = self.st.peers.entry(peer_id).or_default();
+        s.conns.remove(&connection_id);
+        let gone = s.conns.is_empty();
+        let relay = match self.st.relays.get_mut(&peer_id) {
+            Some(r) if num_established == 0 => {
+                r.connected = false;
+                r.accepted = false;
+                r.auth_pending = false;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        };
+        tracing::debug!(peer = %peer_id, ?connection_id, ?cause, "connection closed");
+        self.publish();
+        let _ = self.client.shared.closed.send(DeviceId(peer_id));
+        if relay && num_established == 0 {
+            tracing::info!(relay = %peer_id, ?cause, "disconnected from relay");
+        } else if gone && num_established == 0 {
+            self.client
+                .shared
+                .emit(Event::Disconnected(DeviceId(peer_id)))
+                .await;
         }
     }
 

@@ -28,20 +28,35 @@ const SIGNING_CONTEXT: &[u8] = b"tunemesh.member-op.v1";
 /// A member as the list describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Device {
+    /// Its device id.
     pub id: String,
+    /// Its name when added (or when it last listed its addresses).
     pub name: String,
+    /// "home" or "phone".
     pub role: String,
+    /// Where it said it can be reached.
     pub addrs: Vec<String>,
+    /// The member that added it.
     pub added_by: String,
+    /// When.
     pub added_at_unix_ms: i64,
 }
 
+/// What the member list fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum MembersError {
+    /// The saved list cannot be read or does not verify.
     #[error("cannot read the member list {path}: {reason}")]
-    Load { path: String, reason: String },
+    Load {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The list cannot be saved.
     #[error("cannot save the member list: {0}")]
     Save(std::io::Error),
+    /// An operation this device may not make.
     #[error("{0}")]
     Rejected(String),
 }

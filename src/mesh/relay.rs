@@ -55,6 +55,7 @@ pub(super) fn proof_hash(proof: &[u8]) -> Hash32 {
 /// How a relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
+    /// Where its key and the member lists live.
     pub data_dir: PathBuf,
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
@@ -202,17 +203,9 @@ fn parse(a: &str) -> Result<Multiaddr, MeshError> {
     })
 }
 
-impl Relay {
-    pub async fn start(cfg: RelayConfig) -> Result<Relay, MeshError> {
-        if cfg.meshes.is_empty() {
-            return Err(MeshError::BadInput(
-                "a relay serves at least one mesh (--mesh MESH_ID, see `tunemesh status`)".into(),
-            ));
-        }
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| MeshError::Start(format!("{}: {e}", cfg.data_dir.display())))?;
-        let key = load_or_create_key(&cfg.data_dir)?;
-        let me = key.public().to_peer_id();
+impl Acl {
+    /// The lists of the served meshes, as saved in the data dir.
+    fn load(cfg: &RelayConfig) -> Result<Acl, MeshError> {
         let mut acl = Acl {
             dir: cfg.data_dir.clone(),
             meshes: HashMap::new(),
@@ -226,24 +219,47 @@ impl Relay {
                 .unwrap_or_else(|| Members::adopt(mesh, &proto::MemberList::default()));
             acl.meshes.insert(mesh, list);
         }
-        let acl = Arc::new(Mutex::new(acl));
-        let (a1, a2) = (acl.clone(), acl.clone());
-        let relay_cfg = relay::Config {
-            max_reservations: 1024,
-            max_reservations_per_peer: 4,
-            reservation_duration: Duration::from_secs(3600),
-            reservation_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
-                lock(&a1).allowed(&p)
-            })],
-            max_circuits: 256,
-            max_circuits_per_peer: 32,
-            max_circuit_duration: cfg.max_circuit,
-            // 0: no byte limit (hours of audio).
-            max_circuit_bytes: 0,
-            circuit_src_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
-                lock(&a2).allowed(&p)
-            })],
-        };
+        Ok(acl)
+    }
+}
+
+/// Circuit relay limits, with `acl` deciding who gets reservations and
+/// circuits.
+fn circuit_config(acl: &Arc<Mutex<Acl>>, max_circuit: Duration) -> relay::Config {
+    let (a1, a2) = (acl.clone(), acl.clone());
+    relay::Config {
+        max_reservations: 1024,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        reservation_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+            lock(&a1).allowed(&p)
+        })],
+        max_circuits: 256,
+        max_circuits_per_peer: 32,
+        max_circuit_duration: max_circuit,
+        // 0: no byte limit (hours of audio).
+        max_circuit_bytes: 0,
+        circuit_src_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+            lock(&a2).allowed(&p)
+        })],
+    }
+}
+
+impl Relay {
+    /// Start a relay: load its key and the served meshes' lists, listen,
+    /// and run until [`Relay::shutdown`].
+    pub async fn start(cfg: RelayConfig) -> Result<Relay, MeshError> {
+        if cfg.meshes.is_empty() {
+            return Err(MeshError::BadInput(
+                "a relay serves at least one mesh (--mesh MESH_ID, see `tunemesh status`)".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| MeshError::Start(format!("{}: {e}", cfg.data_dir.display())))?;
+        let key = load_or_create_key(&cfg.data_dir)?;
+        let me = key.public().to_peer_id();
+        let acl = Arc::new(Mutex::new(Acl::load(&cfg)?));
+        let relay_cfg = circuit_config(&acl, cfg.max_circuit);
         let mut swarm = super::swarm::build(
             key,
             RelayClient::Without,
@@ -288,31 +304,7 @@ impl Relay {
             .map_err(|e| MeshError::Start(e.to_string()))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        // Wait for the listen addresses (bounded), handling events already.
-        let mut up = std::collections::HashSet::new();
-        let mut local = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while up.len() < listeners.len() {
-            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
-                Ok(SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                }) => {
-                    up.insert(listener_id);
-                    local.push(address);
-                }
-                Ok(SwarmEvent::ListenerClosed {
-                    addresses, reason, ..
-                }) => {
-                    return Err(MeshError::Listen {
-                        addr: format!("{addresses:?}"),
-                        reason: format!("{reason:?}"),
-                    })
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        let local = listen_addrs(&mut swarm, listeners.len()).await?;
         if external.is_empty() {
             tracing::warn!(
                 "no --external address: announcing the listen addresses; members outside \
@@ -355,6 +347,7 @@ impl Relay {
         })
     }
 
+    /// The relay's device id.
     pub fn id(&self) -> DeviceId {
         DeviceId(self.id)
     }
@@ -364,11 +357,45 @@ impl Relay {
         self.addrs.iter().map(|a| a.to_string()).collect()
     }
 
+    /// Stop the relay (its connections close with the swarm).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// Wait (5 s at most) for the addresses of `listeners` listeners,
+/// handling the swarm's events meanwhile.
+async fn listen_addrs(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    listeners: usize,
+) -> Result<Vec<Multiaddr>, MeshError> {
+    let mut up = std::collections::HashSet::new();
+    let mut local = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while up.len() < listeners {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            }) => {
+                up.insert(listener_id);
+                local.push(address);
+            }
+            Ok(SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            }) => {
+                return Err(MeshError::Listen {
+                    addr: format!("{addresses:?}"),
+                    reason: format!("{reason:?}"),
+                })
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(local)
 }
 
 async fn run(mut swarm: libp2p::Swarm<Behaviour>) {
