@@ -96,7 +96,11 @@ pub struct ChunkReader(Body);
 
 impl ChunkReader {
     fn new(stream: libp2p::Stream) -> ChunkReader {
-        let frames = FramedRead::new(stream.compat(), codec());
+        ChunkReader::from_io(stream.compat())
+    }
+
+    fn from_io<R: tokio::io::AsyncRead + Send + Unpin + 'static>(io: R) -> ChunkReader {
+        let frames = FramedRead::new(io, codec());
         let body = futures::stream::unfold((frames, false), |(mut f, done)| async move {
             if done {
                 return None;
@@ -223,4 +227,33 @@ pub(super) async fn accept(
         offset: open.offset,
     };
     Some((open, MeshStream(s.compat())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(bytes: &'static [u8]) -> Vec<std::io::Result<Bytes>> {
+        ChunkReader::from_io(bytes).collect().await
+    }
+
+    #[tokio::test]
+    async fn chunks_end_at_the_marker_and_a_cut_stream_is_an_error() {
+        // Two chunks, the end marker, and bytes after it (never read).
+        let whole = read_all(b"\0\0\0\x03abc\0\0\0\x01d\0\0\0\0junk").await;
+        let got: Vec<Bytes> = whole.into_iter().map(|c| c.unwrap()).collect();
+        assert_eq!(
+            got,
+            vec![Bytes::from_static(b"abc"), Bytes::from_static(b"d")]
+        );
+        // No end marker: the chunks, then an error, then nothing.
+        let cut = read_all(b"\0\0\0\x03abc").await;
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[0].as_ref().unwrap(), &Bytes::from_static(b"abc"));
+        let e = cut[1].as_ref().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        // Cut inside a chunk, or a chunk over the limit: an error too.
+        assert!(read_all(b"\0\0\0\x09abc").await[0].is_err());
+        assert!(read_all(b"\0\x03\0\x01").await[0].is_err());
+    }
 }
