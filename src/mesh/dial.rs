@@ -234,7 +234,7 @@ impl EventLoop {
         }
     }
 
-    /// An address of ours appeared (`Change::Gained`) or went away: dial at
+    /// An address of ours appeared (`NetworkChange::Gained`) or went away: dial at
     /// once whoever is missing; when one went away, connections made from
     /// it are dead (a TCP one would hang for minutes), so all are made
     /// again (streams resume on the new ones).

@@ -13,7 +13,7 @@
 //! before publishing it.
 
 use super::client::Client;
-use super::members::{Durable, Members};
+use super::members::{Change, Durable, Members};
 use super::state::{redundant, State, View};
 use super::swarm::Behaviour;
 use super::types::Announcement;
@@ -274,7 +274,7 @@ impl EventLoop {
             return Err(MeshError::BadInput(format!("{peer} is not a member")));
         }
         let key = &self.client.shared.key;
-        Arc::make_mut(&mut self.st.members).issue(key, peer, true, "", "", vec![])?;
+        Arc::make_mut(&mut self.st.members).issue(key, peer, Change::Revoke, "", "", vec![])?;
         Ok(self.save_members())
     }
 
@@ -287,7 +287,7 @@ impl EventLoop {
     ) -> Result<(proto::MemberList, Durable), &'static str> {
         let key = &self.client.shared.key;
         Arc::make_mut(&mut self.st.members)
-            .issue(key, peer, false, name, role, addrs)
+            .issue(key, peer, Change::Add, name, role, addrs)
             .map_err(|_| "this device can no longer invite")?;
         if let Some(p) = self.st.peers.get_mut(&peer) {
             p.grace_until = None;
@@ -358,7 +358,7 @@ impl EventLoop {
         let issued = Arc::make_mut(&mut self.st.members).issue(
             key,
             me,
-            false,
+            Change::Add,
             &local.name,
             &local.role,
             addrs,

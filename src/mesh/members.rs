@@ -61,6 +61,15 @@ pub enum MembersError {
     Rejected(String),
 }
 
+/// What an operation does to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Add it (or list its new name and addresses).
+    Add,
+    /// Revoke it, for good.
+    Revoke,
+}
+
 #[derive(Clone)]
 struct Op {
     wire: proto::MemberOp,
@@ -113,7 +122,7 @@ impl Members {
             mesh,
             ops: BTreeMap::new(),
         };
-        m.issue(key, mesh, false, name, role, addrs)
+        m.issue(key, mesh, Change::Add, name, role, addrs)
             .expect("the founder is a member");
         m
     }
@@ -186,7 +195,7 @@ impl Members {
         &mut self,
         key: &Keypair,
         device: PeerId,
-        revoke: bool,
+        change: Change,
         name: &str,
         role: &str,
         addrs: Vec<String>,
@@ -200,7 +209,7 @@ impl Members {
         let body = proto::MemberOpBody {
             mesh: self.mesh.to_bytes(),
             device: device.to_bytes(),
-            revoke,
+            revoke: matches!(change, Change::Revoke),
             name: name.into(),
             role: role.into(),
             addrs: addrs
@@ -410,18 +419,20 @@ mod tests {
         );
         let mut a = Members::found(&home, "home", "home", vec![]);
         assert!(a.is_member(&hp) && !a.is_member(&pp));
-        a.issue(&home, pp, false, "phone", "phone", vec![]).unwrap();
+        a.issue(&home, pp, Change::Add, "phone", "phone", vec![])
+            .unwrap();
         // The phone adopts the list, then adds the laptop itself.
         let mut b = Members::adopt(hp, &a.to_proto());
         assert!(b.is_member(&pp));
-        b.issue(&phone, lp, false, "laptop", "phone", vec![])
+        b.issue(&phone, lp, Change::Add, "laptop", "phone", vec![])
             .unwrap();
         assert_eq!(a.merge(&b.to_proto()), 1);
         assert!(a.is_member(&lp));
         // Concurrent changes merge in any order.
-        a.issue(&home, lp, true, "", "", vec![]).unwrap();
+        a.issue(&home, lp, Change::Revoke, "", "", vec![]).unwrap();
         let c = Keypair::generate_ed25519().public().to_peer_id();
-        b.issue(&phone, c, false, "c", "phone", vec![]).unwrap();
+        b.issue(&phone, c, Change::Add, "c", "phone", vec![])
+            .unwrap();
         let mut a2 = a.clone();
         a2.merge(&b.to_proto());
         b.merge(&a.to_proto());
@@ -429,7 +440,7 @@ mod tests {
         assert!(!b.is_member(&lp) && b.is_member(&c));
         // The revoked laptop can no longer add anyone.
         let mut l = Members::adopt(hp, &a.to_proto());
-        assert!(l.issue(&laptop, c, false, "x", "x", vec![]).is_err());
+        assert!(l.issue(&laptop, c, Change::Add, "x", "x", vec![]).is_err());
     }
 
     #[test]

@@ -523,6 +523,7 @@ pub(super) async fn authenticate(
 
 #[cfg(test)]
 mod tests {
+    use super::super::members::Change;
     use super::*;
     use libp2p::identity::Keypair;
 
@@ -556,7 +557,7 @@ mod tests {
         // The home adds the phone and tells the relay: the phone is in,
         // and the list is saved.
         let mut list = Members::found(&home, "home", "home", vec![]);
-        list.issue(&home, pp, false, "phone", "phone", vec![])
+        list.issue(&home, pp, Change::Add, "phone", "phone", vec![])
             .unwrap();
         let msg = |mesh: PeerId, l: &Members| proto::RelayAuth {
             mesh: mesh.to_bytes(),
@@ -580,10 +581,10 @@ mod tests {
             .contains("does not serve"));
         let mut forged = list.clone();
         assert!(forged
-            .issue(&stranger, sp, false, "s", "phone", vec![])
+            .issue(&stranger, sp, Change::Add, "s", "phone", vec![])
             .is_err());
         let mut fake = Members::adopt(hp, &proto::MemberList::default());
-        let _ = fake.issue(&stranger, sp, false, "s", "phone", vec![]);
+        let _ = fake.issue(&stranger, sp, Change::Add, "s", "phone", vec![]);
         assert!(a
             .auth(sp, &msg(hp, &fake))
             .unwrap_err()
@@ -591,7 +592,8 @@ mod tests {
         assert!(!a.allowed(&sp));
 
         // Revocation reaches the relay.
-        list.issue(&home, pp, true, "", "", vec![]).unwrap();
+        list.issue(&home, pp, Change::Revoke, "", "", vec![])
+            .unwrap();
         a.auth(hp, &msg(hp, &list)).unwrap();
         assert!(!a.allowed(&pp));
     }
