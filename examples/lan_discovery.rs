@@ -127,7 +127,7 @@ fn print_peers(who: &str, node: &Node) {
             p.role,
             if p.member { "member" } else { "stranger" },
             if p.connected {
-                p.path.as_str()
+                p.path.map_or("", tunemesh::mesh::PathKind::as_str)
             } else {
                 "offline"
             },

@@ -301,7 +301,7 @@ impl From<&PeerInfo> for PeerView {
             role: p.role.to_string(),
             member: p.member,
             connected: p.connected,
-            path: p.path.to_string(),
+            path: p.path.map_or("", crate::mesh::PathKind::as_str).to_string(),
             addr: p.addr.clone(),
             rtt_ms: p.rtt_ms,
             relay: p.relay.as_ref().map(|r| r.to_string()),

@@ -28,22 +28,46 @@ const SIGNING_CONTEXT: &[u8] = b"tunemesh.member-op.v1";
 /// A member as the list describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Device {
+    /// Its device id.
     pub id: String,
+    /// Its name when added (or when it last listed its addresses).
     pub name: String,
+    /// "home" or "phone".
     pub role: String,
+    /// Where it said it can be reached.
     pub addrs: Vec<String>,
+    /// The member that added it.
     pub added_by: String,
+    /// When.
     pub added_at_unix_ms: i64,
 }
 
+/// What the member list fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum MembersError {
+    /// The saved list cannot be read or does not verify.
     #[error("cannot read the member list {path}: {reason}")]
-    Load { path: String, reason: String },
+    Load {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The list cannot be saved.
     #[error("cannot save the member list: {0}")]
     Save(std::io::Error),
+    /// An operation this device may not make.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// What an operation does to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Add it (or list its new name and addresses).
+    Add,
+    /// Revoke it, for good.
+    Revoke,
 }
 
 #[derive(Clone)]
@@ -98,7 +122,7 @@ impl Members {
             mesh,
             ops: BTreeMap::new(),
         };
-        m.issue(key, mesh, false, name, role, addrs)
+        m.issue(key, mesh, Change::Add, name, role, addrs)
             .expect("the founder is a member");
         m
     }
@@ -171,7 +195,7 @@ impl Members {
         &mut self,
         key: &Keypair,
         device: PeerId,
-        revoke: bool,
+        change: Change,
         name: &str,
         role: &str,
         addrs: Vec<String>,
@@ -185,7 +209,7 @@ impl Members {
         let body = proto::MemberOpBody {
             mesh: self.mesh.to_bytes(),
             device: device.to_bytes(),
-            revoke,
+            revoke: matches!(change, Change::Revoke),
             name: name.into(),
             role: role.into(),
             addrs: addrs
@@ -312,6 +336,73 @@ impl Members {
     }
 }
 
+/// Saves member lists in the order asked, on blocking threads owned by a
+/// task tracker, so that no fsync runs on a runtime thread and a later list
+/// never loses to an earlier one. Each save hands back a [`Durable`] to
+/// await before the change it carries is acknowledged.
+#[derive(Clone)]
+pub(super) struct Persister(tokio::sync::mpsc::UnboundedSender<SaveJob>);
+
+struct SaveJob {
+    list: Members,
+    path: std::path::PathBuf,
+    done: tokio::sync::oneshot::Sender<Result<(), MembersError>>,
+}
+
+/// Resolves once a saved list is on disk (or failed to get there).
+pub(super) struct Durable(tokio::sync::oneshot::Receiver<Result<(), MembersError>>);
+
+impl Durable {
+    /// Wait for the save.
+    pub(super) async fn wait(self) -> Result<(), MembersError> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(MembersError::Save(std::io::Error::other(
+                "the member list saver stopped",
+            )))
+        })
+    }
+}
+
+impl Persister {
+    /// Start the saver task on `tasks`; at `cancel` it saves what is
+    /// queued, then stops.
+    pub(super) fn start(
+        tasks: &tokio_util::task::TaskTracker,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Persister {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SaveJob>();
+        let t = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    biased;
+                    job = rx.recv() => job,
+                    _ = cancel.cancelled() => {
+                        rx.close();
+                        rx.recv().await
+                    }
+                };
+                let Some(SaveJob { list, path, done }) = job else {
+                    break;
+                };
+                let r = t
+                    .spawn_blocking(move || list.save(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(MembersError::Save(std::io::Error::other(e))));
+                let _ = done.send(r);
+            }
+        });
+        Persister(tx)
+    }
+
+    /// Queue `list` to be saved at `path`.
+    pub(super) fn save(&self, list: Members, path: std::path::PathBuf) -> Durable {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let _ = self.0.send(SaveJob { list, path, done });
+        Durable(rx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,18 +419,20 @@ mod tests {
         );
         let mut a = Members::found(&home, "home", "home", vec![]);
         assert!(a.is_member(&hp) && !a.is_member(&pp));
-        a.issue(&home, pp, false, "phone", "phone", vec![]).unwrap();
+        a.issue(&home, pp, Change::Add, "phone", "phone", vec![])
+            .unwrap();
         // The phone adopts the list, then adds the laptop itself.
         let mut b = Members::adopt(hp, &a.to_proto());
         assert!(b.is_member(&pp));
-        b.issue(&phone, lp, false, "laptop", "phone", vec![])
+        b.issue(&phone, lp, Change::Add, "laptop", "phone", vec![])
             .unwrap();
         assert_eq!(a.merge(&b.to_proto()), 1);
         assert!(a.is_member(&lp));
         // Concurrent changes merge in any order.
-        a.issue(&home, lp, true, "", "", vec![]).unwrap();
+        a.issue(&home, lp, Change::Revoke, "", "", vec![]).unwrap();
         let c = Keypair::generate_ed25519().public().to_peer_id();
-        b.issue(&phone, c, false, "c", "phone", vec![]).unwrap();
+        b.issue(&phone, c, Change::Add, "c", "phone", vec![])
+            .unwrap();
         let mut a2 = a.clone();
         a2.merge(&b.to_proto());
         b.merge(&a.to_proto());
@@ -347,7 +440,7 @@ mod tests {
         assert!(!b.is_member(&lp) && b.is_member(&c));
         // The revoked laptop can no longer add anyone.
         let mut l = Members::adopt(hp, &a.to_proto());
-        assert!(l.issue(&laptop, c, false, "x", "x", vec![]).is_err());
+        assert!(l.issue(&laptop, c, Change::Add, "x", "x", vec![]).is_err());
     }
 
     #[test]

@@ -19,15 +19,14 @@
 //! before hours of audio went through (upstream defaults cut at 128 KiB and
 //! two minutes); store anything but member lists and its own key.
 
-use super::members::Members;
-use super::{load_or_create_key, now_ms, wire, DeviceId, MeshError};
+use super::members::{Members, Persister};
+use super::swarm::{load_or_create_key, RelayClient};
+use super::{now_ms, wire, DeviceId, MeshError};
 use crate::model::Hash32;
 use crate::proto;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    autonat, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
-};
+use libp2p::{autonat, identify, ping, relay, Multiaddr, PeerId, StreamProtocol};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +55,7 @@ pub(super) fn proof_hash(proof: &[u8]) -> Hash32 {
 /// How a relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
+    /// Where its key and the member lists live.
     pub data_dir: PathBuf,
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
@@ -84,6 +84,8 @@ struct Acl {
     meshes: HashMap<PeerId, Members>,
     /// blake3(proof) → the invitation.
     invites: HashMap<Hash32, Invite>,
+    /// Meshes whose lists changed since they were last handed out to save.
+    unsaved: Vec<PeerId>,
 }
 
 impl Acl {
@@ -106,15 +108,12 @@ impl Acl {
     /// relay knows for that mesh, or why it is refused.
     fn auth(&mut self, peer: PeerId, msg: &proto::RelayAuth) -> Result<u32, String> {
         let mesh = PeerId::from_bytes(&msg.mesh).map_err(|_| "bad mesh id".to_string())?;
-        let path = self.path(&mesh);
         let Some(list) = self.meshes.get_mut(&mesh) else {
             return Err(format!("this relay does not serve mesh {mesh}"));
         };
         if let Some(ops) = &msg.members {
-            if list.merge(ops) > 0 {
-                if let Err(e) = list.save(&path) {
-                    tracing::error!("{e}");
-                }
+            if list.merge(ops) > 0 && !self.unsaved.contains(&mesh) {
+                self.unsaved.push(mesh);
             }
         }
         let members = u32::try_from(list.member_ids().len()).unwrap_or(u32::MAX);
@@ -165,6 +164,15 @@ impl Acl {
         }
         Ok(members)
     }
+
+    /// The lists that changed, with where each is saved (to save off the
+    /// runtime, before the member that changed them is answered).
+    fn take_unsaved(&mut self) -> Vec<(PathBuf, Members)> {
+        std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .filter_map(|m| Some((self.path(&m), self.meshes.get(&m)?.clone())))
+            .collect()
+    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -195,7 +203,51 @@ fn parse(a: &str) -> Result<Multiaddr, MeshError> {
     })
 }
 
+impl Acl {
+    /// The lists of the served meshes, as saved in the data dir.
+    fn load(cfg: &RelayConfig) -> Result<Acl, MeshError> {
+        let mut acl = Acl {
+            dir: cfg.data_dir.clone(),
+            meshes: HashMap::new(),
+            invites: HashMap::new(),
+            unsaved: Vec::new(),
+        };
+        for m in &cfg.meshes {
+            let mesh = m.0;
+            let list = Members::load(&acl.path(&mesh))?
+                .filter(|l| l.mesh() == mesh)
+                .unwrap_or_else(|| Members::adopt(mesh, &proto::MemberList::default()));
+            acl.meshes.insert(mesh, list);
+        }
+        Ok(acl)
+    }
+}
+
+/// Circuit relay limits, with `acl` deciding who gets reservations and
+/// circuits.
+fn circuit_config(acl: &Arc<Mutex<Acl>>, max_circuit: Duration) -> relay::Config {
+    let (a1, a2) = (acl.clone(), acl.clone());
+    relay::Config {
+        max_reservations: 1024,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        reservation_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+            lock(&a1).allowed(&p)
+        })],
+        max_circuits: 256,
+        max_circuits_per_peer: 32,
+        max_circuit_duration: max_circuit,
+        // 0: no byte limit (hours of audio).
+        max_circuit_bytes: 0,
+        circuit_src_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
+            lock(&a2).allowed(&p)
+        })],
+    }
+}
+
 impl Relay {
+    /// Start a relay: load its key and the served meshes' lists, listen,
+    /// and run until [`Relay::shutdown`].
     pub async fn start(cfg: RelayConfig) -> Result<Relay, MeshError> {
         if cfg.meshes.is_empty() {
             return Err(MeshError::BadInput(
@@ -206,68 +258,31 @@ impl Relay {
             .map_err(|e| MeshError::Start(format!("{}: {e}", cfg.data_dir.display())))?;
         let key = load_or_create_key(&cfg.data_dir)?;
         let me = key.public().to_peer_id();
-        let mut acl = Acl {
-            dir: cfg.data_dir.clone(),
-            meshes: HashMap::new(),
-            invites: HashMap::new(),
-        };
-        for m in &cfg.meshes {
-            let mesh = m.0;
-            let list = Members::load(&acl.path(&mesh))?
-                .filter(|l| l.mesh() == mesh)
-                .unwrap_or_else(|| Members::adopt(mesh, &proto::MemberList::default()));
-            acl.meshes.insert(mesh, list);
-        }
-        let acl = Arc::new(Mutex::new(acl));
-        let (a1, a2) = (acl.clone(), acl.clone());
-        let relay_cfg = relay::Config {
-            max_reservations: 1024,
-            max_reservations_per_peer: 4,
-            reservation_duration: Duration::from_secs(3600),
-            reservation_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
-                lock(&a1).allowed(&p)
-            })],
-            max_circuits: 256,
-            max_circuits_per_peer: 32,
-            max_circuit_duration: cfg.max_circuit,
-            // 0: no byte limit (hours of audio).
-            max_circuit_bytes: 0,
-            circuit_src_rate_limiters: vec![Box::new(move |p: PeerId, _: &Multiaddr, _| {
-                lock(&a2).allowed(&p)
-            })],
-        };
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| MeshError::Start(e.to_string()))?
-            .with_quic()
-            .with_behaviour(|key| Behaviour {
-                relay: relay::Behaviour::new(me, relay_cfg),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(super::IDENTIFY.into(), key.public()).with_agent_version(
-                        format!("tunemesh-relay/{}", env!("CARGO_PKG_VERSION")),
+        let acl = Arc::new(Mutex::new(Acl::load(&cfg)?));
+        let relay_cfg = circuit_config(&acl, cfg.max_circuit);
+        let mut swarm = super::swarm::build(
+            key,
+            RelayClient::Without,
+            Duration::from_secs(300),
+            |key, _| {
+                Ok(Behaviour {
+                    relay: relay::Behaviour::new(me, relay_cfg),
+                    identify: super::swarm::identify(key, "tunemesh-relay"),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    autonat: autonat::Behaviour::new(
+                        me,
+                        autonat::Config {
+                            // Our own relay: members' addresses in private
+                            // ranges are fine to dial back.
+                            only_global_ips: false,
+                            use_connected: false,
+                            ..Default::default()
+                        },
                     ),
-                ),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                autonat: autonat::Behaviour::new(
-                    me,
-                    autonat::Config {
-                        // Our own relay: members' addresses in private
-                        // ranges are fine to dial back.
-                        only_global_ips: false,
-                        use_connected: false,
-                        ..Default::default()
-                    },
-                ),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-            .map_err(|e| MeshError::Start(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-            .build();
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            },
+        )?;
         let mut listeners = Vec::new();
         for a in &cfg.listen {
             let id = swarm.listen_on(parse(a)?).map_err(|e| MeshError::Listen {
@@ -289,38 +304,14 @@ impl Relay {
             .map_err(|e| MeshError::Start(e.to_string()))?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        // Wait for the listen addresses (bounded), handling events already.
-        let mut up = std::collections::HashSet::new();
-        let mut local = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while up.len() < listeners.len() {
-            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
-                Ok(SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                }) => {
-                    up.insert(listener_id);
-                    local.push(address);
-                }
-                Ok(SwarmEvent::ListenerClosed {
-                    addresses, reason, ..
-                }) => {
-                    return Err(MeshError::Listen {
-                        addr: format!("{addresses:?}"),
-                        reason: format!("{reason:?}"),
-                    })
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        let local = listen_addrs(&mut swarm, listeners.len()).await?;
         if external.is_empty() {
             tracing::warn!(
                 "no --external address: announcing the listen addresses; members outside \
                  this network need the relay's public address"
             );
             for a in &local {
-                if !super::ip_of(a).is_some_and(|ip| ip.is_loopback()) || local.len() == 1 {
+                if !super::addr::ip_of(a).is_some_and(|ip| ip.is_loopback()) || local.len() == 1 {
                     swarm.add_external_address(a.clone());
                     external.push(a.clone());
                 }
@@ -341,10 +332,11 @@ impl Relay {
             .instrument(tracing::info_span!("relay", me = %me)),
         );
         let (c, t) = (cancel.clone(), tasks.clone());
+        let persister = Persister::start(&tasks, cancel.clone());
         tasks.spawn(async move {
             tokio::select! {
                 _ = c.cancelled() => {}
-                _ = accept_auth(incoming, acl, t) => {}
+                _ = accept_auth(incoming, acl, persister, t) => {}
             }
         });
         Ok(Relay {
@@ -355,6 +347,7 @@ impl Relay {
         })
     }
 
+    /// The relay's device id.
     pub fn id(&self) -> DeviceId {
         DeviceId(self.id)
     }
@@ -364,11 +357,45 @@ impl Relay {
         self.addrs.iter().map(|a| a.to_string()).collect()
     }
 
+    /// Stop the relay (its connections close with the swarm).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
     }
+}
+
+/// Wait (5 s at most) for the addresses of `listeners` listeners,
+/// handling the swarm's events meanwhile.
+async fn listen_addrs(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    listeners: usize,
+) -> Result<Vec<Multiaddr>, MeshError> {
+    let mut up = std::collections::HashSet::new();
+    let mut local = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while up.len() < listeners {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            }) => {
+                up.insert(listener_id);
+                local.push(address);
+            }
+            Ok(SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            }) => {
+                return Err(MeshError::Listen {
+                    addr: format!("{addresses:?}"),
+                    reason: format!("{reason:?}"),
+                })
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(local)
 }
 
 async fn run(mut swarm: libp2p::Swarm<Behaviour>) {
@@ -419,10 +446,12 @@ async fn run(mut swarm: libp2p::Swarm<Behaviour>) {
 async fn accept_auth(
     mut incoming: libp2p_stream::IncomingStreams,
     acl: Arc<Mutex<Acl>>,
+    persister: Persister,
     tasks: TaskTracker,
 ) {
     while let Some((peer, mut s)) = incoming.next().await {
         let acl = acl.clone();
+        let persister = persister.clone();
         tasks.spawn(async move {
             let work = async {
                 let msg: proto::RelayAuth = match wire::read(&mut s, MAX_AUTH).await {
@@ -432,7 +461,15 @@ async fn accept_auth(
                         return;
                     }
                 };
-                let verdict = lock(&acl).auth(peer, &msg);
+                let (verdict, unsaved) = {
+                    let mut acl = lock(&acl);
+                    (acl.auth(peer, &msg), acl.take_unsaved())
+                };
+                for (path, list) in unsaved {
+                    if let Err(e) = persister.save(list, path).wait().await {
+                        tracing::error!("{e}");
+                    }
+                }
                 let reply = match verdict {
                     Ok(members) => {
                         tracing::info!(%peer, members, "member accepted");
@@ -486,6 +523,7 @@ pub(super) async fn authenticate(
 
 #[cfg(test)]
 mod tests {
+    use super::super::members::Change;
     use super::*;
     use libp2p::identity::Keypair;
 
@@ -496,6 +534,7 @@ mod tests {
             dir: dir.to_path_buf(),
             meshes,
             invites: HashMap::new(),
+            unsaved: Vec::new(),
         }
     }
 
@@ -518,7 +557,7 @@ mod tests {
         // The home adds the phone and tells the relay: the phone is in,
         // and the list is saved.
         let mut list = Members::found(&home, "home", "home", vec![]);
-        list.issue(&home, pp, false, "phone", "phone", vec![])
+        list.issue(&home, pp, Change::Add, "phone", "phone", vec![])
             .unwrap();
         let msg = |mesh: PeerId, l: &Members| proto::RelayAuth {
             mesh: mesh.to_bytes(),
@@ -527,7 +566,11 @@ mod tests {
         };
         assert_eq!(a.auth(hp, &msg(hp, &list)), Ok(2));
         assert!(a.allowed(&pp));
+        for (path, l) in a.take_unsaved() {
+            l.save(&path).unwrap();
+        }
         assert!(dir.path().join(format!("mesh-{hp}.pb")).exists());
+        assert!(a.take_unsaved().is_empty());
 
         // A stranger's own mesh is not served; a list it signs for ours
         // does not verify into it.
@@ -538,10 +581,10 @@ mod tests {
             .contains("does not serve"));
         let mut forged = list.clone();
         assert!(forged
-            .issue(&stranger, sp, false, "s", "phone", vec![])
+            .issue(&stranger, sp, Change::Add, "s", "phone", vec![])
             .is_err());
         let mut fake = Members::adopt(hp, &proto::MemberList::default());
-        let _ = fake.issue(&stranger, sp, false, "s", "phone", vec![]);
+        let _ = fake.issue(&stranger, sp, Change::Add, "s", "phone", vec![]);
         assert!(a
             .auth(sp, &msg(hp, &fake))
             .unwrap_err()
@@ -549,7 +592,8 @@ mod tests {
         assert!(!a.allowed(&sp));
 
         // Revocation reaches the relay.
-        list.issue(&home, pp, true, "", "", vec![]).unwrap();
+        list.issue(&home, pp, Change::Revoke, "", "", vec![])
+            .unwrap();
         a.auth(hp, &msg(hp, &list)).unwrap();
         assert!(!a.allowed(&pp));
     }

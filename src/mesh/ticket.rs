@@ -19,6 +19,7 @@ pub struct Ticket {
     pub mesh: PeerId,
 }
 
+/// A string that is not a ticket.
 #[derive(Debug, thiserror::Error)]
 #[error("not a tunemesh ticket: {0}")]
 pub struct TicketError(String);

@@ -28,7 +28,7 @@ use crate::stream::{Profile, StreamRequest, Streamer, Via};
 use crate::sync::{SyncError, Syncer};
 use crate::tasks::{Stopped, Tasks};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -48,8 +47,6 @@ const CHUNK: usize = 64 << 10;
 /// index's disk full, say); it doubles up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
-/// A stream that sends nothing for this long has failed.
-const STALL: Duration = Duration::from_secs(30);
 /// How long an interrupted remote stream keeps trying to resume: a path
 /// change takes milliseconds, roaming to another network seconds, and a
 /// player has a buffer; a holder that is gone fails the stream after this.
@@ -834,7 +831,7 @@ impl Node {
                         at_last_resume: None,
                         fruitless: 0,
                         holders: order,
-                        chunks: chunks(stream),
+                        chunks: Box::pin(stream),
                         closed: Some(self.inner.client.watch_closed()),
                         cancel: self.inner.tasks.cancel_token().clone(),
                     }));
@@ -936,8 +933,8 @@ impl Node {
         })
     }
 
-    /// Serve a member's stream request: head, then length-prefixed chunks,
-    /// then an empty chunk (the end marker; a stream without it was cut).
+    /// Serve a member's stream request: head, then chunks, then the end
+    /// marker (`mesh::audio`; a stream without it was cut).
     async fn serve_stream(&self, open: StreamOpen, mut stream: MeshStream) {
         let started = Instant::now();
         let ix = self.inner.index.clone();
@@ -986,7 +983,7 @@ impl Node {
             return;
         }
         let mut reader = ns.reader;
-        let mut out = FramedWrite::new(stream, codec());
+        let mut out = stream.into_writer();
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
@@ -1005,9 +1002,7 @@ impl Node {
             }
             sent += n as u64;
         }
-        if out.send(Bytes::new()).await.is_ok() {
-            let _ = SinkExt::<Bytes>::close(&mut out).await;
-        }
+        let _ = out.finish().await;
         tracing::info!(bytes = sent, ms = started.elapsed().as_millis() as u64, via = %head.via, "stream served");
     }
 }
@@ -1041,31 +1036,29 @@ async fn load_catalog(
     tasks
         .blocking(move || -> Result<(), index::IndexError> {
             let me = client.device_id();
+            let seen = ix.first_seen()?;
+            cat.remember_first_seen(seen.into_iter().map(|(a, t)| (AlbumId(a), t)));
+            let mut fresh = vec![];
             let mut batch = Vec::with_capacity(4096);
             for t in ix.tracks() {
                 batch.push(t?);
                 if batch.len() == 4096 {
-                    cat.apply(me, std::mem::take(&mut batch), &[], Paths::Keep);
+                    let b = std::mem::take(&mut batch);
+                    fresh.extend(cat.apply(me, b, &[], Paths::Keep));
                 }
             }
-            cat.apply(me, batch, &[], Paths::Keep);
+            fresh.extend(cat.apply(me, batch, &[], Paths::Keep));
             for p in ix.remote_peers()? {
                 let Some(d) = DeviceId::from_bytes(&p).filter(|d| *d != me && client.is_member(d))
                 else {
                     continue;
                 };
-                cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop);
+                fresh.extend(cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop));
             }
-            Ok(())
+            store_first_seen(&ix, &fresh)
         })
         .await??;
     Ok(())
-}
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(CHUNK * 2)
-        .new_codec()
 }
 
 /// The receiving side of a served stream, chunk by chunk.
@@ -1130,7 +1123,7 @@ impl Resume {
                             if let Some(c) = self.closed.as_mut() {
                                 while c.try_recv().is_ok() {}
                             }
-                            self.chunks = chunks(s);
+                            self.chunks = Box::pin(s);
                             self.holders.swap(0, i);
                             return Ok(());
                         }
@@ -1192,37 +1185,6 @@ fn resuming(r: Resume) -> Chunks {
             }
         }
     }))
-}
-
-/// The chunks of a mesh stream until the empty end marker; a stream that
-/// ends without it, or stalls, is an error.
-fn chunks(stream: MeshStream) -> Chunks {
-    let frames = FramedRead::new(stream, codec());
-    let body = futures::stream::unfold((frames, false), |(mut f, done)| async move {
-        if done {
-            return None;
-        }
-        match tokio::time::timeout(STALL, f.next()).await {
-            Ok(Some(Ok(b))) if b.is_empty() => None,
-            Ok(Some(Ok(b))) => Some((Ok(b.freeze()), (f, false))),
-            Ok(Some(Err(e))) => Some((Err(e), (f, true))),
-            Ok(None) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the serving device stopped before the end of the stream",
-                )),
-                (f, true),
-            )),
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the serving device stopped sending",
-                )),
-                (f, true),
-            )),
-        }
-    });
-    Box::pin(body)
 }
 
 /// Passes an original file through while hashing it; at the end, fails
