@@ -494,6 +494,11 @@ impl EncodeJob {
             .map_err(|e| Failure::Encode(format!("not cached, the output is not whole: {e}")))?;
         let entry = self.shared.entry_path(&self.key);
         fs::rename(&self.flight.part, &entry).map_err(storage("publish"))?;
+        // The entry is whole already (synced and checked above): a rename
+        // lost to a power cut costs a re-encode, not a wrong entry.
+        if let Err(e) = crate::fsutil::sync_parent(&entry) {
+            tracing::debug!("cannot sync the cache folder: {e}");
+        }
         Ok(())
     }
 }

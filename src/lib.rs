@@ -6,6 +6,7 @@
 //! ARCHITECTURE.md for the map and the invariants.
 
 pub mod cache;
+pub mod fsutil;
 pub mod http;
 pub mod index;
 pub mod library;
