@@ -73,14 +73,7 @@ fn run() -> Res<()> {
         .transpose()?
         .unwrap_or_else(|| manifest.join(TEMPLATE));
     let rounds = args.rounds;
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
-        // CARGO_TARGET_TMPDIR is <target>/tmp.
-        Some(t) => Path::new(t)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+    let target = common::target_dir();
     let libs = target.join("bench-libs");
     let scratch = libs.join("tmp");
     std::fs::create_dir_all(&scratch).ctx(format!("creating {}", scratch.display()))?;

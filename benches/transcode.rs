@@ -120,14 +120,7 @@ fn run() -> Res<()> {
     let corpus = corpus
         .canonicalize()
         .ctx(format!("corpus {}", corpus.display()))?;
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
-        // CARGO_TARGET_TMPDIR is <target>/tmp.
-        Some(t) => Path::new(t)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+    let target = common::target_dir();
     let out_dir = target.join("bench-transcode");
     std::fs::create_dir_all(&out_dir).ctx(format!("creating {}", out_dir.display()))?;
     // Keep the CLI away from the user's data dir (it opens none with

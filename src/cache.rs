@@ -14,7 +14,7 @@
 //! or encode audio (it only runs a page iterator it is given), and never
 //! hold its lock while doing I/O on an entry's bytes.
 
-use crate::model::Hash32;
+use crate::model::{Hash32, TrackId};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -63,7 +63,7 @@ pub struct Key(pub Hash32);
 
 impl Key {
     /// The key of the output `spec` made from the source file `track`.
-    pub fn new(track: Hash32, spec: &[u8]) -> Key {
+    pub fn new(track: TrackId, spec: &[u8]) -> Key {
         let mut h = blake3::Hasher::new();
         h.update(b"tunemesh transcode key v2\0");
         h.update(&track.0);

@@ -280,20 +280,25 @@ pub fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool, whole: bool) 
     Ok(f)
 }
 
-/// Cargo's target dir, `<target>/<name>` (the bench's work dir, kept
-/// between runs) and its `run/` folder, emptied: where this run's daemons
-/// keep their state and logs.
-pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+/// Cargo's target dir (where benches keep generated libraries and
+/// outputs between runs).
+pub fn target_dir() -> std::path::PathBuf {
     use std::path::{Path, PathBuf};
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
+    match option_env!("CARGO_TARGET_TMPDIR") {
         // CARGO_TARGET_TMPDIR is <target>/tmp.
         Some(t) => Path::new(t)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+/// Cargo's target dir, `<target>/<name>` (the bench's work dir, kept
+/// between runs) and its `run/` folder, emptied: where this run's daemons
+/// keep their state and logs.
+pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let target = target_dir();
     let work = target.join(name);
     let run_dir = work.join("run");
     if run_dir.exists() {

@@ -21,7 +21,7 @@ pub mod opus;
 mod resample;
 mod source;
 
-use crate::model::Hash32;
+use crate::model::TrackId;
 use std::path::Path;
 
 pub use kbps::{Kbps, KbpsError};
@@ -58,7 +58,7 @@ pub enum TranscodeError {
 /// What to put in the stream's tags.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
-    pub track_id: Option<Hash32>,
+    pub track_id: Option<TrackId>,
     pub title: String,
     pub artists: Vec<String>,
     pub album: String,
@@ -401,6 +401,7 @@ impl Transcode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Hash32;
 
     /// A short 16-bit stereo WAV at 44.1 kHz.
     fn wav(dir: &Path) -> std::path::PathBuf {
