@@ -74,54 +74,44 @@ fn main() {
     }
 }
 
+/// Mesh benchmark: time to first audio, 100k-track sync, idle RSS.
+#[derive(clap::Parser)]
+#[command(bin_name = "cargo bench --bench mesh --")]
 struct Args {
+    #[command(flatten)]
+    cargo: common::args::CargoBench,
+    /// Tracks in the generated library the phone syncs.
+    #[arg(long, default_value_t = 100_000, value_parser = common::args::at_least_one())]
     tracks: usize,
+    /// Rounds of each time-to-first-audio measurement.
+    #[arg(long, default_value_t = 5, value_parser = common::args::at_least_one())]
     rounds: usize,
-    stream: bool,
-    sync: bool,
+    /// Run one part only.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
 }
 
-fn parse_args() -> Res<Args> {
-    let mut a = Args {
-        tracks: 100_000,
-        rounds: 5,
-        stream: true,
-        sync: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to harness=false targets.
-            "--bench" => {}
-            "--tracks" | "--rounds" => {
-                let v = it.next().ctx(format!("{arg} needs a number"))?;
-                let n: usize = v.parse().ctx(format!("{arg} {v:?}"))?;
-                if arg == "--tracks" {
-                    a.tracks = n.max(1);
-                } else {
-                    a.rounds = n.max(1);
-                }
-            }
-            "--only" => match it.next().as_deref() {
-                Some("stream") => a.sync = false,
-                Some("sync") => a.stream = false,
-                other => return Err(format!("--only stream|sync, not {other:?}").into()),
-            },
-            "-h" | "--help" => {
-                println!(
-                    "usage: cargo bench --bench mesh -- [--tracks N (100000)] [--rounds R (5)] [--only stream|sync]"
-                );
-                std::process::exit(0);
-            }
-            other if !other.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
+/// A part of the mesh bench.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Time to first audio byte, cold and warm.
+    Stream,
+    /// The 100k-track sync and idle RSS.
+    Sync,
+}
+
+impl Args {
+    fn stream(&self) -> bool {
+        self.only != Some(Part::Sync)
     }
-    Ok(a)
+
+    fn sync(&self) -> bool {
+        self.only != Some(Part::Stream)
+    }
 }
 
 fn run() -> Res<()> {
-    let args = parse_args()?;
+    let args: Args = common::args::parse();
     let t_start = Instant::now();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (target, work, run_dir) = common::work_dirs("bench-mesh")?;
@@ -129,9 +119,9 @@ fn run() -> Res<()> {
     let argv: Vec<String> = std::env::args().collect();
     let command = format!(
         "cargo bench --bench mesh --{}{}",
-        if args.stream && args.sync {
+        if args.stream() && args.sync() {
             String::new()
-        } else if args.stream {
+        } else if args.stream() {
             " --only stream".into()
         } else {
             " --only sync".into()
@@ -155,10 +145,10 @@ fn run() -> Res<()> {
     );
 
     let mut report = Report::default();
-    if args.stream {
+    if args.stream() {
         report.stream = Some(stream_part(&args, manifest, &work, &run_dir)?);
     }
-    if args.sync {
+    if args.sync() {
         report.sync = Some(sync_part(&args, manifest, &target, &run_dir)?);
     }
     print_summary(&args, &command, &report, t_start.elapsed());
@@ -265,7 +255,7 @@ fn stream_part(args: &Args, manifest: &Path, work: &Path, run_dir: &Path) -> Res
             std::fs::copy(&src, &part).ctx(format!("copying {}", src.display()))?;
             std::fs::rename(&part, &orig).ctx(format!("renaming to {}", orig.display()))?;
         }
-        ids.push(file_id(&orig)?);
+        ids.push(common::file_id(&orig)?);
         for k in 0..2 * rounds {
             let dst = dir.join(format!("variant-{k:03}.{ext}"));
             if !dst.is_file() {
@@ -290,7 +280,7 @@ fn stream_part(args: &Args, manifest: &Path, work: &Path, run_dir: &Path) -> Res
                 }
                 std::fs::rename(&part, &dst).ctx(format!("renaming to {}", dst.display()))?;
             }
-            let id = file_id(&dst)?;
+            let id = common::file_id(&dst)?;
             if ids.contains(&id) {
                 return Err(format!("{} has the bytes of another variant", dst.display()).into());
             }
@@ -522,18 +512,9 @@ fn stream_part(args: &Args, manifest: &Path, work: &Path, run_dir: &Path) -> Res
     })
 }
 
+/// Milliseconds of seconds `v`: median [min-max].
 fn cell(v: &[f64]) -> String {
-    if v.is_empty() {
-        return "-".into();
-    }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "{:.1} [{:.1}-{:.1}]",
-        median(v.to_vec()) * 1e3,
-        lo * 1e3,
-        hi * 1e3
-    )
+    common::spread(v, 1e3, 1)
 }
 
 fn print_stream_table(rows: &[TypeResult], rounds: usize) {
@@ -732,7 +713,7 @@ fn sync_part(args: &Args, manifest: &Path, target: &Path, run_dir: &Path) -> Res
     let mut ttfb_home = Vec::new();
     let mut via = Vec::new();
     for f in &files {
-        let id = file_id(f)?;
+        let id = common::file_id(f)?;
         for (d, out) in [(&phone, &mut ttfb_phone), (&home, &mut ttfb_home)] {
             let r = d.stream(&id)?;
             out.push(r.first_byte.map_or(f64::NAN, |x| x.as_secs_f64()));
@@ -975,7 +956,7 @@ fn ensure_library(libs: &Path, template: &Path, count: usize) -> Res<(PathBuf, S
     // The template by content, not path: any checkout makes the same files.
     let want = format!(
         "count={count} seed={SEED} template={}\n",
-        file_id(template)?
+        common::file_id(template)?
     );
     if dir.is_dir() && std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
         println!("  library    reusing {} ({count} files)", dir.display());
@@ -1520,11 +1501,6 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
-}
-
-fn file_id(p: &Path) -> Res<String> {
-    let b = std::fs::read(p).ctx(format!("reading {}", p.display()))?;
-    Ok(blake3::hash(&b).to_hex().to_string())
 }
 
 // ---------------------------------------------------------------- HTTP

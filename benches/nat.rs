@@ -50,11 +50,16 @@
 //! replaces it); all logs are kept under `target/bench-nat/run/<pair>/`.
 
 mod common;
-#[path = "../tests/nat_lab/lab.rs"]
-mod lab;
+
+/// The daemons' RUST_LOG (a macro so `--help` can name it in a literal).
+macro_rules! default_log {
+    () => {
+        "info,libp2p_dcutr=debug"
+    };
+}
 
 use common::{cpu_model, first_line, flush, http, loadavg, median, section, Ctx, Fetch, Res};
-use lab::{
+use nat_lab::{
     listen_args, relay_args, strings, Lab, Nat, Tools, HOME, HROUTER_WAN, INET, PHONE, RELAY_IP,
     RELAY_PORT,
 };
@@ -76,7 +81,7 @@ const STAGGER: Duration = Duration::from_secs(3);
 const HOME_PORT: u16 = 4001;
 /// Phone ports: this, +1, +2, ... (one per start within a lab).
 const PHONE_PORT_BASE: u16 = 20001;
-const LOG_ENV: &str = "info,libp2p_dcutr=debug";
+const LOG_ENV: &str = default_log!();
 
 /// The daemons' RUST_LOG: `NAT_BENCH_LOG` when set (e.g.
 /// `info,tunemesh=debug,libp2p_swarm=debug` to see every dial), else LOG_ENV.
@@ -99,17 +104,73 @@ fn main() {
 
 // ---------------------------------------------------------------- arguments
 
+/// NAT benchmark: hole punching per NAT pair, time to first audio, CPU per
+/// MB relayed and direct. Needs root.
+#[derive(clap::Parser)]
+#[command(
+    bin_name = "cargo bench --bench nat --",
+    after_help = concat!(
+        "NATs: masq (MASQUERADE), fixed (SNAT to a port range), sym (MASQUERADE --random-fully)\n",
+        "NAT_BENCH_LOG=... replaces the daemons' RUST_LOG (",
+        default_log!(),
+        ")"
+    )
+)]
 struct Args {
+    #[command(flatten)]
+    cargo: common::args::CargoBench,
+    /// Hole-punch trials per pair.
+    #[arg(long, default_value_t = 20, value_parser = common::args::at_least_one())]
     trials: usize,
+    /// HOME-PHONE pairs, comma-separated, e.g. masq-masq,sym-sym [default: all 9].
+    #[arg(long = "pairs", value_name = "HOME-PHONE,...", value_parser = parse_pairs)]
+    pairs_given: Option<Pairs>,
+    /// The pairs to run: `--pairs`, or all of them.
+    #[arg(skip)]
     pairs: Vec<(Nat, Nat)>,
     /// Cold time-to-first-audio samples per stream pair.
+    #[arg(long, default_value_t = 5, value_parser = common::args::one_to(50))]
     ttfa: usize,
     /// Size of the big WAV, MB.
+    #[arg(long, default_value_t = 48, value_parser = common::args::one_to(1000))]
     mb: usize,
+    /// Rounds of the CPU-per-MB measurement.
+    #[arg(long, default_value_t = 5, value_parser = common::args::at_least_one())]
     cpu_rounds: usize,
     /// Phones per pair (trials overlap while one waits out its 15 s).
+    #[arg(long, default_value_t = 6, value_parser = common::args::one_to(10))]
     parallel: usize,
+    /// Measure streams on every pair, not only the representative ones.
+    #[arg(long)]
     stream_all: bool,
+}
+
+/// The (home NAT, phone NAT) pairs `--pairs` names, each once, in order.
+#[derive(Clone, Debug)]
+struct Pairs(Vec<(Nat, Nat)>);
+
+fn parse_pairs(v: &str) -> Result<Pairs, String> {
+    let mut pairs = Vec::new();
+    for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let pair = p
+            .split_once('-')
+            .and_then(|(h, ph)| Some((parse_nat(h)?, parse_nat(ph)?)))
+            .ok_or_else(|| format!("{p:?} is not HOME-PHONE with masq, fixed or sym"))?;
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    if pairs.is_empty() {
+        return Err("no pair given".into());
+    }
+    Ok(Pairs(pairs))
+}
+
+/// The options, with the pairs resolved.
+fn parse_args() -> Args {
+    let mut args: Args = common::args::parse();
+    args.pairs = args.pairs_given.take().map_or_else(all_pairs, |p| p.0);
+    args
 }
 
 fn nat_short(n: Nat) -> &'static str {
@@ -140,75 +201,10 @@ fn all_pairs() -> Vec<(Nat, Nat)> {
         .collect()
 }
 
-fn parse_args() -> Res<Args> {
-    let mut a = Args {
-        trials: 20,
-        pairs: all_pairs(),
-        ttfa: 5,
-        mb: 48,
-        cpu_rounds: 5,
-        parallel: 6,
-        stream_all: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to harness=false targets.
-            "--bench" => {}
-            "--trials" | "--ttfa" | "--mb" | "--cpu-rounds" | "--parallel" => {
-                let v = it.next().ctx(format!("{arg} needs a number"))?;
-                let n: usize = v.parse().ctx(format!("{arg} {v:?}"))?;
-                let n = n.max(1);
-                match arg.as_str() {
-                    "--trials" => a.trials = n,
-                    "--ttfa" => a.ttfa = n.min(50),
-                    "--mb" => a.mb = n.min(1000),
-                    "--cpu-rounds" => a.cpu_rounds = n,
-                    _ => a.parallel = n.min(10),
-                }
-            }
-            "--pairs" => {
-                let v = it
-                    .next()
-                    .ctx("--pairs needs a list, e.g. masq-masq,sym-sym")?;
-                let mut pairs = Vec::new();
-                for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let (h, ph) = p
-                        .split_once('-')
-                        .and_then(|(h, ph)| Some((parse_nat(h)?, parse_nat(ph)?)))
-                        .ctx(format!(
-                            "--pairs: {p:?} is not HOME-PHONE with masq, fixed or sym"
-                        ))?;
-                    if !pairs.contains(&(h, ph)) {
-                        pairs.push((h, ph));
-                    }
-                }
-                if pairs.is_empty() {
-                    return Err("--pairs: no pair given".into());
-                }
-                a.pairs = pairs;
-            }
-            "--stream-all" => a.stream_all = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: cargo bench --bench nat -- [--trials N (20)] [--pairs HOME-PHONE,... (all 9)]\n\
-                     \x20      [--ttfa N (5)] [--mb N (48)] [--cpu-rounds N (5)] [--parallel N (6)] [--stream-all]\n\
-                     NATs: masq (MASQUERADE), fixed (SNAT to a port range), sym (MASQUERADE --random-fully)\n\
-                     NAT_BENCH_LOG=... replaces the daemons' RUST_LOG ({LOG_ENV})"
-                );
-                std::process::exit(0);
-            }
-            other if !other.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    Ok(a)
-}
-
 // ---------------------------------------------------------------- main
 
 fn run() -> Res<()> {
-    let args = parse_args()?;
+    let args = parse_args();
     let t_start = Instant::now();
     let command = format!(
         "cargo bench --bench nat -- --trials {} --pairs {} --ttfa {} --mb {} --cpu-rounds {} --parallel {}{}",
@@ -398,7 +394,7 @@ fn prepare_media(args: &Args, manifest: &Path, work: &Path) -> Res<Media> {
             )?;
             std::fs::rename(&part, &dst).ctx(format!("renaming to {}", dst.display()))?;
         }
-        let id = file_id(&dst)?;
+        let id = common::file_id(&dst)?;
         if short.contains(&id) {
             return Err(format!("{} has the bytes of another variant", dst.display()).into());
         }
@@ -434,7 +430,7 @@ fn prepare_media(args: &Args, manifest: &Path, work: &Path) -> Res<Media> {
     let big_bytes = std::fs::metadata(&big_path)
         .ctx(format!("{}", big_path.display()))?
         .len();
-    let big = file_id(&big_path)?;
+    let big = common::file_id(&big_path)?;
     println!(
         "  music      {}: {n} × {} ({short_secs:.1} s FLAC stream copies), {big_name} ({:.1} MB, {big_secs:.0} s); {:.1} s",
         music.display(),
@@ -472,11 +468,6 @@ fn remove_others(dir: &Path, keep: impl Fn(&str) -> bool) -> Res<()> {
         }
     }
     Ok(())
-}
-
-fn file_id(p: &Path) -> Res<String> {
-    let b = std::fs::read(p).ctx(format!("reading {}", p.display()))?;
-    Ok(blake3::hash(&b).to_hex().to_string())
 }
 
 // ---------------------------------------------------------------- one pair
@@ -677,7 +668,7 @@ impl Slot {
             if let Ok(Some(st)) = p.child.try_wait() {
                 let log = std::fs::read_to_string(&p.log).unwrap_or_default();
                 self.proc = None;
-                return Err(format!("the phone exited ({st}): {}", lab::tail(&log, 5)).into());
+                return Err(format!("the phone exited ({st}): {}", nat_lab::tail(&log, 5)).into());
             }
         }
         Ok(read_api(&self.data).map(|(a, _)| a))
@@ -755,7 +746,7 @@ fn run_pair(
     let trials = {
         let (slots, env) = (&mut run.slots, &run.env);
         let n = args.trials;
-        lab::in_ns(&phone_ns, || {
+        nat_lab::in_ns(&phone_ns, || {
             trials_in_ns(slots, env, &home_id, &home_log, n, &mut ports).map_err(|e| e.to_string())
         })?
     };
@@ -829,7 +820,7 @@ fn save_logs(lab: &Lab, dir: &Path) {
 }
 
 fn setup(pair: (Nat, Nat), media: &Media, dir: &Path, phones: usize) -> Res<PairRun> {
-    let mut lab = Lab::build(pair.0, pair.1).ctx("the NAT lab cannot be built here")?;
+    let mut lab = Lab::build(BIN, pair.0, pair.1).ctx("the NAT lab cannot be built here")?;
     let root = lab.dir.path().to_path_buf();
     let (d_relay, d_home) = (root.join("relay"), root.join("home"));
     std::fs::create_dir_all(&d_home).ctx("creating the home's data dir")?;
@@ -857,7 +848,7 @@ fn setup(pair: (Nat, Nat), media: &Media, dir: &Path, phones: usize) -> Res<Pair
     lab.stop(first);
     let relay_args = relay_args(&mesh_id);
     let relay = lab.spawn("relay", INET, &d_relay, &relay_args, &env, "relay.json");
-    let info: Value = serde_json::from_str(&lab::read(&d_relay.join("relay.json")))
+    let info: Value = serde_json::from_str(&nat_lab::read(&d_relay.join("relay.json")))
         .ctx("relay.json is not JSON")?;
     let relay_id = info["id"].as_str().unwrap_or_default().to_string();
     let relay_quic = info["addrs"]
@@ -892,7 +883,7 @@ fn setup(pair: (Nat, Nat), media: &Media, dir: &Path, phones: usize) -> Res<Pair
     let expect = media.short.len() as u64 + 1;
     let home_ns = lab.ns(HOME);
     let ha = home_api.clone();
-    lab::in_ns(&home_ns, || {
+    nat_lab::in_ns(&home_ns, || {
         wait_home(&ha, expect).map_err(|e| e.to_string())
     })?;
 
@@ -929,7 +920,7 @@ fn setup(pair: (Nat, Nat), media: &Media, dir: &Path, phones: usize) -> Res<Pair
         let home_id = run.home_id.clone();
         let ip = run.lab.tools.ip.clone();
         let env = &run.env;
-        let joined = lab::in_ns(&env.ns, || {
+        let joined = nat_lab::in_ns(&env.ns, || {
             join_phone(&mut slot, env, &ip, port, &ticket, &home_id, expect)
                 .map_err(|e| e.to_string())
         });
@@ -1301,7 +1292,7 @@ fn stream_part(
     let mut ports = run.ports;
     let (s, api, notes) = {
         let (slots, env) = (&mut run.slots, &run.env);
-        lab::in_ns(&phone_ns, || {
+        nat_lab::in_ns(&phone_ns, || {
             settle_phone(slots, env, &home_id, want, &mut ports).map_err(|e| e.to_string())
         })?
     };
@@ -1319,7 +1310,7 @@ fn stream_part(
             .pid()
             .ctx("the relay is not running")?,
     ];
-    let mut r = lab::in_ns(&phone_ns, || {
+    let mut r = nat_lab::in_ns(&phone_ns, || {
         stream_in_ns(&api, &home_id, args, media, pids).map_err(|e| e.to_string())
     })?;
     r.problems.splice(0..0, notes);
@@ -1606,27 +1597,13 @@ fn med_p90(v: &[f64]) -> String {
     )
 }
 
+/// Milliseconds of seconds `v`: median [min-max].
 fn cell(v: &[f64]) -> String {
-    if v.is_empty() {
-        return "-".into();
-    }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(
-        "{:.0} [{:.0}-{:.0}]",
-        median(v.to_vec()) * 1e3,
-        lo * 1e3,
-        hi * 1e3
-    )
+    common::spread(v, 1e3, 0)
 }
 
 fn mbs_cell(v: &[f64]) -> String {
-    if v.is_empty() {
-        return "-".into();
-    }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} [{:.0}-{:.0}]", median(v.to_vec()), lo, hi)
+    common::spread(v, 1.0, 0)
 }
 
 fn secs(v: impl Iterator<Item = Option<Duration>>) -> Vec<f64> {

@@ -43,60 +43,28 @@ fn main() {
     }
 }
 
+/// Scan benchmark: scan vs b3sum, rescans, search latency, RSS.
+#[derive(clap::Parser)]
+#[command(bin_name = "cargo bench --bench scan --")]
 struct Args {
+    #[command(flatten)]
+    cargo: common::args::CargoBench,
+    /// Files in the small library (scan vs b3sum).
+    #[arg(long, default_value_t = 10_000, value_parser = common::args::at_least_one())]
     files: usize,
+    /// Files in the big library (scan, rescans, search).
+    #[arg(long, default_value_t = 100_000, value_parser = common::args::at_least_one())]
     big: usize,
+    /// Rounds of each measurement.
+    #[arg(long, default_value_t = 5, value_parser = common::args::at_least_one())]
     rounds: usize,
+    /// The MP3 every generated file is made from [default: the 1-second fixture].
+    #[arg(long, value_name = "MP3")]
     template: Option<PathBuf>,
 }
 
-fn parse_args() -> Res<Args> {
-    let mut a = Args {
-        files: 10_000,
-        big: 100_000,
-        rounds: 5,
-        template: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to harness=false targets.
-            "--bench" => {}
-            "--template" => {
-                a.template = Some(PathBuf::from(it.next().ctx("--template needs a path")?));
-            }
-            "--rounds" => {
-                let v = it.next().ctx("--rounds needs a number")?;
-                a.rounds = v.parse::<usize>().ctx(format!("--rounds {v:?}"))?.max(1);
-            }
-            "--files" | "--big" => {
-                let v = it.next().ctx(format!("{arg} needs a number"))?;
-                let n: usize = v.parse().ctx(format!("{arg} {v:?}"))?;
-                if n == 0 {
-                    return Err(format!("{arg} must be at least 1").into());
-                }
-                if arg == "--files" {
-                    a.files = n;
-                } else {
-                    a.big = n;
-                }
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: cargo bench --bench scan -- [--files N (10000)] [--big N (100000)] [--rounds N (5)] [--template MP3]"
-                );
-                std::process::exit(0);
-            }
-            // Ignore filters etc. that cargo may forward.
-            other if !other.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    Ok(a)
-}
-
 fn run() -> Res<()> {
-    let args = parse_args()?;
+    let args: Args = common::args::parse();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let template = args
         .template
@@ -105,14 +73,7 @@ fn run() -> Res<()> {
         .transpose()?
         .unwrap_or_else(|| manifest.join(TEMPLATE));
     let rounds = args.rounds;
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
-        // CARGO_TARGET_TMPDIR is <target>/tmp.
-        Some(t) => Path::new(t)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+    let target = common::target_dir();
     let libs = target.join("bench-libs");
     let scratch = libs.join("tmp");
     std::fs::create_dir_all(&scratch).ctx(format!("creating {}", scratch.display()))?;

@@ -58,37 +58,19 @@ fn main() {
     }
 }
 
+/// Transcode benchmark: tunemesh against ffmpeg on one core, time to first
+/// page, RSS.
+#[derive(clap::Parser)]
+#[command(bin_name = "cargo bench --bench transcode --")]
 struct Args {
+    #[command(flatten)]
+    cargo: common::args::CargoBench,
+    /// Rounds per file.
+    #[arg(long, default_value_t = 5, value_parser = common::args::at_least_one())]
     rounds: usize,
+    /// The core both encoders are pinned to (`taskset -c CORE`).
+    #[arg(long, default_value_t = 0)]
     core: usize,
-}
-
-fn parse_args() -> Res<Args> {
-    let mut a = Args { rounds: 5, core: 0 };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            // cargo bench passes --bench to harness=false targets.
-            "--bench" => {}
-            "--rounds" | "--core" => {
-                let v = it.next().ctx(format!("{arg} needs a number"))?;
-                let n: usize = v.parse().ctx(format!("{arg} {v:?}"))?;
-                if arg == "--rounds" {
-                    a.rounds = n.max(1);
-                } else {
-                    a.core = n;
-                }
-            }
-            "-h" | "--help" => {
-                println!("usage: cargo bench --bench transcode -- [--rounds N (5)] [--core N (0)]");
-                std::process::exit(0);
-            }
-            // Ignore filters etc. that cargo may forward.
-            other if !other.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
-        }
-    }
-    Ok(a)
 }
 
 struct Input {
@@ -131,21 +113,14 @@ struct Ttfp {
 }
 
 fn run() -> Res<()> {
-    let args = parse_args()?;
+    let args: Args = common::args::parse();
     let rounds = args.rounds;
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let corpus = manifest.join("../shared/corpus");
     let corpus = corpus
         .canonicalize()
         .ctx(format!("corpus {}", corpus.display()))?;
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
-        // CARGO_TARGET_TMPDIR is <target>/tmp.
-        Some(t) => Path::new(t)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+    let target = common::target_dir();
     let out_dir = target.join("bench-transcode");
     std::fs::create_dir_all(&out_dir).ctx(format!("creating {}", out_dir.display()))?;
     // Keep the CLI away from the user's data dir (it opens none with

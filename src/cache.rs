@@ -14,7 +14,7 @@
 //! or encode audio (it only runs a page iterator it is given), and never
 //! hold its lock while doing I/O on an entry's bytes.
 
-use crate::model::Hash32;
+use crate::model::{Hash32, TrackId};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -48,30 +48,27 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     }
 }
 
-/// What identifies one transcode: blake3 over the source track id, codec,
-/// bitrate, channels, encoder name and version, and pipeline version.
+/// What identifies one cached transcode, and so names its bytes exactly:
+/// blake3 over the source's track id and the output spec, every other
+/// input that decides the bytes (for Ogg Opus,
+/// [`crate::transcode::output_spec`]: pipeline and encoder versions,
+/// bitrate, the exact OpusTags with vendor string and tags). An offline
+/// copy can content-address transcodes by it.
+///
+/// Keys of an older derivation (`v1` left out the tags and the vendor
+/// string) are never produced again: their entries are not misread, they
+/// age out by LRU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Key(pub Hash32);
 
 impl Key {
-    pub fn new(
-        track: Hash32,
-        codec: &str,
-        kbps: u32,
-        channels: u8,
-        encoder: &str,
-        pipeline: u32,
-    ) -> Key {
+    /// The key of the output `spec` made from the source file `track`.
+    pub fn new(track: TrackId, spec: &[u8]) -> Key {
         let mut h = blake3::Hasher::new();
-        h.update(b"tunemesh transcode key v1\0");
+        h.update(b"tunemesh transcode key v2\0");
         h.update(&track.0);
-        for part in [codec, encoder] {
-            h.update(&(part.len() as u32).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        h.update(&kbps.to_le_bytes());
-        h.update(&[channels]);
-        h.update(&pipeline.to_le_bytes());
+        h.update(&(spec.len() as u64).to_le_bytes());
+        h.update(spec);
         Key(h.finalize().into())
     }
 }
@@ -497,6 +494,11 @@ impl EncodeJob {
             .map_err(|e| Failure::Encode(format!("not cached, the output is not whole: {e}")))?;
         let entry = self.shared.entry_path(&self.key);
         fs::rename(&self.flight.part, &entry).map_err(storage("publish"))?;
+        // The entry is whole already (synced and checked above): a rename
+        // lost to a power cut costs a re-encode, not a wrong entry.
+        if let Err(e) = crate::fsutil::sync_parent(&entry) {
+            tracing::debug!("cannot sync the cache folder: {e}");
+        }
         Ok(())
     }
 }
@@ -618,7 +620,7 @@ mod tests {
     }
 
     fn key(n: u8) -> Key {
-        Key::new(Hash32([n; 32]), "opus", 96, 2, "test", 0)
+        Key::new(Hash32([n; 32]), b"test spec")
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod artwork;
 pub mod cache;
 pub mod catalog;
+pub mod fsutil;
 pub mod http;
 pub mod index;
 pub mod library;

@@ -13,10 +13,12 @@
 
 use crate::cache::{Cache, CacheError, CacheReader, Key, Producer};
 use crate::model::Track;
-use crate::transcode::{self, Output, Request, Transcode, TranscodeError};
+use crate::transcode::{self, Kbps, Output, Request, Transcode, TranscodeError};
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 pub const OPUS_MIME: &str = "audio/ogg; codecs=opus";
 
@@ -61,6 +63,89 @@ pub enum Profile {
     Opus(u32),
 }
 
+/// What a listener names when it asks for a track: the original file, or
+/// Ogg Opus at a bitrate in range. The one parser of `--bitrate`,
+/// `?bitrate=` and the like: `original`, `128` or `128k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bitrate {
+    /// The file as it is on disk.
+    Original,
+    /// Ogg Opus at this bitrate.
+    Opus(Kbps),
+}
+
+/// A bitrate that is neither `original` nor kb/s in range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bitrate must be original or {}..={} kb/s, not {given:?}",
+    transcode::MIN_KBPS,
+    transcode::MAX_KBPS
+)]
+pub struct BitrateError {
+    /// What was given.
+    pub given: String,
+}
+
+impl Bitrate {
+    /// What a listener gets when it names no bitrate: Opus at 128 kb/s.
+    pub const DEFAULT: Bitrate = Bitrate::Opus(Kbps::DEFAULT);
+
+    /// From the mesh's wire form (`OpenStream.kbps`): 0 is the original,
+    /// anything else Opus at the nearest bitrate in range.
+    pub fn from_wire(kbps: u32) -> Bitrate {
+        match kbps {
+            0 => Bitrate::Original,
+            k => Bitrate::Opus(Kbps::clamped(k)),
+        }
+    }
+
+    /// The mesh's wire form: 0 for the original, else kb/s.
+    pub fn wire(self) -> u32 {
+        match self {
+            Bitrate::Original => 0,
+            Bitrate::Opus(k) => k.get(),
+        }
+    }
+}
+
+impl Default for Bitrate {
+    fn default() -> Bitrate {
+        Bitrate::DEFAULT
+    }
+}
+
+impl FromStr for Bitrate {
+    type Err = BitrateError;
+
+    fn from_str(s: &str) -> Result<Bitrate, BitrateError> {
+        if s == "original" {
+            return Ok(Bitrate::Original);
+        }
+        s.parse().map(Bitrate::Opus).map_err(|_| BitrateError {
+            given: s.to_owned(),
+        })
+    }
+}
+
+/// `original` or the kb/s, as [`FromStr`] reads it back (a query value).
+impl fmt::Display for Bitrate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bitrate::Original => f.write_str("original"),
+            Bitrate::Opus(k) => k.fmt(f),
+        }
+    }
+}
+
+impl From<Bitrate> for Profile {
+    fn from(b: Bitrate) -> Profile {
+        match b {
+            Bitrate::Original => Profile::Original,
+            Bitrate::Opus(k) => Profile::Opus(k.get()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamRequest {
     pub profile: Profile,
@@ -74,9 +159,11 @@ pub struct StreamRequest {
 }
 
 impl StreamRequest {
-    pub fn new(profile: Profile) -> StreamRequest {
+    /// A whole-track request for `profile` (a [`Profile`] or a
+    /// [`Bitrate`]), passthrough allowed.
+    pub fn new(profile: impl Into<Profile>) -> StreamRequest {
         StreamRequest {
-            profile,
+            profile: profile.into(),
             start: 0.0,
             duration: None,
             passthrough: true,
@@ -262,17 +349,16 @@ impl Streamer {
         self.cache.as_ref()
     }
 
-    /// The cache key of a whole-track transcode of `track` at `kbps`.
+    /// The cache key of a whole-track transcode of `track` at `kbps`: the
+    /// track id and every other input that decides the output's bytes
+    /// (its tags among them).
     pub fn key(track: &Track, kbps: u32) -> Key {
-        let channels = if track.audio.channels == 1 { 1 } else { 2 };
-        Key::new(
-            track.id,
-            "opus",
-            kbps,
-            channels,
-            &transcode::encoder_id(),
-            transcode::PIPELINE_VERSION,
-        )
+        let whole = StreamRequest::new(Profile::Opus(kbps));
+        Self::key_of(track, &Self::request(track, kbps, &whole))
+    }
+
+    fn key_of(track: &Track, treq: &Request) -> Key {
+        Key::new(track.id, &transcode::output_spec(treq))
     }
 
     pub fn open(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
@@ -311,19 +397,19 @@ impl Streamer {
             Profile::Opus(k) => k,
         };
         let whole = req.start == 0.0 && req.duration.is_none();
-        let key = Self::key(track, kbps);
+        let treq = Self::request(track, kbps, req);
+        let key = Self::key_of(track, &treq);
         if whole {
             if let Some(cache) = &self.cache {
                 if let Some(r) = cache.open_at(&key, 0)? {
                     let redo = (!r.is_complete()).then(|| Redo {
                         path: path.clone(),
-                        req: self.request(track, kbps, req),
+                        req: treq.clone(),
                     });
                     return Ok(cached(r, redo));
                 }
             }
         }
-        let treq = self.request(track, kbps, req);
         let t = match transcode::open(&path, &treq)? {
             Output::Passthrough { .. } => return original(Via::Passthrough),
             Output::Opus(t) => t,
@@ -347,7 +433,7 @@ impl Streamer {
     }
 
     /// The transcode request for `track` at `kbps`.
-    fn request(&self, track: &Track, kbps: u32, req: &StreamRequest) -> Request {
+    fn request(track: &Track, kbps: u32, req: &StreamRequest) -> Request {
         let mut treq = Request::new(kbps);
         treq.start = req.start;
         treq.duration = req.duration;
@@ -405,5 +491,69 @@ pub fn mime_of(codec: &str, container: &str) -> &'static str {
         ("aiff", _) => "audio/aiff",
         ("adts", _) => "audio/aac",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AudioInfo, Hash32, Tags};
+
+    fn track(title: &str) -> Track {
+        Track {
+            id: Hash32([7; 32]),
+            tags: Tags {
+                title: title.into(),
+                artists: vec!["Someone".into()],
+                album: "An Album".into(),
+                ..Tags::default()
+            },
+            audio: AudioInfo {
+                channels: 2,
+                ..AudioInfo::default()
+            },
+            size: 1000,
+            cover: None,
+            paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_key_names_the_tags_the_output_carries() {
+        let a = track("Song");
+        assert_eq!(Streamer::key(&a, 128), Streamer::key(&a.clone(), 128));
+        // Same source bytes, bitrate and pipeline; only a tag differs (the
+        // OpusTags bytes differ, so must the key).
+        assert_ne!(Streamer::key(&a, 128), Streamer::key(&track("Other"), 128));
+        let mut b = a.clone();
+        b.tags.artists.push("Guest".into());
+        assert_ne!(Streamer::key(&a, 128), Streamer::key(&b, 128));
+        assert_ne!(Streamer::key(&a, 128), Streamer::key(&a, 96));
+        // A tag the output does not carry leaves the key alone.
+        let mut c = a.clone();
+        c.tags.genres = vec!["Jazz".into()];
+        assert_eq!(Streamer::key(&a, 128), Streamer::key(&c, 128));
+    }
+
+    #[test]
+    fn bitrates_parse_once_for_every_surface() {
+        assert_eq!("original".parse(), Ok(Bitrate::Original));
+        assert_eq!("96".parse(), Ok(Bitrate::Opus(Kbps::new(96).unwrap())));
+        assert_eq!("96k".parse(), Ok(Bitrate::Opus(Kbps::new(96).unwrap())));
+        for bad in ["Original", "", "15", "257", "fast", "0"] {
+            let e = bad.parse::<Bitrate>().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("bitrate must be original or 16..=256 kb/s, not {bad:?}")
+            );
+        }
+        for b in [Bitrate::Original, Bitrate::DEFAULT] {
+            assert_eq!(b.to_string().parse(), Ok(b));
+            assert_eq!(Bitrate::from_wire(b.wire()), b);
+        }
+        assert_eq!(Bitrate::DEFAULT.to_string(), "128");
+        assert_eq!(Bitrate::from_wire(1000).wire(), transcode::MAX_KBPS);
+        assert_eq!(Profile::from(Bitrate::DEFAULT), Profile::Opus(128));
+        assert_eq!(Profile::from(Bitrate::Original), Profile::Original);
     }
 }

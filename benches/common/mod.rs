@@ -1,6 +1,8 @@
-//! Helpers shared by the benchmark drivers: reporting, errors with
-//! context, machine facts, Ogg page counting.
+//! Helpers shared by the benchmark drivers: options ([`args`]), reporting,
+//! errors with context, machine facts, Ogg page counting, HTTP.
 #![allow(dead_code)] // each bench uses its own subset
+
+pub mod args;
 
 use std::error::Error;
 use std::fmt::Display;
@@ -34,6 +36,25 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[m - 1] + v[m]) / 2.0
     }
+}
+
+/// `median [min-max]` of `v`, each scaled by `scale` and shown with
+/// `decimals` digits; `-` when empty.
+pub fn spread(v: &[f64], scale: f64, decimals: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let m = median(v.to_vec());
+    let d = decimals;
+    format!("{:.d$} [{:.d$}-{:.d$}]", m * scale, lo * scale, hi * scale)
+}
+
+/// A file's track id: blake3 of its bytes, hex.
+pub fn file_id(p: &std::path::Path) -> Res<String> {
+    let b = std::fs::read(p).ctx(format!("reading {}", p.display()))?;
+    Ok(blake3::hash(&b).to_hex().to_string())
 }
 
 pub fn mib(kib: i64) -> String {
@@ -259,20 +280,25 @@ pub fn http(addr: &str, path: &str, auth: Option<&str>, ogg: bool, whole: bool) 
     Ok(f)
 }
 
-/// Cargo's target dir, `<target>/<name>` (the bench's work dir, kept
-/// between runs) and its `run/` folder, emptied: where this run's daemons
-/// keep their state and logs.
-pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+/// Cargo's target dir (where benches keep generated libraries and
+/// outputs between runs).
+pub fn target_dir() -> std::path::PathBuf {
     use std::path::{Path, PathBuf};
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = match option_env!("CARGO_TARGET_TMPDIR") {
+    match option_env!("CARGO_TARGET_TMPDIR") {
         // CARGO_TARGET_TMPDIR is <target>/tmp.
         Some(t) => Path::new(t)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(t)),
-        None => manifest.join("target"),
-    };
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+/// Cargo's target dir, `<target>/<name>` (the bench's work dir, kept
+/// between runs) and its `run/` folder, emptied: where this run's daemons
+/// keep their state and logs.
+pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let target = target_dir();
     let work = target.join(name);
     let run_dir = work.join("run");
     if run_dir.exists() {

@@ -13,6 +13,7 @@
 //! reading its source.
 
 mod input;
+mod kbps;
 mod mix;
 pub mod mp4;
 mod oggopus;
@@ -20,9 +21,10 @@ pub mod opus;
 mod resample;
 mod source;
 
-use crate::model::Hash32;
+use crate::model::TrackId;
 use std::path::Path;
 
+pub use kbps::{Kbps, KbpsError};
 pub use resample::OUT_RATE;
 
 /// Bumped whenever the pipeline would produce different bytes for the same
@@ -32,7 +34,9 @@ pub const PIPELINE_VERSION: u32 = 2;
 /// Opus bitrates the profiles offer, kb/s. Any value in
 /// [`MIN_KBPS`]..=[`MAX_KBPS`] is accepted; these are the named ones.
 pub const PROFILES_KBPS: [u32; 4] = [64, 96, 128, 192];
+/// The lowest Opus bitrate offered, kb/s.
 pub const MIN_KBPS: u32 = 16;
+/// The highest Opus bitrate offered, kb/s.
 pub const MAX_KBPS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,7 @@ pub enum TranscodeError {
 /// What to put in the stream's tags.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
-    pub track_id: Option<Hash32>,
+    pub track_id: Option<TrackId>,
     pub title: String,
     pub artists: Vec<String>,
     pub album: String,
@@ -87,12 +91,7 @@ impl Request {
     }
 
     fn validate(&self) -> Result<(), TranscodeError> {
-        if !(MIN_KBPS..=MAX_KBPS).contains(&self.kbps) {
-            return Err(TranscodeError::BadRequest(format!(
-                "bitrate {} kb/s is outside {MIN_KBPS}..={MAX_KBPS}",
-                self.kbps
-            )));
-        }
+        Kbps::new(self.kbps).map_err(|e| TranscodeError::BadRequest(e.to_string()))?;
         if !self.start.is_finite() || self.start < 0.0 {
             return Err(TranscodeError::BadRequest(format!(
                 "start {} is not a time",
@@ -164,24 +163,7 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
     let lookahead = encoder.lookahead() as u64;
     let pre_skip = u16::try_from(lookahead * scale)
         .map_err(|_| TranscodeError::Internal(format!("encoder lookahead {lookahead}")))?;
-    let mut comments = Vec::new();
     let m = &req.meta;
-    if !m.title.is_empty() {
-        comments.push(("TITLE".to_string(), m.title.clone()));
-    }
-    for a in &m.artists {
-        comments.push(("ARTIST".to_string(), a.clone()));
-    }
-    if !m.album.is_empty() {
-        comments.push(("ALBUM".to_string(), m.album.clone()));
-    }
-    if let Some(id) = m.track_id {
-        comments.push(("TUNEMESH_TRACK_ID".to_string(), id.to_hex()));
-    }
-    if req.start > 0.0 {
-        comments.push(("TUNEMESH_START".to_string(), format!("{:.3}", req.start)));
-    }
-    let vendor = format!("tunemesh {} ({})", env!("CARGO_PKG_VERSION"), encoder_id());
     let serial = m.track_id.map_or(0x746d_7368, |id| {
         u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]])
     });
@@ -191,8 +173,7 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
             channels: channels as u8,
             pre_skip,
             input_rate: info.rate,
-            vendor: &vendor,
-            comments: &comments,
+            tags: &tags_packet(req),
         },
     );
     let encoder_frame = encoder.frame();
@@ -215,6 +196,68 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
         done: false,
         info,
     })))
+}
+
+/// The vendor string of every stream: this crate's version and the
+/// encoder's (both change the bytes).
+fn vendor() -> String {
+    format!("tunemesh {} ({})", env!("CARGO_PKG_VERSION"), encoder_id())
+}
+
+/// The exact OpusTags packet a transcode for `req` carries: the vendor
+/// string and the tags of `req.meta`.
+fn tags_packet(req: &Request) -> Vec<u8> {
+    let mut comments = Vec::new();
+    let m = &req.meta;
+    if !m.title.is_empty() {
+        comments.push(("TITLE".to_string(), m.title.clone()));
+    }
+    for a in &m.artists {
+        comments.push(("ARTIST".to_string(), a.clone()));
+    }
+    if !m.album.is_empty() {
+        comments.push(("ALBUM".to_string(), m.album.clone()));
+    }
+    if let Some(id) = m.track_id {
+        comments.push(("TUNEMESH_TRACK_ID".to_string(), id.to_hex()));
+    }
+    if req.start > 0.0 {
+        comments.push(("TUNEMESH_START".to_string(), format!("{:.3}", req.start)));
+    }
+    oggopus::tags_packet(&vendor(), &comments)
+}
+
+/// Everything besides the source file's bytes that decides the bytes of
+/// the transcode [`open`] makes for `req`, as one byte string: the
+/// pipeline and encoder versions, the bitrate, start and duration, and the
+/// exact OpusTags packet (vendor string with this crate's version, tags).
+/// Whatever else the output holds (channels, pre-skip, input rate, Ogg
+/// serial) follows from the source and these. Two requests with the same
+/// spec on the same source give the same bytes; a cache key is the source's
+/// track id and this (see [`crate::cache::Key::new`]).
+///
+/// `passthrough` is not in it: when it is honoured there is no transcode,
+/// and when it is not the bytes do not depend on it.
+pub fn output_spec(req: &Request) -> Vec<u8> {
+    let mut spec = Vec::with_capacity(256);
+    spec.extend_from_slice(b"ogg-opus\0");
+    spec.extend_from_slice(&PIPELINE_VERSION.to_le_bytes());
+    let encoder = encoder_id();
+    spec.extend_from_slice(&(encoder.len() as u32).to_le_bytes());
+    spec.extend_from_slice(encoder.as_bytes());
+    spec.extend_from_slice(&req.kbps.to_le_bytes());
+    spec.extend_from_slice(&req.start.to_bits().to_le_bytes());
+    match req.duration {
+        None => spec.push(0),
+        Some(d) => {
+            spec.push(1);
+            spec.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+    }
+    let tags = tags_packet(req);
+    spec.extend_from_slice(&(tags.len() as u32).to_le_bytes());
+    spec.extend_from_slice(&tags);
+    spec
 }
 
 /// The granule position of the last complete Ogg page in `tail` (the end
@@ -352,5 +395,92 @@ impl Transcode {
             self.done = true;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Hash32;
+
+    /// A short 16-bit stereo WAV at 44.1 kHz.
+    fn wav(dir: &Path) -> std::path::PathBuf {
+        let frames = 4410u32;
+        let data = frames * 4;
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&(36 + data).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&44_100u32.to_le_bytes());
+        b.extend_from_slice(&(44_100u32 * 4).to_le_bytes());
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&16u16.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&data.to_le_bytes());
+        for i in 0..frames {
+            let v = ((i as f32 * 0.05).sin() * 8000.0) as i16;
+            b.extend_from_slice(&v.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let path = dir.join("tone.wav");
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    fn request(title: &str) -> Request {
+        let mut req = Request::new(96);
+        req.passthrough = false;
+        req.meta = Meta {
+            track_id: Some(Hash32([3; 32])),
+            title: title.into(),
+            artists: vec!["A".into(), "B".into()],
+            album: "C".into(),
+        };
+        req
+    }
+
+    #[test]
+    fn the_output_spec_holds_the_exact_tags_packet_the_stream_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = wav(dir.path());
+        let req = request("Song");
+        let Output::Opus(mut t) = open(&path, &req).unwrap() else {
+            panic!("a WAV is transcoded")
+        };
+        let headers = t.next_pages().unwrap().unwrap();
+        let tags = tags_packet(&req);
+        assert!(tags.starts_with(b"OpusTags"));
+        assert!(
+            memchr::memmem::find(&headers, &tags).is_some(),
+            "the header pages carry the packet the spec names"
+        );
+        let spec = output_spec(&req);
+        assert!(spec.ends_with(&tags));
+        let vendor = vendor();
+        assert!(vendor.contains(env!("CARGO_PKG_VERSION")) && vendor.contains(&encoder_id()));
+        assert!(memchr::memmem::find(&spec, vendor.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn specs_differ_exactly_when_the_bytes_would() {
+        let base = output_spec(&request("Song"));
+        assert_eq!(base, output_spec(&request("Song")));
+        assert_ne!(base, output_spec(&request("Song 2")));
+        let mut r = request("Song");
+        r.meta.artists.pop();
+        assert_ne!(base, output_spec(&r));
+        let mut r = request("Song");
+        r.kbps = 128;
+        assert_ne!(base, output_spec(&r));
+        let mut r = request("Song");
+        r.duration = Some(10.0);
+        assert_ne!(base, output_spec(&r));
+        // Passthrough decides whether there is a transcode, not its bytes.
+        let mut r = request("Song");
+        r.passthrough = true;
+        assert_eq!(base, output_spec(&r));
     }
 }

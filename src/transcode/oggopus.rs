@@ -15,9 +15,21 @@ pub struct Head<'a> {
     pub pre_skip: u16,
     /// Sample rate of the original source (informational, RFC 7845 §5.1).
     pub input_rate: u32,
-    pub vendor: &'a str,
-    /// `KEY=value` user comments.
-    pub comments: &'a [(String, String)],
+    /// The comment header packet, from [`tags_packet`].
+    pub tags: &'a [u8],
+}
+
+/// The OpusTags packet (RFC 7845 §5.2): `vendor`, then `KEY=value` user
+/// comments. Its exact bytes are part of a transcode's identity.
+pub fn tags_packet(vendor: &str, comments: &[(String, String)]) -> Vec<u8> {
+    let mut tags = Vec::new();
+    tags.extend_from_slice(b"OpusTags");
+    put_str(&mut tags, vendor);
+    tags.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+    for (k, v) in comments {
+        put_str(&mut tags, &format!("{k}={v}"));
+    }
+    tags
 }
 
 pub struct Muxer {
@@ -40,16 +52,9 @@ impl Muxer {
         id.extend_from_slice(&head.input_rate.to_le_bytes());
         id.extend_from_slice(&0i16.to_le_bytes()); // output gain
         id.push(0); // channel mapping family 0: mono or stereo
-        let mut tags = Vec::new();
-        tags.extend_from_slice(b"OpusTags");
-        put_str(&mut tags, head.vendor);
-        tags.extend_from_slice(&(head.comments.len() as u32).to_le_bytes());
-        for (k, v) in head.comments {
-            put_str(&mut tags, &format!("{k}={v}"));
-        }
-        // Writing to a Vec cannot fail.
+                    // Writing to a Vec cannot fail.
         let _ = writer.write_packet(id, serial, PacketWriteEndInfo::EndPage, 0);
-        let _ = writer.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0);
+        let _ = writer.write_packet(head.tags.to_vec(), serial, PacketWriteEndInfo::EndPage, 0);
         Muxer {
             writer,
             serial,

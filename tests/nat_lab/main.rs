@@ -1,4 +1,4 @@
-//! NAT traversal in a lab of network namespaces (see `lab.rs` for the
+//! NAT traversal in a lab of network namespaces (see `crates/nat-lab` for the
 //! topology: a relay on a small "internet", a home and a phone each behind
 //! its own NAT router).
 //!
@@ -20,10 +20,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod lab;
 
 use common::{copy_tree, fixtures};
-use lab::*;
+use nat_lab::*;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -32,6 +31,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 
 // ----- the lab checks itself ----------------------------------------------
 
@@ -81,14 +82,14 @@ fn recv_some(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         .map(|(n, a)| (buf[..n].to_vec(), a))
 }
 
-/// The lab's NATs and filters behave as `lab.rs` says, measured with real
+/// The lab's NATs and filters behave as `crates/nat-lab` says, measured with real
 /// UDP sockets (no tunemesh involved): one internal socket talks to two
 /// destinations (the inet host and the stranger, on different ports) and we
 /// look at the source address each one sees.
 #[test]
 fn selfcheck_nat_mappings() {
     for (k, nat) in Nat::ALL.into_iter().enumerate() {
-        let Some(mut lab) = Lab::build(nat, nat) else {
+        let Some(mut lab) = Lab::build(BIN, nat, nat) else {
             return;
         };
         lab.add_stranger();
@@ -206,7 +207,7 @@ fn selfcheck_udp_hole_punch() {
         .flat_map(|h| Nat::ALL.into_iter().map(move |p| (h, p)))
         .enumerate()
     {
-        let Some(lab) = Lab::build(home_nat, phone_nat) else {
+        let Some(lab) = Lab::build(BIN, home_nat, phone_nat) else {
             return;
         };
         let port = 4201 + k as u16;
@@ -299,7 +300,7 @@ impl Mesh {
     /// the lab cannot run here (SKIPPED printed).
     fn start(home_nat: Nat, phone_nat: Nat, opts: Opts) -> Option<Mesh> {
         let started = Instant::now();
-        let mut lab = Lab::build(home_nat, phone_nat)?;
+        let mut lab = Lab::build(BIN, home_nat, phone_nat)?;
         if opts.shape_3g {
             lab.shape_phone_3g().unwrap_or_else(|e| lab.fail(&e));
         }

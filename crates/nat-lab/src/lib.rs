@@ -26,8 +26,10 @@
 //! build. Teardown in `Drop`, panics included: daemons first (a namespace
 //! with a process inside outlives `ip netns del`), then the namespaces.
 //!
-//! Also meant to be reused by a benchmark through `#[path = ...] mod lab;`.
-#![allow(dead_code)]
+//! A crate of its own (not a module of tunemesh, not a file of the tests)
+//! so that `tests/nat_lab` and `benches/nat.rs` both depend on it by name:
+//! it drives the tunemesh binary it is given ([`Lab::build`]) through `ip
+//! netns exec`, needs root, and is no part of the library's API.
 
 use serde_json::Value;
 use std::cell::Cell;
@@ -36,8 +38,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 
 /// Host names (the suffix of each namespace's name).
 pub const INET: &str = "inet";
@@ -220,6 +220,8 @@ impl Daemon {
 
 pub struct Lab {
     pub tools: Tools,
+    /// The tunemesh binary every daemon and command runs.
+    pub bin: PathBuf,
     /// `tmnat<pid>x<n>`: every namespace name starts with it.
     pub tag: String,
     /// Created namespaces, in the order they are deleted.
@@ -242,8 +244,9 @@ impl Lab {
     /// Build the topology with these NATs. `None` (after printing the
     /// SKIPPED line) when this machine cannot: not root, tools missing, or
     /// namespaces not allowed (an unprivileged container). Any later setup
-    /// failure panics (and tears down what was built).
-    pub fn build(home_nat: Nat, phone_nat: Nat) -> Option<Lab> {
+    /// failure panics (and tears down what was built). `bin` is the
+    /// tunemesh binary (`env!("CARGO_BIN_EXE_tunemesh")` in a test).
+    pub fn build(bin: impl Into<PathBuf>, home_nat: Nat, phone_nat: Nat) -> Option<Lab> {
         let tools = match Tools::find() {
             Ok(t) => t,
             Err(why) => {
@@ -255,6 +258,7 @@ impl Lab {
         let n = LABS.fetch_add(1, Ordering::SeqCst);
         let mut lab = Lab {
             tools,
+            bin: bin.into(),
             tag: format!("{PREFIX}{}x{n}", std::process::id()),
             namespaces: vec![],
             daemons: vec![],
@@ -463,7 +467,10 @@ impl Lab {
     /// `tunemesh --data-dir DATA` inside namespace `ns`.
     pub fn tm(&self, ns: &str, data: &Path) -> Command {
         let mut c = Command::new(&self.tools.ip);
-        c.args(["netns", "exec", ns, BIN, "--data-dir"]).arg(data);
+        c.args(["netns", "exec", ns])
+            .arg(&self.bin)
+            .arg("--data-dir")
+            .arg(data);
         c.env_remove("RUST_LOG").env("NO_COLOR", "1");
         c
     }
