@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tunemesh::node::{LibraryTrack, Node, NodeConfig, Role};
+use tunemesh::stream::Bitrate;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -105,7 +106,7 @@ async fn run(node: &Node, ticket: &str, out: &std::path::Path) -> Result<()> {
     let id = first.track.id.to_hex();
     let started = Instant::now();
     let mut stream = node
-        .open_stream(&id, 96, 0, 0)
+        .open_stream(&id, Bitrate::from_wire(96), 0, 0)
         .await
         .with_context(|| format!("cannot stream {}", describe(first)))?;
     println!(

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tunemesh::node::{Node, NodeConfig, Role};
+use tunemesh::stream::Bitrate;
 
 fn config(dir: &Path, role: Role, lib: Option<&Path>) -> NodeConfig {
     let mut c = NodeConfig::new(dir.to_path_buf(), role);
@@ -110,17 +111,26 @@ async fn nodes_pair_sync_stream_and_refuse_strangers() {
         .find(|t| t.track.audio.codec == "flac")
         .unwrap();
     let id = t.track.id.to_hex();
-    let mut s = phone.open_stream(&id, 0, 0, 0).await.unwrap();
+    let mut s = phone
+        .open_stream(&id, Bitrate::Original, 0, 0)
+        .await
+        .unwrap();
     let mut got = vec![];
     s.reader.read_to_end(&mut got).await.unwrap();
     assert_eq!(blake3::hash(&got).to_hex().as_str(), id);
-    let mut s = phone.open_stream(&id, 64, 0, 0).await.unwrap();
+    let mut s = phone
+        .open_stream(&id, Bitrate::from_wire(64), 0, 0)
+        .await
+        .unwrap();
     assert_eq!(s.mime, "audio/ogg; codecs=opus");
     let mut opus = vec![];
     s.reader.read_to_end(&mut opus).await.unwrap();
     assert!(opus.starts_with(b"OggS") && opus.len() > 1000);
     // Resume from a byte offset gives the tail of the same bytes.
-    let mut s = phone.open_stream(&id, 64, 0, 1000).await.unwrap();
+    let mut s = phone
+        .open_stream(&id, Bitrate::from_wire(64), 0, 1000)
+        .await
+        .unwrap();
     let mut tail = vec![];
     s.reader.read_to_end(&mut tail).await.unwrap();
     assert_eq!(tail, opus[1000..]);
@@ -134,7 +144,7 @@ async fn nodes_pair_sync_stream_and_refuse_strangers() {
             let p = phone.clone();
             jobs.spawn(async move {
                 let mut s = p
-                    .open_stream(&id, 0, 0, 0)
+                    .open_stream(&id, Bitrate::Original, 0, 0)
                     .await
                     .map_err(|e| format!("{id} round {round}: {e}"))?;
                 let mut b = vec![];
@@ -160,7 +170,10 @@ async fn nodes_pair_sync_stream_and_refuse_strangers() {
 
     // The stranger learns nothing: no tracks, no streams, not a member.
     assert_eq!(remote_count(&stranger).await, 0);
-    assert!(stranger.open_stream(&id, 0, 0, 0).await.is_err());
+    assert!(stranger
+        .open_stream(&id, Bitrate::Original, 0, 0)
+        .await
+        .is_err());
     assert!(!home
         .devices()
         .iter()
@@ -181,7 +194,10 @@ async fn nodes_pair_sync_stream_and_refuse_strangers() {
     })
     .await;
     wait_for("the laptop to be cut off", 20, || async {
-        laptop.open_stream(&id, 0, 0, 0).await.is_err()
+        laptop
+            .open_stream(&id, Bitrate::Original, 0, 0)
+            .await
+            .is_err()
     })
     .await;
     wait_for("the laptop to learn it was removed", 20, || async {
@@ -192,7 +208,10 @@ async fn nodes_pair_sync_stream_and_refuse_strangers() {
     })
     .await;
     // The phone keeps working.
-    assert!(phone.open_stream(&id, 0, 0, 0).await.is_ok());
+    assert!(phone
+        .open_stream(&id, Bitrate::Original, 0, 0)
+        .await
+        .is_ok());
 
     for n in [stranger, laptop, phone, home] {
         tokio::time::timeout(Duration::from_secs(20), n.shutdown())

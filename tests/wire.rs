@@ -11,6 +11,7 @@ use prost::Message;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tunemesh::node::{Node, NodeConfig, Role};
+use tunemesh::stream::Bitrate;
 
 const CTL: StreamProtocol = StreamProtocol::new("/tunemesh/ctl/1");
 const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
@@ -258,7 +259,10 @@ async fn malformed_messages_are_refused_and_the_node_keeps_working() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let id = phone.library().await.unwrap()[0].track.id.to_hex();
-    let mut s = phone.open_stream(&id, 0, 0, 0).await.unwrap();
+    let mut s = phone
+        .open_stream(&id, Bitrate::Original, 0, 0)
+        .await
+        .unwrap();
     let mut b = vec![];
     tokio::io::AsyncReadExt::read_to_end(&mut s.reader, &mut b)
         .await

@@ -36,17 +36,3 @@ pub fn open_index(dir: &Path) -> Result<Index> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(Index::open(dir)?)
 }
-
-/// A temporary `.part` file in the folder of `output`, to be renamed onto
-/// it only when complete (dropped, it vanishes).
-pub fn part_file_beside(output: &Path) -> Result<tempfile::NamedTempFile> {
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".tunemesh-")
-        .suffix(".part")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))
-}

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::Duration;
+use tunemesh::fsutil::{self, FileMode};
 use tunemesh::http::dto::{
     DeviceView, ErrorView, InviteView, JoinRequest, JoinView, PeerView, RemovedView, SearchView,
     StatusView, TrackView,
@@ -142,27 +143,27 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let mut tmp = super::part_file_beside(output)?;
         let mut body = resp.into_body();
         let mut reader = body.as_reader();
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = reader.read(&mut buf).context("download failed")?;
-            if n == 0 {
-                break;
+        // The file appears only when whole (and checked): nothing is kept
+        // of a download that fails.
+        fsutil::write_atomic_with(output, FileMode::Default, |tmp| -> Result<()> {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = reader.read(&mut buf).context("download failed")?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                tmp.write_all(&buf[..n])
+                    .with_context(|| format!("cannot write in {}", output.display()))?;
             }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .with_context(|| format!("cannot write in {}", output.display()))?;
-        }
-        if check == Check::TrackId && hasher.finalize().to_hex().as_str() != track {
-            bail!("the file received is not track {track} (blake3 differs); nothing was kept");
-        }
-        tmp.as_file().sync_all()?;
-        tmp.persist(output)
-            .with_context(|| format!("cannot write {}", output.display()))?;
-        Ok(())
+            if check == Check::TrackId && hasher.finalize().to_hex().as_str() != track {
+                bail!("the file received is not track {track} (blake3 differs); nothing was kept");
+            }
+            Ok(())
+        })
     }
 }
 

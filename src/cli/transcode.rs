@@ -11,12 +11,18 @@ use std::io::Write;
 use std::path::Path;
 use tunemesh::cache::Cache;
 use tunemesh::catalog::Prefix;
+use tunemesh::fsutil::{self, FileMode};
 use tunemesh::model::Track;
+use tunemesh::stream::Bitrate;
 use tunemesh::stream::{Profile, Stream, StreamRequest, Streamer, Via};
 
 /// `tunemesh transcode`.
 pub fn transcode(dir: &Path, a: TranscodeArgs) -> Result<()> {
-    let profile = parse_profile(&a.bitrate)?;
+    let profile = Profile::from(
+        a.bitrate
+            .parse::<Bitrate>()
+            .with_context(|| format!("--bitrate {}", a.bitrate))?,
+    );
     let track = find_track(dir, &a.input)?;
     let cache = if a.no_cache {
         None
@@ -51,21 +57,6 @@ pub fn transcode(dir: &Path, a: TranscodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--bitrate`: kb/s (a trailing `k` allowed) or `original`; the range is
-/// checked where the transcode is set up.
-// One of the bitrate parsers issue 12 unifies: to be replaced by the
-// library's own once `stream`/`transcode` offer it.
-fn parse_profile(bitrate: &str) -> Result<Profile> {
-    Ok(match bitrate {
-        "original" => Profile::Original,
-        b => Profile::Opus(
-            b.trim_end_matches('k')
-                .parse()
-                .with_context(|| format!("--bitrate {b}: expected kb/s or `original`"))?,
-        ),
-    })
-}
-
 /// A track from a file path (read as a scan would), or from the index by id
 /// prefix.
 fn find_track(dir: &Path, input: &str) -> Result<Track> {
@@ -92,10 +83,9 @@ fn write_output(stream: &mut Stream, output: &Path) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    let mut tmp = super::part_file_beside(output)?;
-    std::io::copy(stream, tmp.as_file_mut()).context("transcode failed")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    Ok(())
+    fsutil::write_atomic_with(output, FileMode::Default, |f| -> Result<()> {
+        std::io::copy(stream, f).context("transcode failed")?;
+        Ok(())
+    })
+    .with_context(|| format!("cannot write {}", output.display()))
 }

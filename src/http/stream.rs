@@ -9,6 +9,7 @@
 //! length is not final (a live encode is sent whole, 200).
 
 use super::{range, ApiError, ApiResult, AppState};
+use crate::stream::Bitrate;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -26,22 +27,13 @@ pub(super) struct StreamQuery {
 }
 
 impl StreamQuery {
-    /// The bitrate asked for in kb/s, 0 for the original.
-    // TODO(issue 12): the library's one bitrate parser, once it lands.
-    fn kbps(&self) -> ApiResult<u32> {
+    /// The bitrate asked for (`original`, or Opus kb/s) [default: 128].
+    fn bitrate(&self) -> ApiResult<Bitrate> {
         match self.bitrate.as_deref() {
-            None => Ok(128),
-            Some("original") => Ok(0),
-            Some(b) => b
-                .parse::<u32>()
-                .ok()
-                .filter(|k| (crate::transcode::MIN_KBPS..=crate::transcode::MAX_KBPS).contains(k))
-                .ok_or_else(|| {
-                    ApiError(
-                        StatusCode::BAD_REQUEST,
-                        format!("bitrate must be original or 16..=256 kb/s, not {b:?}"),
-                    )
-                }),
+            None => Ok(Bitrate::DEFAULT),
+            Some(b) => b.parse().map_err(|e: crate::stream::BitrateError| {
+                ApiError(StatusCode::BAD_REQUEST, e.to_string())
+            }),
         }
     }
 
@@ -64,7 +56,7 @@ pub(super) async fn stream(
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let kbps = q.kbps()?;
+    let bitrate = q.bitrate()?;
     let start_ms = q.start_ms()?;
     // Ranges apply to whole tracks whose length is final (originals and
     // finished transcodes); a live encode is sent whole, 200.
@@ -73,12 +65,12 @@ pub(super) async fn stream(
         .and_then(|v| v.to_str().ok())
         .filter(|_| start_ms == 0)
         .and_then(range::parse);
-    let mut ns = s.node.open_stream(&id, kbps, start_ms, 0).await?;
+    let mut ns = s.node.open_stream(&id, bitrate, start_ms, 0).await?;
     let total = ns.total_len.filter(|_| ns.complete);
     let answer = total.map_or(range::Answer::Whole, |len| range::resolve(spec, len));
     if let range::Answer::Part { first, .. } = answer {
         if first > 0 {
-            ns = s.node.open_stream(&id, kbps, start_ms, first).await?;
+            ns = s.node.open_stream(&id, bitrate, start_ms, first).await?;
         }
     }
     let mut resp = Response::builder()

@@ -388,12 +388,9 @@ impl EventLoop {
         let path = self.client.shared.members_path.with_file_name(ADDRS_FILE);
         self.client.shared.tasks.spawn_blocking(move || {
             let write = || -> std::io::Result<()> {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-                serde_json::to_writer_pretty(&mut tmp, &book)?;
-                tmp.as_file().sync_all()?;
-                tmp.persist(&path).map_err(|e| e.error)?;
-                Ok(())
+                crate::fsutil::write_atomic_with(&path, crate::fsutil::FileMode::OwnerOnly, |f| {
+                    serde_json::to_writer_pretty(f, &book).map_err(std::io::Error::from)
+                })
             };
             if let Err(e) = write() {
                 tracing::warn!("cannot save {}: {e}", path.display());

@@ -327,12 +327,9 @@ impl Members {
             mesh: self.mesh.to_bytes(),
             list: Some(self.to_proto()),
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(MembersError::Save)?;
-        std::io::Write::write_all(&mut tmp, &saved.encode_to_vec()).map_err(MembersError::Save)?;
-        tmp.as_file().sync_all().map_err(MembersError::Save)?;
-        tmp.persist(path).map_err(|e| MembersError::Save(e.error))?;
-        Ok(())
+        let bytes = saved.encode_to_vec();
+        crate::fsutil::write_atomic(path, &bytes, crate::fsutil::FileMode::OwnerOnly)
+            .map_err(MembersError::Save)
     }
 }
 

@@ -154,19 +154,9 @@ pub(super) fn load_or_create_key(dir: &Path) -> Result<Keypair, MeshError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                tmp.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| err(e.to_string()))?;
-            tmp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
             // No clobbering: a racing first run keeps the key that won.
-            tmp.persist_noclobber(&path)
-                .map_err(|e| err(e.error.to_string()))?;
+            crate::fsutil::create_atomic(&path, &bytes, crate::fsutil::FileMode::OwnerOnly)
+                .map_err(|e| err(e.to_string()))?;
             Ok(key)
         }
         Err(e) => Err(err(e.to_string())),

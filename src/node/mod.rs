@@ -24,7 +24,7 @@ use crate::mesh::{
     StreamHead, StreamOpen,
 };
 use crate::model::{Cover, CoverId, Hash32, Track, TrackId};
-use crate::stream::{Profile, StreamRequest, Streamer, Via};
+use crate::stream::{Bitrate, StreamRequest, Streamer, Via};
 use crate::sync::{SyncError, Syncer};
 use crate::tasks::{Stopped, Tasks};
 use bytes::Bytes;
@@ -761,22 +761,18 @@ impl Node {
     // ----- streaming ---------------------------------------------------------------
 
     /// Open a track for the local player: from this device if it holds it,
-    /// else from the online member with the lowest round trip. `kbps` 0 is
-    /// the original file, which is checked against the track id as it
-    /// arrives (the reader fails at the end if it does not match).
+    /// else from the online member with the lowest round trip. The
+    /// original file ([`Bitrate::Original`]) is checked against the track
+    /// id as it arrives (the reader fails at the end if it does not match).
     pub async fn open_stream(
         &self,
         id: &str,
-        kbps: u32,
+        bitrate: Bitrate,
         start_ms: u64,
         offset: u64,
     ) -> Result<NodeStream, NodeError> {
         let lt = self.resolve(id).await?;
-        let kbps = if kbps == 0 {
-            0
-        } else {
-            kbps.clamp(crate::transcode::MIN_KBPS, crate::transcode::MAX_KBPS)
-        };
+        let kbps = bitrate.wire();
         if lt.sources.iter().any(|s| s.local) {
             let track = lt.track.clone();
             if track.paths.iter().any(|p| p.is_file()) {
@@ -875,11 +871,8 @@ impl Node {
         let tasks = self.inner.tasks.clone();
         let opened = tasks
             .blocking(move || {
-                let mut req = StreamRequest::new(if kbps == 0 {
-                    Profile::Original
-                } else {
-                    Profile::Opus(kbps)
-                });
+                // A member's wire value: 0 is the original, others clamped.
+                let mut req = StreamRequest::new(Bitrate::from_wire(kbps));
                 req.start = start_ms as f64 / 1000.0;
                 req.offset = offset;
                 streamer.open(&t, &req).map_err(|e| {
@@ -1007,15 +1000,10 @@ impl Node {
     }
 }
 
-/// Write `data` to `path` whole or not at all (a temporary file in `dir`,
-/// renamed over).
+/// Write `data` to `path` in `dir` whole or not at all.
 fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::fsutil::write_atomic(path, data, crate::fsutil::FileMode::Default)
 }
 
 /// Keep when albums were first seen, for "recently added" after a restart.

@@ -13,7 +13,6 @@
 //! runtime runs, or from a blocking task), log a token, or touch the index,
 //! the mesh's files or the network.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A failure reading or writing a state file.
@@ -270,22 +269,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
-    }
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes, crate::fsutil::FileMode::OwnerOnly).map_err(err)
 }
 
 #[cfg(test)]
