@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mesh;
 pub mod model;
 pub mod node;
+pub mod playback;
 pub mod stream;
 pub mod sync;
 pub mod tasks;

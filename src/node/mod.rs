@@ -20,39 +20,25 @@ use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
 use crate::library::{self, ScanOptions};
 use crate::mesh::{
-    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, MeshStream, PeerInfo, Response,
-    StreamHead, StreamOpen,
+    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, PeerInfo, Response,
 };
-use crate::model::{Cover, CoverId, Hash32, Track, TrackId};
-use crate::stream::{Bitrate, StreamRequest, Streamer, Via};
+use crate::model::{Cover, CoverId, Track};
+use crate::playback::{self, PlayStream, Playback, PlaybackError};
+use crate::stream::{Bitrate, Streamer};
 use crate::sync::{SyncError, Syncer};
 use crate::tasks::{Stopped, Tasks};
-use bytes::Bytes;
-use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Chunk size of audio streams (mesh frames and the local pump).
-const CHUNK: usize = 64 << 10;
 /// First wait before the watcher starts again after a failed scan (the
 /// index's disk full, say); it doubles up to [`WATCH_RETRY_MAX`].
 const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
-/// How long an interrupted remote stream keeps trying to resume: a path
-/// change takes milliseconds, roaming to another network seconds, and a
-/// player has a buffer; a holder that is gone fails the stream after this.
-const RESUME_WINDOW: Duration = Duration::from_secs(20);
-/// Resumes in a row that bring no byte: the holder fails at that point.
-const MAX_FRUITLESS_RESUMES: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,6 +139,16 @@ impl From<SyncError> for NodeError {
     }
 }
 
+impl From<PlaybackError> for NodeError {
+    fn from(e: PlaybackError) -> Self {
+        match e {
+            PlaybackError::Index(e) => NodeError::Index(e),
+            PlaybackError::Mesh(e) => NodeError::Mesh(e),
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<IdError> for NodeError {
     fn from(e: IdError) -> Self {
         match e {
@@ -237,18 +233,7 @@ impl Holders {
 }
 
 /// An audio stream for the local player.
-pub struct NodeStream {
-    pub track: Arc<Track>,
-    pub mime: String,
-    /// Length of the whole stream, when known.
-    pub total_len: Option<u64>,
-    /// `total_len` is final: byte ranges may be served.
-    pub complete: bool,
-    pub via: String,
-    /// "local" or the serving device's id.
-    pub source: String,
-    pub reader: Pin<Box<dyn AsyncRead + Send>>,
-}
+pub type NodeStream = PlayStream;
 
 struct Inner {
     cfg: NodeConfig,
@@ -256,6 +241,7 @@ struct Inner {
     catalog: Arc<Catalog>,
     client: mesh::Client,
     streamer: Arc<Streamer>,
+    playback: Playback,
     snap: RwLock<Arc<Snapshot>>,
     syncer: Arc<Syncer>,
     tasks: Tasks,
@@ -338,13 +324,21 @@ impl Node {
             client.clone(),
             tasks.clone(),
         );
+        let streamer = Arc::new(Streamer::new(Some(cache)));
+        let playback = Playback::new(
+            index.clone(),
+            client.clone(),
+            streamer.clone(),
+            tasks.clone(),
+        );
         let node = Node {
             inner: Arc::new(Inner {
                 client,
                 catalog,
                 syncer,
                 index,
-                streamer: Arc::new(Streamer::new(Some(cache))),
+                streamer,
+                playback,
                 snap: RwLock::new(snap),
                 tasks,
                 watch_stop: Arc::new(AtomicBool::new(false)),
@@ -640,7 +634,9 @@ impl Node {
                 Event::Stream { from, open, stream } => {
                     let n = self.clone();
                     let span = tracing::info_span!("serve", peer = %from, track = %open.track.to_hex()[..12].to_string(), kbps = open.kbps);
-                    self.spawn(async move { n.serve_stream(open, stream).await }.instrument(span));
+                    self.spawn(
+                        async move { n.inner.playback.serve(open, stream).await }.instrument(span),
+                    );
                 }
                 Event::MembersChanged => {
                     // Forgetting a catalog writes sled: not inline here.
@@ -772,231 +768,25 @@ impl Node {
         offset: u64,
     ) -> Result<NodeStream, NodeError> {
         let lt = self.resolve(id).await?;
-        let kbps = bitrate.wire();
-        if lt.sources.iter().any(|s| s.local) {
-            let track = lt.track.clone();
-            if track.paths.iter().any(|p| p.is_file()) {
-                return self.open_local(track, kbps, start_ms, offset).await;
-            }
+        let pb = &self.inner.playback;
+        if lt.sources.iter().any(|s| s.local) && lt.track.paths.iter().any(|p| p.is_file()) {
+            return Ok(pb.open_local(lt.track, bitrate, start_ms, offset).await?);
         }
-        let rtts: HashMap<String, f64> = self
+        let rtts: HashMap<DeviceId, f64> = self
             .peers()
             .into_iter()
-            .filter_map(|p| Some((p.id, p.rtt_ms?)))
+            .filter_map(|p| Some((p.id.parse().ok()?, p.rtt_ms?)))
             .collect();
-        let mut sources: Vec<&Source> =
-            lt.sources.iter().filter(|s| s.online && !s.local).collect();
-        sources.sort_by(|a, b| {
-            let ra = rtts.get(&a.device).copied().unwrap_or(f64::MAX);
-            let rb = rtts.get(&b.device).copied().unwrap_or(f64::MAX);
-            ra.total_cmp(&rb)
-        });
-        if sources.is_empty() {
-            return Err(NodeError::Unavailable(format!(
-                "no device holding {} is online",
-                lt.track.id
-            )));
-        }
-        let open = StreamOpen {
-            track: lt.track.id,
-            kbps,
-            start_ms,
-            offset,
-        };
-        let holders: Vec<DeviceId> = sources
+        let online: Vec<DeviceId> = lt
+            .sources
             .iter()
+            .filter(|s| s.online && !s.local)
             .filter_map(|s| s.device.parse().ok())
             .collect();
-        let mut errors = vec![];
-        for s in sources {
-            let d: DeviceId = s.device.parse()?;
-            match self.inner.client.open_stream(&d, &open).await {
-                Ok((head, stream)) => {
-                    if let Some(e) = head.error {
-                        errors.push(format!("{}: {e}", s.device));
-                        continue;
-                    }
-                    // The serving device first, then the other holders.
-                    let order = std::iter::once(d)
-                        .chain(holders.iter().copied().filter(|h| *h != d))
-                        .collect();
-                    let framed = tokio_util::io::StreamReader::new(resuming(Resume {
-                        client: self.inner.client.clone(),
-                        open: open.clone(),
-                        received: 0,
-                        at_last_resume: None,
-                        fruitless: 0,
-                        holders: order,
-                        chunks: Box::pin(stream),
-                        closed: Some(self.inner.client.watch_closed()),
-                        cancel: self.inner.tasks.cancel_token().clone(),
-                    }));
-                    let reader: Pin<Box<dyn AsyncRead + Send>> = if kbps == 0 && offset == 0 {
-                        Box::pin(Verify::new(framed, lt.track.id, lt.track.size))
-                    } else {
-                        Box::pin(framed)
-                    };
-                    return Ok(NodeStream {
-                        track: lt.track,
-                        mime: head.mime,
-                        total_len: head.total_len,
-                        complete: head.complete,
-                        via: head.via,
-                        source: d.to_string(),
-                        reader,
-                    });
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        Err(NodeError::Unavailable(format!(
-            "cannot stream {}: {}",
-            lt.track.id,
-            errors.join("; ")
-        )))
-    }
-
-    /// Open a local track: the stream is read on a blocking thread and
-    /// handed over in chunks through a small channel (back-pressure: the
-    /// thread waits while the reader is slow).
-    async fn open_local(
-        &self,
-        track: Arc<Track>,
-        kbps: u32,
-        start_ms: u64,
-        offset: u64,
-    ) -> Result<NodeStream, NodeError> {
-        let streamer = self.inner.streamer.clone();
-        let t = track.clone();
-        let tasks = self.inner.tasks.clone();
-        let opened = tasks
-            .blocking(move || {
-                // A member's wire value: 0 is the original, others clamped.
-                let mut req = StreamRequest::new(Bitrate::from_wire(kbps));
-                req.start = start_ms as f64 / 1000.0;
-                req.offset = offset;
-                streamer.open(&t, &req).map_err(|e| {
-                    tracing::warn!(track = %t.id, "cannot stream: {e}");
-                    e.public_message()
-                })
-            })
-            .await?
-            .map_err(NodeError::Unavailable)?;
-        let complete =
-            opened.is_complete() || matches!(opened.via, Via::Original | Via::Passthrough);
-        let (mime, len, via) = (
-            opened.mime.to_string(),
-            opened.len,
-            format!("{:?}", opened.via).to_lowercase(),
-        );
-        // The pump: one chunk at a time on the blocking pool, sent on when
-        // the reader has room. A paused player holds a task and a channel
-        // slot, never a blocking-pool thread.
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-        let pump = tasks.clone();
-        tasks.spawn(async move {
-            let mut s = Some((opened, vec![0u8; CHUNK]));
-            while let Some((mut st, mut buf)) = s.take() {
-                let read = pump
-                    .blocking(move || {
-                        let r = st.read(&mut buf).map(|n| Bytes::copy_from_slice(&buf[..n]));
-                        (st, buf, r)
-                    })
-                    .await;
-                let Ok((st, buf, r)) = read else { break };
-                let more = matches!(&r, Ok(b) if !b.is_empty());
-                if matches!(&r, Ok(b) if b.is_empty()) || tx.send(r).await.is_err() {
-                    break;
-                }
-                if more {
-                    s = Some((st, buf));
-                }
-            }
-        });
-        let body =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        Ok(NodeStream {
-            track,
-            mime,
-            total_len: len,
-            complete,
-            via,
-            source: "local".into(),
-            reader: Box::pin(tokio_util::io::StreamReader::new(body)),
-        })
-    }
-
-    /// Serve a member's stream request: head, then chunks, then the end
-    /// marker (`mesh::audio`; a stream without it was cut).
-    async fn serve_stream(&self, open: StreamOpen, mut stream: MeshStream) {
-        let started = Instant::now();
-        let ix = self.inner.index.clone();
-        let id = open.track;
-        let track = match self.inner.tasks.blocking(move || ix.track(&id)).await {
-            Ok(Ok(Some(t))) => t,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "this device does not hold that track".into(),
-                };
-                let _ = stream
-                    .write_head(&StreamHead {
-                        error: Some(why),
-                        ..Default::default()
-                    })
-                    .await;
-                return;
-            }
-        };
-        let ns = match self
-            .open_local(Arc::new(track), open.kbps, open.start_ms, open.offset)
-            .await
-        {
-            Ok(ns) => ns,
-            Err(e) => {
-                tracing::warn!("cannot serve: {e}");
-                let _ = stream
-                    .write_head(&StreamHead {
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    })
-                    .await;
-                return;
-            }
-        };
-        let head = StreamHead {
-            error: None,
-            mime: ns.mime.clone(),
-            total_len: ns.total_len,
-            complete: ns.complete,
-            via: ns.via.clone(),
-        };
-        if let Err(e) = stream.write_head(&head).await {
-            tracing::info!("peer went away: {e}");
-            return;
-        }
-        let mut reader = ns.reader;
-        let mut out = stream.into_writer();
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = 0u64;
-        loop {
-            use tokio::io::AsyncReadExt;
-            let n = match reader.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!("stream failed after {sent} bytes: {e}");
-                    return; // no end marker: the receiver sees a cut stream
-                }
-            };
-            if let Err(e) = out.send(Bytes::copy_from_slice(&buf[..n])).await {
-                tracing::info!("peer stopped reading after {sent} bytes: {e}");
-                return;
-            }
-            sent += n as u64;
-        }
-        let _ = out.finish().await;
-        tracing::info!(bytes = sent, ms = started.elapsed().as_millis() as u64, via = %head.via, "stream served");
+        let holders = playback::by_round_trip(online, &rtts);
+        Ok(pb
+            .fetch(lt.track, holders, bitrate, start_ms, offset)
+            .await?)
     }
 }
 
@@ -1047,185 +837,4 @@ async fn load_catalog(
         })
         .await??;
     Ok(())
-}
-
-/// The receiving side of a served stream, chunk by chunk.
-type Chunks = Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
-
-/// A remote stream that outlives the connection carrying it.
-///
-/// Streams do not migrate between connections by themselves: when the one
-/// carrying it closes (a relayed connection dropped once a direct one is
-/// punched, a network change, the holder restarting), the stream is opened
-/// again from the byte already received, on whatever connection the mesh
-/// has then, from the same holder or another. The bytes are the same
-/// (originals, cached or deterministic transcodes), so the reader sees one
-/// seamless stream.
-struct Resume {
-    client: mesh::Client,
-    open: StreamOpen,
-    received: u64,
-    at_last_resume: Option<u64>,
-    fruitless: u32,
-    holders: Vec<DeviceId>,
-    chunks: Chunks,
-    /// Connections of our peers that closed (None once the mesh is gone).
-    closed: Option<tokio::sync::broadcast::Receiver<DeviceId>>,
-    cancel: CancellationToken,
-}
-
-impl Resume {
-    /// `failed`: the stream itself broke (not merely a connection of its
-    /// holder closing), which counts towards giving up.
-    async fn reopen(&mut self, cause: std::io::Error, failed: bool) -> Result<(), std::io::Error> {
-        if failed {
-            if self.at_last_resume == Some(self.received) {
-                self.fruitless += 1;
-            } else {
-                self.fruitless = 1;
-            }
-            self.at_last_resume = Some(self.received);
-        }
-        let give_up = |why: String| std::io::Error::new(cause.kind(), format!("{cause}; {why}"));
-        if self.fruitless > MAX_FRUITLESS_RESUMES {
-            return Err(give_up("resuming brought nothing".into()));
-        }
-        tracing::info!(
-            track = %self.open.track,
-            at = self.received,
-            "stream interrupted ({cause}): resuming"
-        );
-        let deadline = Instant::now() + RESUME_WINDOW;
-        let mut wait = Duration::from_millis(100);
-        let mut last = String::new();
-        loop {
-            for i in 0..self.holders.len() {
-                let d = self.holders[i];
-                let mut open = self.open.clone();
-                open.offset += self.received;
-                match self.client.open_stream(&d, &open).await {
-                    Ok((head, s)) => match head.error {
-                        None => {
-                            tracing::info!(track = %self.open.track, from = %d, at = self.received, "stream resumed");
-                            // Closes reported while reopening are behind us.
-                            if let Some(c) = self.closed.as_mut() {
-                                while c.try_recv().is_ok() {}
-                            }
-                            self.chunks = Box::pin(s);
-                            self.holders.swap(0, i);
-                            return Ok(());
-                        }
-                        Some(e) => last = e,
-                    },
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            if Instant::now() + wait > deadline {
-                return Err(give_up(format!("could not resume: {last}")));
-            }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return Err(give_up("shutting down".into())),
-                _ = tokio::time::sleep(wait) => {}
-            }
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
-    }
-}
-
-fn resuming(r: Resume) -> Chunks {
-    Box::pin(futures::stream::unfold(Some(r), |state| async move {
-        let mut r = state?;
-        loop {
-            let next = match r.closed.as_mut() {
-                Some(closed) => tokio::select! {
-                    biased;
-                    c = r.chunks.next() => Some(c),
-                    lost = closed.recv() => match lost {
-                        Ok(d) if d != r.holders[0] => continue,
-                        // Ours, or too many to tell: reopen to be sure.
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            r.closed = None;
-                            continue;
-                        }
-                    },
-                },
-                None => Some(r.chunks.next().await),
-            };
-            let (cause, failed) = match next {
-                // The end marker: the stream is whole.
-                Some(None) => return None,
-                Some(Some(Ok(b))) => {
-                    r.received += b.len() as u64;
-                    return Some((Ok(b), Some(r)));
-                }
-                Some(Some(Err(e))) => (e, true),
-                None => (
-                    std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "a connection to the serving device closed",
-                    ),
-                    false,
-                ),
-            };
-            if let Err(e) = r.reopen(cause, failed).await {
-                return Some((Err(e), None));
-            }
-        }
-    }))
-}
-
-/// Passes an original file through while hashing it; at the end, fails
-/// unless the bytes are exactly the track (blake3 = id, same length).
-struct Verify<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-    id: TrackId,
-    len: u64,
-    seen: u64,
-}
-
-impl<R> Verify<R> {
-    fn new(inner: R, id: TrackId, len: u64) -> Verify<R> {
-        Verify {
-            inner,
-            hasher: blake3::Hasher::new(),
-            id,
-            len,
-            seen: 0,
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Verify<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            std::task::Poll::Ready(Ok(())) => {
-                let got = &buf.filled()[before..];
-                if got.is_empty() {
-                    let h: Hash32 = this.hasher.finalize().into();
-                    if h != this.id || this.seen != this.len {
-                        return std::task::Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!(
-                                "the file received ({} bytes, blake3 {h}) is not track {}",
-                                this.seen, this.id
-                            ),
-                        )));
-                    }
-                } else {
-                    this.seen += got.len() as u64;
-                    this.hasher.update(got);
-                }
-                std::task::Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
 }
