@@ -11,17 +11,17 @@
 //! thread, keep bytes of an original that fail their track id, or trust a
 //! member's records beyond what their hashes prove.
 
+mod dispatch;
 pub mod state;
+mod watcher;
 
 use crate::artwork;
 use crate::cache::Cache;
 use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};
 use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
-use crate::library::{self, ScanOptions};
-use crate::mesh::{
-    self, Announcement, Device, DeviceId, Event, Mesh, MeshError, PeerInfo, Response,
-};
+use crate::library::ScanOptions;
+use crate::mesh::{self, Announcement, Device, DeviceId, Mesh, MeshError, PeerInfo};
 use crate::model::{Cover, CoverId, Track};
 use crate::playback::{self, PlayStream, Playback, PlaybackError};
 use crate::stream::{Bitrate, Streamer};
@@ -31,14 +31,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::Instrument;
-
-/// First wait before the watcher starts again after a failed scan (the
-/// index's disk full, say); it doubles up to [`WATCH_RETRY_MAX`].
-const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -518,134 +512,6 @@ impl Node {
             .await;
         if let Ok(Err(e)) | Err(e) = r.map_err(|e| index::IndexError::Writer(e.to_string())) {
             tracing::error!("pruning catalogs: {e}");
-        }
-    }
-
-    // ----- scanning ---------------------------------------------------------
-
-    fn start_watcher(&self) -> Result<(), NodeError> {
-        let node = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        let stop = self.inner.watch_stop.clone();
-        let t = std::thread::Builder::new()
-            .name("tunemesh-watch".into())
-            .spawn(move || {
-                let ix = node.inner.index.clone();
-                let roots = match ix.roots() {
-                    Ok(r) => library::watch::minimal_scopes(r),
-                    Err(e) => {
-                        tracing::error!("cannot read library folders: {e}");
-                        return;
-                    }
-                };
-                if roots.is_empty() {
-                    tracing::warn!("home node without library folders: serving nothing");
-                    return;
-                }
-                // A scan or the watch can fail (the index's disk full, a
-                // folder gone): say so, wait, and start again with a full
-                // rescan, which finds whatever changed meanwhile. Only a
-                // shutdown ends this loop.
-                let mut backoff = WATCH_RETRY_MIN;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    match node.scan_and_watch(&roots, &handle, &stop) {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!("watching stopped: {e}; trying again in {backoff:?}");
-                        }
-                    }
-                    let until = Instant::now() + backoff;
-                    while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst)
-                    {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    backoff = (backoff * 2).min(WATCH_RETRY_MAX);
-                }
-            })?;
-        *self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-        Ok(())
-    }
-
-    /// Scan the library folders, then watch them until `stop` is set (Ok)
-    /// or a scan fails (Err). Runs on the watcher thread.
-    fn scan_and_watch(
-        &self,
-        roots: &[PathBuf],
-        handle: &tokio::runtime::Handle,
-        stop: &std::sync::atomic::AtomicBool,
-    ) -> Result<(), library::watch::WatchError> {
-        let ix = self.inner.index.clone();
-        let opts = self.inner.cfg.scan.clone();
-        let r = library::scan(&ix, roots, &opts, &|_| {})?;
-        tracing::info!(
-            files = r.files,
-            tracks = r.tracks,
-            added = r.added,
-            removed = r.removed,
-            "library scanned"
-        );
-        let refresh_snapshot = || {
-            if let Err(e) = handle.block_on(self.refresh_snapshot()) {
-                tracing::error!("snapshot: {e}");
-            }
-        };
-        refresh_snapshot();
-        library::watch::watch(
-            &ix,
-            roots,
-            &opts,
-            self.inner.cfg.debounce,
-            stop,
-            |scopes, report| {
-                tracing::info!(
-                    ?scopes,
-                    added = report.added,
-                    changed = report.changed,
-                    removed = report.removed,
-                    "rescanned"
-                );
-                refresh_snapshot();
-            },
-        )
-    }
-
-    // ----- events from the mesh ----------------------------------------------
-
-    async fn event_loop(&self, mut rx: mpsc::Receiver<Event>) {
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Announced { from, announcement } => {
-                    self.inner.syncer.announced(from, announcement.root)
-                }
-                Event::Request {
-                    from,
-                    request,
-                    reply,
-                } => {
-                    let n = self.clone();
-                    self.spawn(async move {
-                        let r = n.inner.syncer.answer(n.snapshot(), request).await;
-                        if let Response::Error(e) = &r {
-                            tracing::info!(%from, "sync request refused: {e}");
-                        }
-                        let _ = reply.send(r);
-                    });
-                }
-                Event::Stream { from, open, stream } => {
-                    let n = self.clone();
-                    let span = tracing::info_span!("serve", peer = %from, track = %open.track.to_hex()[..12].to_string(), kbps = open.kbps);
-                    self.spawn(
-                        async move { n.inner.playback.serve(open, stream).await }.instrument(span),
-                    );
-                }
-                Event::MembersChanged => {
-                    // Forgetting a catalog writes sled: not inline here.
-                    let n = self.clone();
-                    self.spawn(async move { n.prune_catalogs().await });
-                }
-                Event::Connected(d) => tracing::info!(peer = %d, "member connected"),
-                Event::Disconnected(d) => tracing::info!(peer = %d, "member disconnected"),
-            }
         }
     }
 
