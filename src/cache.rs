@@ -26,10 +26,19 @@ use std::time::SystemTime;
 /// Default size limit: 2 GiB (about 280 hours at 128 kb/s).
 pub const DEFAULT_LIMIT: u64 = 2 << 30;
 
+/// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("transcode cache {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// A file or folder of the cache could not be read, written or listed.
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The producer of an encode failed, or its output was not whole (the
+    /// producer's message); no entry was published.
     #[error("{0}")]
     Encode(String),
     /// The cache's disk could not take the bytes (full, read-only, an I/O
@@ -37,6 +46,7 @@ pub enum CacheError {
     /// uncached encode of its own.
     #[error("cannot write the transcode cache: {0}")]
     Storage(String),
+    /// [`Cache::shutdown`] was called: the cache starts no new encode.
     #[error("the cache is shutting down")]
     ShuttingDown,
 }
@@ -191,6 +201,8 @@ struct Shared {
 
 /// A source of bytes to cache: the pages of a transcode.
 pub trait Producer: Send + 'static {
+    /// The next bytes of the output; `Ok(None)` after the last chunk, `Err`
+    /// (a message for the user) when the output cannot be produced.
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
 
     /// After the last chunk: whether the bytes written, of which `tail` is
@@ -252,6 +264,7 @@ impl Cache {
         })
     }
 
+    /// The folder holding the cache's entries.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

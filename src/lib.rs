@@ -5,6 +5,8 @@
 //! → [`index`] (durable, content-addressed store and search). See
 //! ARCHITECTURE.md for the map and the invariants.
 
+#![warn(missing_docs)]
+
 pub mod artwork;
 pub mod cache;
 pub mod catalog;

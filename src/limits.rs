@@ -36,9 +36,13 @@ pub enum Implausible {
     #[error(
         "sample rate {0} Hz is outside {MIN_RATE}..={MAX_RATE} Hz (a lying or corrupt header)"
     )]
+    /// The sample rate (Hz, as the header gives it) is outside
+    /// [`MIN_RATE`]..=[`MAX_RATE`].
     Rate(u64),
+    /// The header claims more than [`MAX_CHANNELS`] channels (the count given).
     #[error("{0} channels: more than {MAX_CHANNELS} is not music (a lying or corrupt header)")]
     Channels(u64),
+    /// The header claims zero channels.
     #[error("no channels")]
     NoChannels,
 }
@@ -63,7 +67,11 @@ pub fn check_stream(rate: u64, channels: u64) -> Result<(), Implausible> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Density {
     /// Uncompressed PCM: exactly this many bytes per second.
-    Pcm { bytes_per_second: f64 },
+    Pcm {
+        /// Rate × channels × bytes per sample (bits rounded up to whole
+        /// bytes).
+        bytes_per_second: f64,
+    },
     /// MPEG audio (MP1/2/3): at least 8 kb/s.
     Mpeg,
     /// Any other compressed codec.
@@ -98,10 +106,17 @@ pub enum Claim {
     Plausible(f64),
     /// The header claims more than the bytes can hold: this is the most
     /// they can (for PCM, exactly what they hold).
-    Capped { claimed: f64, at_most: f64 },
+    Capped {
+        /// What the header claims, in seconds (possibly not finite).
+        claimed: f64,
+        /// The longest the bytes can hold, in seconds.
+        at_most: f64,
+    },
 }
 
 impl Claim {
+    /// The duration to believe, in seconds: the claim, or the cap when the
+    /// claim was too long.
     pub fn seconds(self) -> f64 {
         match self {
             Claim::Plausible(s) => s,

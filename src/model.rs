@@ -14,14 +14,17 @@ use std::str::FromStr;
 pub struct Hash32(pub [u8; 32]);
 
 impl Hash32 {
+    /// The blake3 digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Hash32(*blake3::hash(bytes).as_bytes())
     }
 
+    /// The digest held in `bytes`; `None` unless it is exactly 32 bytes long.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         Some(Hash32(bytes.try_into().ok()?))
     }
 
+    /// The digest as 64 lowercase hex characters (the `Display` form).
     pub fn to_hex(&self) -> String {
         blake3::Hash::from(self.0).to_hex().to_string()
     }
@@ -60,6 +63,8 @@ impl Serialize for Hash32 {
     }
 }
 
+/// A string that is not a 64-character hex digest (the offending input),
+/// returned when parsing a [`Hash32`].
 #[derive(Debug, thiserror::Error)]
 #[error("not a 64-character hex id: {0:?}")]
 pub struct InvalidId(pub String);
@@ -73,17 +78,37 @@ pub type CoverId = Hash32;
 /// Tags as read from a file, with fallbacks already applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tags {
+    /// Title; from the file name (minus a leading track number) when the file
+    /// has no title tag (then [`Tags::title_from_path`] is set). Several title
+    /// tags are joined with `"; "`.
     pub title: String,
+    /// Track artists, one per entry, duplicates removed; empty when untagged.
     pub artists: Vec<String>,
+    /// Album; from the folder name when the file has no album tag (then
+    /// [`Tags::album_from_path`] is set).
     pub album: String,
+    /// Album artist; empty when the file names none.
     pub album_artist: String,
+    /// Track number on its disc (the leading number of a tag like `"07/12"`),
+    /// or from a file name like `"03 - Song"` when untagged; never 0.
     pub track: Option<u32>,
+    /// Number of tracks on the disc: the track-total tag, else the number after
+    /// the slash of the track number (`"07/12"` → 12).
     pub track_total: Option<u32>,
+    /// Disc number (leading number of the disc tag); never 0.
     pub disc: Option<u32>,
+    /// Number of discs: the disc-total tag, else the number after the slash of
+    /// the disc number.
     pub disc_total: Option<u32>,
+    /// Four-digit year taken from the start of [`Tags::date`]; `None` when the
+    /// date does not start with a year between 1000 and 9999.
     pub year: Option<u32>,
+    /// The date as tagged (recording date, else year, release date, original
+    /// release date), unparsed, e.g. `"2001-02-03"` or `"1979"`.
     pub date: Option<String>,
+    /// Genres as tagged, duplicates removed.
     pub genres: Vec<String>,
+    /// The compilation flag is set (`1`, `true` or `yes`, any case).
     pub compilation: bool,
     /// The title was derived from the file name (the file had no title tag).
     pub title_from_path: bool,
@@ -110,55 +135,83 @@ impl Tags {
 /// Technical properties of the audio stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AudioInfo {
+    /// Codec name in lowercase, e.g. `flac`, `mp3`, `aac`, `alac`, `opus`.
     pub codec: String,
+    /// Container name in lowercase, e.g. `flac`, `ogg`, `mp4`, `wav`.
     pub container: String,
+    /// Duration in milliseconds (0 when unknown).
     pub duration_ms: u64,
+    /// Sample rate in Hz; never 0 for an indexed track.
     pub sample_rate: u32,
+    /// Number of audio channels; never 0 for an indexed track.
     pub channels: u32,
+    /// Bits per sample, for formats that have one (PCM and lossless); `None`
+    /// when unknown or not applicable.
     pub bit_depth: Option<u32>,
+    /// Average audio bitrate in kb/s; `None` when unknown.
     pub bitrate_kbps: Option<u32>,
 }
 
 /// One indexed track.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Track {
+    /// blake3 of the file's bytes.
     pub id: TrackId,
+    /// Tags as read, with fallbacks applied.
     pub tags: Tags,
+    /// Properties of the audio stream.
     pub audio: AudioInfo,
+    /// File size in bytes.
     pub size: u64,
+    /// The track's cover image: embedded art, else the image in its folder.
     pub cover: Option<CoverId>,
     /// Every path holding these bytes, sorted.
     pub paths: Vec<PathBuf>,
 }
 
+/// An album: the tracks sharing one album title and album owner (see
+/// [`Tags::album_owner`]), compared after search normalisation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Album {
+    /// Album title.
     pub title: String,
+    /// The artist the album is filed under.
     pub artist: String,
+    /// Release year: the first one a member track gave; `None` when none did.
     pub year: Option<u32>,
+    /// Cover image of the album: the first one a member track had.
     pub cover: Option<CoverId>,
+    /// The album's tracks.
     pub tracks: Vec<TrackId>,
 }
 
+/// An artist and the tracks naming them as track artist or album artist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Artist {
+    /// Artist name, as first tagged.
     pub name: String,
+    /// The artist's tracks.
     pub tracks: Vec<TrackId>,
 }
 
 /// A cover image, stored once per distinct content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cover {
+    /// blake3 of [`Cover::data`].
     pub id: CoverId,
+    /// MIME type of the image, e.g. `image/jpeg`.
     pub mime: String,
+    /// The encoded image bytes.
     pub data: Vec<u8>,
 }
 
 /// A path that could not be indexed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FileError {
+    /// The path, as found by the scanner.
     #[serde(serialize_with = "ser_path")]
     pub path: PathBuf,
+    /// Why it could not be indexed, as a sentence for the user.
     pub error: String,
 }
 
@@ -170,15 +223,20 @@ pub fn ser_path<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok
 /// What the scanner last saw at one path; lets a rescan skip unchanged files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileState {
+    /// File size in bytes when read.
     pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch (0 when the
+    /// filesystem gives none).
     pub mtime_ns: i64,
     /// The folder image this file was linked to when it was read.
     pub folder_cover: Option<CoverId>,
     /// Version of the scanner that read the file; a newer scanner re-reads.
     pub scanner_version: u32,
+    /// What the scanner made of the file.
     pub outcome: Outcome,
 }
 
+/// What a scan made of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Indexed as this track.

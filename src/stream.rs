@@ -20,18 +20,29 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Content type of every transcoded stream (and of original Ogg Opus files).
 pub const OPUS_MIME: &str = "audio/ogg; codecs=opus";
 
+/// Why a stream could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    /// None of the track's paths is a readable file here (the hex track id).
     #[error("no copy of track {0} is readable here")]
     NoSource(String),
+    /// The transcode could not start or failed midway.
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// The transcode cache failed (see [`CacheError`]).
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Opening, reading or skipping into the track's file failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The track's file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 impl StreamError {
@@ -146,11 +157,20 @@ impl From<Bitrate> for Profile {
     }
 }
 
+/// A request to [`Streamer::open`]: which form of the track, and from where.
 #[derive(Debug, Clone)]
 pub struct StreamRequest {
+    /// Original file or an Opus transcode at a bitrate.
     pub profile: Profile,
+    /// Start offset in seconds into the track; above 0 the stream is a
+    /// one-off transcode that starts there (never cached, never passthrough).
+    /// Ignored for [`Profile::Original`].
     pub start: f64,
+    /// Stop after this many seconds (an excerpt); `None` for the rest of the
+    /// track. Like `start`, makes the stream a one-off transcode.
     pub duration: Option<f64>,
+    /// Allow sending an Opus or MP3 file unchanged when its average bitrate
+    /// is at or below the asked one (whole tracks only).
     pub passthrough: bool,
     /// Skip this many bytes of the stream (a resumed download, an HTTP
     /// range). Transcodes are deterministic, so a skipped encode gives the
@@ -175,8 +195,12 @@ impl StreamRequest {
 /// How a stream is being produced (shown to users, asserted by tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
+    /// The original file, as asked ([`Profile::Original`]).
     Original,
+    /// The original file, sent unchanged because it is already Opus or MP3
+    /// at or below the asked bitrate.
     Passthrough,
+    /// A complete transcode read from the cache.
     CacheHit,
     /// A live encode, started for this request or shared with another.
     Encode,
@@ -184,8 +208,11 @@ pub enum Via {
     Live,
 }
 
+/// An open stream: a [`Read`] of the bytes a player receives.
 pub struct Stream {
+    /// Content type of the bytes, e.g. [`OPUS_MIME`] or `audio/flac`.
     pub mime: &'static str,
+    /// How the bytes are produced.
     pub via: Via,
     /// Total length when known in advance (originals, complete entries).
     pub len: Option<u64>,
@@ -341,10 +368,13 @@ pub struct Streamer {
 }
 
 impl Streamer {
+    /// A streamer caching whole-track transcodes in `cache`, or caching
+    /// nothing when `None`.
     pub fn new(cache: Option<Cache>) -> Streamer {
         Streamer { cache }
     }
 
+    /// The transcode cache, if there is one.
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
     }
@@ -361,6 +391,14 @@ impl Streamer {
         Key::new(track.id, &transcode::output_spec(treq))
     }
 
+    /// Open `track` for `req`, choosing the cheapest way to produce it and
+    /// skipping the first `req.offset` bytes.
+    ///
+    /// Fails when no path of the track is a readable file
+    /// ([`StreamError::NoSource`]), when the file cannot be opened or skipped
+    /// into ([`StreamError::Io`]), when the transcode cannot start (bad
+    /// request, undecodable file) or when the cache fails; a cache whose
+    /// disk refuses to start a new entry gives an uncached stream instead.
     pub fn open(&self, track: &Track, req: &StreamRequest) -> Result<Stream, StreamError> {
         let mut s = self.open_at_zero(track, req)?;
         if req.offset > 0 {

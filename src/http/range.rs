@@ -13,7 +13,13 @@ pub enum Answer {
     /// Serve the whole body (no range, or one to ignore).
     Whole,
     /// Serve bytes `first..=last` (206).
-    Part { first: u64, last: u64 },
+    Part {
+        /// Offset of the first byte to serve.
+        first: u64,
+        /// Offset of the last byte to serve (inclusive), clamped to the
+        /// body's last byte.
+        last: u64,
+    },
     /// 416 Range Not Satisfiable.
     Unsatisfiable,
 }
@@ -32,7 +38,13 @@ impl Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spec {
     /// `bytes=A-` or `bytes=A-B`.
-    From { first: u64, last: Option<u64> },
+    From {
+        /// `A`: offset of the first byte asked for.
+        first: u64,
+        /// `B`: offset of the last byte asked for (inclusive, possibly past
+        /// the end); `None` for "to the end".
+        last: Option<u64>,
+    },
     /// `bytes=-N`.
     Suffix(u64),
 }

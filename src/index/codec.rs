@@ -15,6 +15,7 @@ pub fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
+/// The path whose raw bytes are `b`: the inverse of [`path_bytes`].
 #[cfg(unix)]
 pub fn path_from_bytes(b: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;

@@ -65,27 +65,59 @@ const C_COUNT: u8 = b'c';
 const O: u8 = b'O';
 const M: u8 = b'M';
 
+/// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// Another process holds the lock on the index database at this path.
     #[error("the index at {0} is in use by another tunemesh process")]
     Locked(PathBuf),
+    /// The database at `path` could not be opened.
     #[error("cannot open the index at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    Open {
+        /// The database directory: `index` inside the folder given to
+        /// [`Index::open`].
+        path: PathBuf,
+        /// What sled reported.
+        source: sled::Error,
+    },
+    /// A read or write of the database failed.
     #[error("index storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A stored value does not decode.
     #[error("corrupt index entry under key {key:?}: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The key of the value, lossily as text (its first byte names the
+        /// record kind).
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// A track record received from a peer does not decode to the id it was
+    /// sent under; nothing of that batch was stored.
     #[error("received track record rejected: {0}")]
     Rejected(String),
+    /// The background thread applying committed batches has stopped.
     #[error("index writer: {0}")]
     Writer(String),
+    /// The index was written by another version of tunemesh, in an on-disk
+    /// format this build does not read (0: an index without a format marker).
     #[error("the index at {path} has format {found}; this tunemesh reads format {FORMAT}")]
-    Format { path: PathBuf, found: u32 },
+    Format {
+        /// The database directory.
+        path: PathBuf,
+        /// The format the index is marked with.
+        found: u32,
+    },
     /// Refused before sled saw it: an I/O error inside sled poisons the
     /// open database for the rest of the process, so the index keeps a
     /// reserve and stops writing short of a full disk.
     #[error("the index's disk is full ({available} bytes free, {reserve} kept in reserve): nothing was written; free some space")]
-    DiskFull { available: u64, reserve: u64 },
+    DiskFull {
+        /// Bytes free on the index's disk.
+        available: u64,
+        /// Bytes the index keeps free: 1% of the disk, clamped to 1–64 MiB.
+        reserve: u64,
+    },
 }
 
 /// Free space the index leaves on its disk: a batch is not applied with
@@ -119,6 +151,7 @@ impl Reserve {
     }
 }
 
+/// Result of an index operation; the error defaults to [`IndexError`].
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> IndexError {
@@ -242,7 +275,10 @@ fn derive_keys(t: &Track) -> Derived {
 /// cover image if the index may not have it yet, and optionally what the
 /// index derives from it (computed by the caller, off the writer's thread).
 pub struct NewTrack<'a> {
+    /// The track; its `paths` field is ignored (the path given to the writer
+    /// is what gets recorded).
     pub track: Track,
+    /// Its cover image, stored if the index does not have it yet.
     pub cover: Option<&'a Cover>,
     /// Must be `derive(&track)` if given.
     pub derived: Option<Arc<Derived>>,
@@ -341,23 +377,37 @@ fn encode_dir(files: &DirFiles) -> Vec<u8> {
 /// Counts shown by `tunemesh status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
+    /// Distinct tracks (distinct file contents).
     pub tracks: usize,
+    /// Files indexed as a track (several files can hold one track).
     pub files: usize,
+    /// Albums.
     pub albums: usize,
+    /// Artists, track artists and album artists together.
     pub artists: usize,
+    /// Distinct cover images stored.
     pub covers: usize,
+    /// Paths (files, or folders that cannot be read) recorded as failing to
+    /// index.
     pub errors: usize,
 }
 
-/// A point-in-time content-addressed view of the index.
+/// A point-in-time content-addressed view of the index (local tracks only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Merkle root over the entries: equal roots mean equal libraries.
     pub root: Hash32,
+    /// Every `(track id, blake3 of its stored record)`, sorted by id.
     pub entries: Vec<snapshot::Entry>,
 }
 
 type SearchDocs = Arc<Vec<(TrackId, Box<str>)>>;
 
+/// The local library index: tracks, folder and file states, albums,
+/// artists, covers and scan errors, stored in one sled database.
+///
+/// Reads go straight to the database; writes go through the single
+/// [`Writer`] returned by [`Index::writer`].
 pub struct Index {
     db: sled::Db,
     tree: sled::Tree,
@@ -449,6 +499,7 @@ impl Index {
 
     // ----- queries -------------------------------------------------------
 
+    /// The library roots registered with [`Writer::add_root`].
     pub fn roots(&self) -> Result<Vec<PathBuf>> {
         self.scan_prefix(&[O])
             .map(|r| r.map(|(k, _)| path_from_bytes(&k[1..])))
@@ -460,6 +511,8 @@ impl Index {
         self.tree.get(&k)?.map(|v| dir_from(&k, &v)).transpose()
     }
 
+    /// What the scanner last recorded for the file at `path`; `None` if the
+    /// index has no entry for it.
     pub fn file_state(&self, path: &Path) -> Result<Option<FileState>> {
         let (dir, name) = split_path(path);
         Ok(self.dir(dir)?.and_then(|mut d| d.remove(name)))
@@ -493,6 +546,7 @@ impl Index {
         Ok(out)
     }
 
+    /// The track with this id; `None` if it is not indexed.
     pub fn track(&self, id: &TrackId) -> Result<Option<Track>> {
         let k = key(T, &id.0);
         self.tree.get(&k)?.map(|v| track_from(&k, &v)).transpose()
@@ -605,6 +659,7 @@ impl Index {
         Ok(out)
     }
 
+    /// The cover image with this id; `None` if it is not stored.
     pub fn cover(&self, id: &CoverId) -> Result<Option<Cover>> {
         let k = key(C, &id.0);
         match self.tree.get(&k)? {
@@ -637,6 +692,8 @@ impl Index {
         Ok(out)
     }
 
+    /// Counts of the records in the index (walks every folder record to count
+    /// files).
     pub fn counts(&self) -> Result<Counts> {
         let n = |p: u8| self.tree.scan_prefix([p]).keys().count();
         let mut files = 0;
@@ -1049,10 +1106,12 @@ impl Writer<'_> {
             .sum()
     }
 
+    /// No operation is queued in this batch.
     pub fn is_empty(&self) -> bool {
         self.ops == 0
     }
 
+    /// Register `root` as a library root (listed by [`Index::roots`]).
     pub fn add_root(&mut self, root: &Path) {
         self.batch.insert(key(O, path_bytes(root)), vec![]);
         self.ops += 1;
@@ -1146,6 +1205,7 @@ impl Writer<'_> {
         self.ops += 1;
     }
 
+    /// Drop the error recorded for `path`, if any.
     pub fn clear_error(&mut self, path: &Path) {
         self.batch.remove(key(E, path_bytes(path)));
         self.ops += 1;

@@ -92,12 +92,15 @@ pub fn document(title: &str, artists: &str, album: &str) -> String {
 
 /// A parsed query: normalised tokens plus the whole normalised string.
 pub struct Query {
+    /// The whole query, normalised (see [`normalize`]).
     pub whole: String,
+    /// The normalised query split on spaces, empty tokens dropped.
     pub tokens: Vec<String>,
     finders: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Query {
+    /// Parse the user's query text.
     pub fn new(q: &str) -> Query {
         let whole = normalize(q);
         let tokens: Vec<String> = whole
@@ -116,6 +119,8 @@ impl Query {
         }
     }
 
+    /// The query has no tokens (blank after normalisation): it matches
+    /// nothing, and [`Index::search`](crate::index::Index::search) returns no hits.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

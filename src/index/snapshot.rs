@@ -25,7 +25,11 @@ pub type Entry = (Hash32, Hash32);
 /// A trie node, as a peer would fetch it during sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
+    /// At most [`LEAF_MAX`] entries (or any number at the deepest level),
+    /// sorted by id.
     Leaf(Vec<Entry>),
+    /// The hashes of the 16 children, indexed by the next nibble of the id;
+    /// an empty child hashes to all zeros.
     Branch(Box<[Hash32; 16]>),
 }
 

@@ -11,10 +11,14 @@ use lofty::tag::{Tag, TagType};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Why generating a library failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
+    /// The template file cannot be read or is not an MP3 file (the path and
+    /// why).
     #[error("template {0}: {1}")]
     Template(PathBuf, String),
+    /// A folder or file of the library could not be created or written.
     #[error("writing {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -24,6 +28,7 @@ pub enum GenerateError {
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next number of the sequence (uniform over all `u64` values).
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -46,19 +46,30 @@ const COMMIT_OPS: usize = 512;
 /// Folder images bigger than this are ignored.
 const FOLDER_IMAGE_MAX: u64 = 20 << 20;
 
+/// Why a scan stopped. Files and folders that cannot be read do not stop a
+/// scan: they are recorded as errors in the index and in
+/// [`ScanReport::errors`].
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
+    /// A folder could not be read. Nothing in the scanner returns this at
+    /// present (see above).
     #[error("cannot scan {}: {source}", path.display())]
     Folder {
+        /// The folder.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Reading or writing the index failed; the batches committed before the
+    /// failure stay in the index.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A scanner thread could not be started or stopped unexpectedly.
     #[error("scan failed: {0}")]
     Internal(String),
 }
 
+/// How [`scan`] works.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
     /// Worker threads reading files.
@@ -107,6 +118,7 @@ pub struct ScanReport {
     pub removed: usize,
     /// Everything under the scanned folders that could not be indexed.
     pub errors: Vec<FileError>,
+    /// Wall-clock time of the whole scan, in milliseconds.
     pub elapsed_ms: u64,
 }
 

@@ -14,13 +14,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Why watching stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The filesystem watcher could not be created, or could not watch a root.
     #[error("cannot watch {}: {source}", path.display())]
     Watch {
+        /// The library root that could not be watched; empty when the
+        /// watcher itself could not be created.
         path: PathBuf,
+        /// What notify reported.
         source: notify::Error,
     },
+    /// A rescan of what changed (of every root, after lost events or a
+    /// watcher error) failed.
     #[error(transparent)]
     Scan(#[from] ScanError),
 }

@@ -39,18 +39,31 @@ pub const MIN_KBPS: u32 = 16;
 /// The highest Opus bitrate offered, kb/s.
 pub const MAX_KBPS: u32 = 256;
 
+/// Why a transcode could not be opened or continued.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {
+    /// The source file could not be opened or read (the message names the
+    /// path).
     #[error("cannot read the source: {0}")]
     Io(String),
+    /// The file's format, codec, channel layout or sample rate is one the
+    /// pipeline cannot decode or encode.
     #[error("cannot decode: {0}")]
     Unsupported(String),
+    /// The file is damaged: its container or audio data does not decode.
     #[error("damaged file: {0}")]
     Corrupt(String),
+    /// The [`Request`] is invalid: a bitrate outside
+    /// [`MIN_KBPS`]..=[`MAX_KBPS`], or a start or duration that is not a
+    /// non-negative (for duration: positive) finite number of seconds.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// libopus refused an operation (the message carries its error string
+    /// and code).
     #[error("Opus encoder: {0}")]
     Encoder(String),
+    /// A broken invariant inside the pipeline: a bug, not a property of the
+    /// file.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,9 +71,13 @@ pub enum TranscodeError {
 /// What to put in the stream's tags.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
+    /// Written as `TUNEMESH_TRACK_ID` (hex) when set.
     pub track_id: Option<TrackId>,
+    /// Written as `TITLE` unless empty.
     pub title: String,
+    /// Each written as one `ARTIST` comment.
     pub artists: Vec<String>,
+    /// Written as `ALBUM` unless empty.
     pub album: String,
 }
 
@@ -76,10 +93,12 @@ pub struct Request {
     /// Send an Opus or MP3 source at or below the bitrate unchanged (only
     /// for whole tracks: an offset always transcodes).
     pub passthrough: bool,
+    /// Tags to write into the stream's comment header.
     pub meta: Meta,
 }
 
 impl Request {
+    /// A whole-track request at `kbps`, passthrough allowed, no tags.
     pub fn new(kbps: u32) -> Request {
         Request {
             kbps,
@@ -113,7 +132,12 @@ impl Request {
 pub enum Output {
     /// Send the source file as it is: it already is `codec` at or below
     /// the asked bitrate.
-    Passthrough { codec: &'static str, kbps: u32 },
+    Passthrough {
+        /// The source codec as the decoder names it: `"MP3"` or `"Opus"`.
+        codec: &'static str,
+        /// The file's average bitrate in kb/s (file size over duration).
+        kbps: u32,
+    },
     /// Stream this transcode.
     Opus(Box<Transcode>),
 }

@@ -23,6 +23,8 @@ fn opus_error(what: &str, code: i32) -> TranscodeError {
     TranscodeError::Encoder(format!("{what}: {} ({code})", opus_strerror(code)))
 }
 
+/// A libopus encoder (music application, VBR) that turns 20 ms frames of
+/// interleaved samples into Opus packets; freed on drop.
 pub struct Encoder {
     st: *mut OpusEncoder,
     channels: usize,
