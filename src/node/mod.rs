@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+/// What a node is for.
 pub enum Role {
     /// Indexes and watches its folders, serves its library.
     Home,
@@ -44,6 +45,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// `home` or `phone`, as shown to members and in status.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Home => "home",
@@ -52,14 +54,18 @@ impl Role {
     }
 }
 
+/// How to start a [`Node`]: [`NodeConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// Where the node keeps everything: index, cache, keys, member list.
     pub data_dir: PathBuf,
+    /// Home (indexes folders) or phone.
     pub role: Role,
     /// Library folders to add (home).
     pub dirs: Vec<PathBuf>,
     /// Multiaddrs to listen on (empty: all interfaces, random ports).
     pub listen: Vec<String>,
+    /// Find other members on the LAN by mDNS.
     pub mdns: bool,
     /// Relays to keep a reservation on (`…/p2p/<relay id>`).
     pub relays: Vec<String>,
@@ -67,13 +73,17 @@ pub struct NodeConfig {
     pub upnp: bool,
     /// Device name shown to the other members.
     pub name: String,
+    /// Most bytes the transcode cache keeps (least recently used go first).
     pub cache_bytes: u64,
+    /// Scanner options (threads, per-file time limit).
     pub scan: ScanOptions,
     /// Quiet period before a burst of folder changes is rescanned.
     pub debounce: Duration,
 }
 
 impl NodeConfig {
+    /// Defaults: listen everywhere on random ports, mDNS on, no relays, no
+    /// UPnP, the host's name, the default cache size.
     pub fn new(data_dir: PathBuf, role: Role) -> NodeConfig {
         NodeConfig {
             data_dir,
@@ -99,20 +109,29 @@ fn default_name(role: Role) -> String {
         .unwrap_or_else(|| role.as_str().to_string())
 }
 
+/// Why a node operation failed; the HTTP API maps the kinds to statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The index failed (storage, corruption, a full disk).
     #[error(transparent)]
     Index(#[from] index::IndexError),
+    /// The mesh failed or refused.
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// The transcode cache could not be opened.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// No such track, album, artist or cover (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request itself is wrong (400).
     #[error("{0}")]
     BadRequest(String),
+    /// Right request, but it cannot be served now: no holder online, the
+    /// node stopping (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A file of the data dir.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -153,40 +172,57 @@ impl From<IdError> for NodeError {
 }
 
 /// Where a track can be played from.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Source {
+    /// The holder's device id.
     pub device: String,
+    /// Its name (empty when unknown).
     pub name: String,
     /// This device.
     pub local: bool,
+    /// Connected now (this device always is).
     pub online: bool,
 }
 
 /// A track of the merged library, with every device that holds it.
 #[derive(Debug, Clone)]
 pub struct LibraryTrack {
+    /// The track (with paths only when this device holds it).
     pub track: Arc<Track>,
     /// The album it belongs to, if it names one.
     pub album: Option<AlbumId>,
+    /// Every holder, this device first when it is one.
     pub sources: Vec<Source>,
 }
 
 pub use crate::sync::SyncStats;
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// What `tunemesh status` shows of a running node.
+#[derive(Debug, Clone)]
 pub struct Status {
+    /// This device's id.
     pub device: String,
+    /// Its name.
     pub name: String,
+    /// Home or phone.
     pub role: Role,
+    /// The mesh id (its founder's device id).
     pub mesh: String,
+    /// Snapshot root of the local index, hex.
     pub root: String,
+    /// Tracks in the local index.
     pub tracks: u64,
+    /// Members of the mesh (this device included).
     pub members: usize,
+    /// Members connected now.
     pub connected: usize,
+    /// Mesh addresses it listens on.
     pub listen: Vec<String>,
     /// "public", "private" or "unknown" (AutoNAT through our relays).
     pub reachability: String,
+    /// The relays it keeps reservations on.
     pub relays: Vec<mesh::RelayInfo>,
+    /// Library sync figures.
     pub sync: SyncStats,
 }
 
@@ -355,10 +391,12 @@ impl Node {
         self.inner.tasks.spawn(f);
     }
 
+    /// This device's id.
     pub fn device_id(&self) -> DeviceId {
         self.inner.client.device_id()
     }
 
+    /// Home or phone.
     pub fn role(&self) -> Role {
         self.inner.cfg.role
     }
@@ -399,6 +437,7 @@ impl Node {
 
     // ----- status and membership ------------------------------------------
 
+    /// This node as of now.
     pub fn status(&self) -> Status {
         let snap = self.snapshot();
         let c = &self.inner.client;
@@ -418,26 +457,33 @@ impl Node {
         }
     }
 
+    /// Library sync figures so far.
     pub fn sync_stats(&self) -> SyncStats {
         self.inner.syncer.stats()
     }
 
+    /// Members and relays we know, with their paths and round trips.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.inner.client.peers()
     }
 
+    /// The signed member list.
     pub fn devices(&self) -> Vec<Device> {
         self.inner.client.devices()
     }
 
+    /// A ticket (`TM1…`) a new device joins with, valid for `ttl`, once.
     pub fn invite(&self, ttl: Duration) -> Result<String, NodeError> {
         Ok(self.inner.client.invite(ttl)?)
     }
 
+    /// Join the mesh a ticket invites to; returns its members.
     pub async fn join(&self, ticket: &str) -> Result<Vec<Device>, NodeError> {
         Ok(self.inner.client.join(ticket).await?)
     }
 
+    /// Revoke a member (signed, spread to every member) and forget its
+    /// catalog.
     pub async fn remove_device(&self, id: &str) -> Result<(), NodeError> {
         let d: DeviceId = id.parse()?;
         if d == self.device_id() {
