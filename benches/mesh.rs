@@ -783,13 +783,27 @@ fn sync_part(args: &Args, manifest: &Path, target: &Path, run_dir: &Path) -> Res
         std::fs::write(&victim, &original).ctx(format!("restoring {}", victim.display()))?;
     }
 
-    // The phone's merged library.
+    // The phone's merged library, its RSS sampled while it streams out.
+    let sampler = RssSampler::start(phone.pid);
     let t0 = Instant::now();
     let lib_json = phone.get_json("/api/library")?;
     let library_s = t0.elapsed().as_secs_f64();
+    let library_peak_kib = sampler.stop();
     let library_n = lib_json.as_array().map_or(0, Vec::len);
+    println!(
+        "  phone /api/library: {library_n} tracks in {library_s:.2} s, phone RSS at most {} meanwhile",
+        mib(library_peak_kib)
+    );
+    // The catalog's pages and search, as the web player will use them.
+    let queries = search_queries(&lib_json, 200);
     drop(lib_json);
-    println!("  phone /api/library: {library_n} tracks in {library_s:.2} s");
+    match catalog_latency(&phone, &queries) {
+        Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+        Err(e) => problems.push(format!("catalog queries: {e}")),
+    }
+    for (d, pid) in [("home", home.pid), ("phone", phone.pid)] {
+        println!("  {d} memory: {}", smaps_rollup(pid));
+    }
     if library_n != n {
         problems.push(format!(
             "the phone's merged library has {library_n} tracks, not {n}"
@@ -1558,4 +1572,152 @@ fn ffmpeg_first(input: &Path) -> Res<Fetch> {
         return Err(format!("{what}: fewer than 3 Ogg pages on stdout").into());
     }
     Ok(f)
+}
+
+// ---------------------------------------------------------------- catalog
+
+/// Peak RSS of a process, sampled every 5 ms on a thread of its own.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<i64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss(pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn stop(self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// Rss, anonymous and file-backed parts of a process (`smaps_rollup`).
+fn smaps_rollup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| -> i64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    format!(
+        "Rss {} = anonymous (heap: catalog, sled cache, buffers) {} + file-backed (binary, sled files) {}",
+        mib(field("Rss:")),
+        mib(field("Anonymous:")),
+        mib(field("Rss:") - field("Anonymous:"))
+    )
+}
+
+/// Queries a person would type: the first word of a title, a word of the
+/// artist, the start of an album name, taken from the library itself.
+fn search_queries(lib: &serde_json::Value, n: usize) -> Vec<String> {
+    let tracks = lib.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut rng = SEED;
+    let mut out = Vec::new();
+    for i in 0..n {
+        if tracks.is_empty() {
+            break;
+        }
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let t = &tracks[(rng >> 33) as usize % tracks.len()];
+        let field = ["title", "artist", "album"][i % 3];
+        let text = t[field].as_str().unwrap_or("");
+        let word: String = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("a")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(6)
+            .collect();
+        out.push(if word.is_empty() { "a".into() } else { word });
+    }
+    out
+}
+
+/// p50 and p99 in ms of `n` timed GETs of paths made by `path`.
+fn time_gets(d: &Daemon, n: usize, mut path: impl FnMut(usize) -> String) -> Res<(f64, f64)> {
+    let auth = format!("Bearer {}", d.token);
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = path(i);
+        let t0 = Instant::now();
+        let f = http(&d.addr, &p, Some(&auth), false, true)?;
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if f.status != 200 {
+            return Err(format!("GET {p}: HTTP {}", f.status).into());
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+/// Latency of the catalog's queries on `d`, from request to last byte
+/// (each on a fresh connection, as `http` makes them).
+fn catalog_latency(d: &Daemon, queries: &[String]) -> Res<Vec<String>> {
+    const N: usize = 200;
+    let albums = d.get_json("/api/albums?limit=1000")?;
+    let total_albums = albums["total"].as_u64().unwrap_or(0) as usize;
+    let ids: Vec<String> = albums["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tracks = d.get_json("/api/tracks?limit=1")?["total"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    if ids.is_empty() || tracks == 0 || queries.is_empty() {
+        return Err("no albums or tracks to query".into());
+    }
+    let spread = |i: usize, total: usize| (i * 7919) % total.saturating_sub(100).max(1);
+    let mut out = vec![format!(
+        "catalog    {total_albums} albums, {tracks} tracks; {N} requests each, p50 / p99 ms (floors: 10 ms p50; search p99 30 ms)"
+    )];
+    let rows: [(&str, Box<dyn FnMut(usize) -> String>); 4] = [
+        (
+            "100 albums by artist",
+            Box::new(|i| {
+                format!(
+                    "/api/albums?sort=artist&limit=100&offset={}",
+                    spread(i, total_albums)
+                )
+            }),
+        ),
+        (
+            "100 tracks",
+            Box::new(|i| format!("/api/tracks?limit=100&offset={}", spread(i, tracks))),
+        ),
+        (
+            "an album's tracks",
+            Box::new(|i| format!("/api/albums/{}", ids[i % ids.len()])),
+        ),
+        (
+            "search",
+            Box::new(|i| format!("/api/search?q={}&limit=50", queries[i % queries.len()])),
+        ),
+    ];
+    for (what, f) in rows {
+        let (p50, p99) = time_gets(d, N, f)?;
+        out.push(format!("  {what:<22} {p50:>7.2} / {p99:>7.2}"));
+    }
+    Ok(out)
 }
