@@ -1668,6 +1668,9 @@ fn time_gets(d: &Daemon, n: usize, mut path: impl FnMut(usize) -> String) -> Res
     Ok((at(0.5), at(0.99)))
 }
 
+/// Makes the path of the i-th request.
+type PathFn<'a> = Box<dyn FnMut(usize) -> String + 'a>;
+
 /// Latency of the catalog's queries on `d`, from request to last byte
 /// (each on a fresh connection, as `http` makes them).
 fn catalog_latency(d: &Daemon, queries: &[String]) -> Res<Vec<String>> {
@@ -1692,7 +1695,7 @@ fn catalog_latency(d: &Daemon, queries: &[String]) -> Res<Vec<String>> {
     let mut out = vec![format!(
         "catalog    {total_albums} albums, {tracks} tracks; {N} requests each, p50 / p99 ms (floors: 10 ms p50; search p99 30 ms)"
     )];
-    let rows: [(&str, Box<dyn FnMut(usize) -> String>); 4] = [
+    let rows: [(&str, PathFn); 4] = [
         (
             "100 albums by artist",
             Box::new(|i| {
