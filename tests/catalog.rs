@@ -153,19 +153,17 @@ fn the_phone_sees_albums_and_artists_of_the_merged_library() {
     );
     assert_eq!(ok(&phone, "/api/library?scope=local"), Value::Array(vec![]));
 
-    // A cover, resized.
-    let cover = first["cover"].as_str().unwrap();
-    let (url, token) = home.api();
-    let r = ureq::get(format!("{url}/api/cover/{cover}?size=8"))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()
-        .unwrap();
-    assert_eq!(r.headers()["content-type"], "image/jpeg");
-    let jpg = r.into_body().read_to_vec().unwrap();
-    assert_eq!(&jpg[..2], [0xff, 0xd8]);
-    // The frame header (SOF0) gives 8 x 8 pixels (the original is 16 x 16).
-    let sof = jpg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
-    assert_eq!(&jpg[sof + 5..sof + 9], [0, 8, 0, 8]);
+    // A cover, resized, on the home; the phone fetches it through the mesh.
+    let cover = first["cover"].as_str().unwrap().to_string();
+    let on_home = image(&home, &format!("/api/cover/{cover}"));
+    assert_eq!(image(&phone, &format!("/api/cover/{cover}")), on_home);
+    for d in [&home, &phone] {
+        let jpg = image(d, &format!("/api/cover/{cover}?size=8"));
+        assert_eq!(&jpg[..2], [0xff, 0xd8]);
+        // The frame header (SOF0) gives 8 x 8 pixels (the original is 16 x 16).
+        let sof = jpg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        assert_eq!(&jpg[sof + 5..sof + 9], [0, 8, 0, 8]);
+    }
 
     // Bad requests are refused with a reason, unknown ids are 404s.
     for (path, want) in [
@@ -191,4 +189,19 @@ fn the_phone_sees_albums_and_artists_of_the_merged_library() {
         .unwrap()
         .iter()
         .all(|t| t["online"] == false));
+    // Its cover was kept: still there, and resized to new sizes.
+    assert_eq!(image(&phone, &format!("/api/cover/{cover}")), on_home);
+    assert_eq!(&image(&phone, &format!("/api/cover/{cover}?size=12"))[..2], [0xff, 0xd8]);
+}
+
+/// The bytes of an image endpoint (200 with an image content type).
+fn image(d: &Daemon, path: &str) -> Vec<u8> {
+    let (url, token) = d.api();
+    let r = ureq::get(format!("{url}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("image/"), "{path}: {ct}");
+    r.into_body().read_to_vec().unwrap()
 }

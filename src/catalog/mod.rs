@@ -335,6 +335,24 @@ impl Catalog {
         prefix.pick(self.read().items.range(lo..=hi).map(|(id, _)| *id))
     }
 
+    /// Every device holding a track whose cover is `id` (to fetch it from).
+    pub fn cover_holders(&self, id: &CoverId) -> Vec<DeviceId> {
+        let s = self.read();
+        let mut slots: Vec<u16> = vec![];
+        for it in s
+            .items
+            .values()
+            .filter(|it| it.track.cover.as_ref() == Some(id))
+        {
+            for h in &it.holders {
+                if !slots.contains(h) {
+                    slots.push(*h);
+                }
+            }
+        }
+        slots.into_iter().map(|h| s.devices[h as usize]).collect()
+    }
+
     /// Tracks in library order: album artist, album, disc, number, title.
     pub fn tracks(&self, page: Page) -> Paged<CatalogTrack> {
         let s = self.read();

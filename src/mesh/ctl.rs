@@ -40,6 +40,9 @@ fn request_to_proto(req: Request) -> proto::CtlRequest {
             Request::GetRecords(ids) => proto::ctl_request::Kind::GetRecords(proto::GetRecords {
                 ids: ids.iter().map(|i| i.0.to_vec()).collect(),
             }),
+            Request::GetCover(id) => {
+                proto::ctl_request::Kind::GetCover(proto::GetCover { id: id.0.to_vec() })
+            }
         }),
     }
 }
@@ -78,6 +81,10 @@ fn response_from_proto(peer: &DeviceId, resp: proto::CtlResponse) -> Result<Resp
             })
         }
         Some(proto::ctl_response::Kind::Records(r)) => Response::Records(r.records),
+        Some(proto::ctl_response::Kind::Cover(c)) => Response::Cover {
+            mime: c.mime,
+            data: c.data,
+        },
         Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
         _ => return Err(bad("unexpected answer")),
     })
@@ -88,6 +95,9 @@ fn response_to_proto(resp: Response) -> proto::ctl_response::Kind {
         Response::Error(e) => proto::ctl_response::Kind::Error(e),
         Response::Records(r) => {
             proto::ctl_response::Kind::Records(proto::RecordsReply { records: r })
+        }
+        Response::Cover { mime, data } => {
+            proto::ctl_response::Kind::Cover(proto::CoverReply { mime, data })
         }
         Response::Node(n) => proto::ctl_response::Kind::Node(proto::NodeReply {
             root: n.root.0.to_vec(),
@@ -399,6 +409,10 @@ async fn answer(
                 _ => R::Error("bad or too many track ids".into()),
             }
         }
+        Some(proto::ctl_request::Kind::GetCover(g)) => match Hash32::from_slice(&g.id) {
+            Some(id) => ask_node(c, peer, Request::GetCover(id)).await,
+            None => R::Error("bad cover id".into()),
+        },
         None => R::Error("unknown request (a newer tunemesh?)".into()),
     })
 }

@@ -9,7 +9,7 @@
 use super::audio::MeshStream;
 use super::MeshError;
 use crate::index::snapshot::Entry;
-use crate::model::{Hash32, TrackId};
+use crate::model::{CoverId, Hash32, TrackId};
 use libp2p::PeerId;
 use std::fmt;
 use tokio::sync::oneshot;
@@ -139,6 +139,8 @@ pub enum Request {
     },
     /// Encoded track records by id.
     GetRecords(Vec<TrackId>),
+    /// A cover image of one of its tracks.
+    GetCover(CoverId),
 }
 
 /// Part of a snapshot trie: the children's hashes, or every entry below.
@@ -161,6 +163,13 @@ pub enum Response {
     Node(NodeReply),
     /// Encoded records, in the order asked.
     Records(Vec<Vec<u8>>),
+    /// A cover image (unchecked: the asker hashes it against the id).
+    Cover {
+        /// Its MIME type.
+        mime: String,
+        /// The image bytes.
+        data: Vec<u8>,
+    },
     /// Why it cannot answer.
     Error(String),
 }

@@ -2,12 +2,29 @@
 //! awaits sled or files itself: every piece of work is a task of its own.
 
 use super::Node;
-use crate::mesh::{Event, Response};
+use crate::mesh::{Event, Request, Response};
+use crate::model::CoverId;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+/// Largest cover sent to a member (under the control reply limit).
+const MAX_COVER: usize = 6 << 20;
+
 impl Node {
-    // ----- events from the mesh ----------------------------------------------
+    /// A member asks for the cover of one of our tracks.
+    async fn answer_cover(&self, id: CoverId) -> Response {
+        let ix = self.inner.index.clone();
+        match self.inner.tasks.blocking(move || ix.cover(&id)).await {
+            Ok(Ok(Some(c))) if c.data.len() <= MAX_COVER => Response::Cover {
+                mime: c.mime,
+                data: c.data,
+            },
+            Ok(Ok(Some(_))) => Response::Error("that cover is too big to send".into()),
+            Ok(Ok(None)) => Response::Error("no such cover here".into()),
+            Ok(Err(e)) => Response::Error(e.to_string()),
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
 
     pub(super) async fn event_loop(&self, mut rx: mpsc::Receiver<Event>) {
         while let Some(ev) = rx.recv().await {
@@ -22,9 +39,12 @@ impl Node {
                 } => {
                     let n = self.clone();
                     self.spawn(async move {
-                        let r = n.inner.syncer.answer(n.snapshot(), request).await;
+                        let r = match request {
+                            Request::GetCover(id) => n.answer_cover(id).await,
+                            sync => n.inner.syncer.answer(n.snapshot(), sync).await,
+                        };
                         if let Response::Error(e) = &r {
-                            tracing::info!(%from, "sync request refused: {e}");
+                            tracing::info!(%from, "request refused: {e}");
                         }
                         let _ = reply.send(r);
                     });

@@ -11,18 +11,18 @@
 //! thread, keep bytes of an original that fail their track id, or trust a
 //! member's records beyond what their hashes prove.
 
+mod covers;
 mod dispatch;
 pub mod state;
 mod watcher;
 
-use crate::artwork;
 use crate::cache::Cache;
 use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};
 use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
 use crate::library::ScanOptions;
 use crate::mesh::{self, Announcement, Device, DeviceId, Mesh, MeshError, PeerInfo};
-use crate::model::{Cover, CoverId, Track};
+use crate::model::Track;
 use crate::playback::{self, PlayStream, Playback, PlaybackError};
 use crate::stream::{Bitrate, Streamer};
 use crate::sync::{SyncError, Syncer};
@@ -627,45 +627,6 @@ impl Node {
         Ok(self.holders().label(t))
     }
 
-    /// A cover image by id; with `size`, scaled so its longest side is at
-    /// most that many pixels (a JPEG, cached in `covers/` of the data dir).
-    pub async fn cover(&self, id: CoverId, size: Option<u32>) -> Result<Option<Cover>, NodeError> {
-        if let Some(size) = size.filter(|s| !artwork::SIZES.contains(s)) {
-            return Err(NodeError::BadRequest(
-                artwork::ArtworkError::Size(size).to_string(),
-            ));
-        }
-        let ix = self.inner.index.clone();
-        let dir = self.inner.cfg.data_dir.join("covers");
-        self.inner
-            .tasks
-            .blocking(move || -> Result<Option<Cover>, NodeError> {
-                let cached = size.map(|s| dir.join(format!("{}-{s}.jpg", id.to_hex())));
-                if let Some(data) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
-                    let mime = "image/jpeg".into();
-                    return Ok(Some(Cover { id, mime, data }));
-                }
-                let Some(original) = ix.cover(&id)? else {
-                    return Ok(None);
-                };
-                let (Some(size), Some(path)) = (size, cached) else {
-                    return Ok(Some(original));
-                };
-                let (mime, data) = artwork::resize(&original.data, size)
-                    .map_err(|e| NodeError::Unavailable(e.to_string()))?;
-                // A cache: failing to keep a copy only costs a resize next time.
-                if let Err(e) = write_whole(&dir, &path, &data) {
-                    tracing::warn!("cannot cache a resized cover: {e}");
-                }
-                Ok(Some(Cover {
-                    id,
-                    mime: mime.into(),
-                    data,
-                }))
-            })
-            .await?
-    }
-
     // ----- streaming ---------------------------------------------------------------
 
     /// Open a track for the local player: from this device if it holds it,
@@ -700,12 +661,6 @@ impl Node {
             .fetch(lt.track, holders, bitrate, start_ms, offset)
             .await?)
     }
-}
-
-/// Write `data` to `path` in `dir` whole or not at all.
-fn write_whole(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    crate::fsutil::write_atomic(path, data, crate::fsutil::FileMode::Default)
 }
 
 /// Keep when albums were first seen, for "recently added" after a restart.

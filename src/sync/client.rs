@@ -98,7 +98,7 @@ impl Syncer {
                         "{peer} refused a sync request: {e}"
                     )))
                 }
-                Response::Records(_) => {
+                Response::Records(_) | Response::Cover { .. } => {
                     return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                 }
             };
@@ -162,7 +162,7 @@ impl Syncer {
                 match reply {
                     Response::Records(r) => got.extend(r),
                     Response::Error(e) => return Err(SyncError::Peer(e)),
-                    Response::Node(_) => {
+                    Response::Node(_) | Response::Cover { .. } => {
                         return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                     }
                 }

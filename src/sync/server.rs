@@ -62,6 +62,7 @@ pub fn answer(ix: &Index, snap: &Snapshot, req: Request) -> Response {
                 records,
             })
         }
+        Request::GetCover(_) => Response::Error("not a sync request".into()),
         Request::GetRecords(ids) => {
             let mut out = vec![];
             let mut budget = REPLY_BUDGET;
