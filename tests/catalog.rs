@@ -191,7 +191,10 @@ fn the_phone_sees_albums_and_artists_of_the_merged_library() {
         .all(|t| t["online"] == false));
     // Its cover was kept: still there, and resized to new sizes.
     assert_eq!(image(&phone, &format!("/api/cover/{cover}")), on_home);
-    assert_eq!(&image(&phone, &format!("/api/cover/{cover}?size=12"))[..2], [0xff, 0xd8]);
+    assert_eq!(
+        &image(&phone, &format!("/api/cover/{cover}?size=12"))[..2],
+        [0xff, 0xd8]
+    );
 }
 
 /// The bytes of an image endpoint (200 with an image content type).

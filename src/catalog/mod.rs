@@ -158,14 +158,15 @@ struct Item {
     /// Slots (into `State::devices`) of the devices holding it.
     holders: Vec<u16>,
     album: Option<AlbumId>,
-    /// Its place in the track order.
-    order: Box<[u8]>,
+    /// Its place in the track order (shared with the order sets: one
+    /// copy per track).
+    order: Arc<[u8]>,
 }
 
 struct AlbumEntry {
     /// Tracks by their place in the track order (disc, number, title
     /// within the album).
-    tracks: BTreeSet<(Box<[u8]>, TrackId)>,
+    tracks: BTreeSet<(Arc<[u8]>, TrackId)>,
     /// When this device first saw it (unix ms), for [`AlbumSort::Added`].
     added: u64,
     /// Creation order in this catalog: ties of `added` newest first.
@@ -186,7 +187,7 @@ struct ArtistEntry {
 struct State {
     devices: Vec<DeviceId>,
     items: BTreeMap<TrackId, Item>,
-    order: BTreeSet<(Box<[u8]>, TrackId)>,
+    order: BTreeSet<(Arc<[u8]>, TrackId)>,
     albums: HashMap<AlbumId, AlbumEntry>,
     album_orders: [BTreeSet<(Box<[u8]>, AlbumId)>; 4],
     artists: HashMap<ArtistId, ArtistEntry>,
@@ -215,6 +216,22 @@ fn cat(parts: &[&[u8]]) -> Box<[u8]> {
         v.push(0);
     }
     v.into_boxed_slice()
+}
+
+/// The `limit` best hits: highest score first, equal scores by id (the
+/// same on every device). Selects before it sorts: a broad query matches
+/// most of the library, and only a page of it is wanted.
+fn best<K: Ord + Copy>(mut hits: Vec<(K, u32)>, limit: usize) -> Vec<K> {
+    let rank = |a: &(K, u32), b: &(K, u32)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if limit == 0 {
+        return vec![];
+    }
+    if hits.len() > limit {
+        hits.select_nth_unstable_by(limit - 1, rank);
+        hits.truncate(limit);
+    }
+    hits.sort_unstable_by(rank);
+    hits.into_iter().map(|(k, _)| k).collect()
 }
 
 fn now_ms() -> u64 {
@@ -437,42 +454,17 @@ impl Catalog {
             return Found::default();
         }
         let s = self.read();
-        // Best score first; equal scores in listing order.
-        let mut tracks: Vec<(&Item, u32)> = s
-            .track_docs
-            .matches(&q)
+        let tracks = best(s.track_docs.matches(&q), limit)
             .into_iter()
-            .filter_map(|(id, sc)| Some((s.items.get(&id)?, sc)))
+            .filter_map(|id| s.items.get(&id).map(|it| s.view(it)))
             .collect();
-        tracks.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.order.cmp(&b.0.order)));
-        let tracks = tracks
+        let albums = best(s.album_docs.matches(&q), limit)
             .into_iter()
-            .take(limit)
-            .map(|(it, _)| s.view(it))
+            .filter_map(|a| s.album_info(&a))
             .collect();
-        let mut albums: Vec<(&[u8], u32, AlbumId)> = s
-            .album_docs
-            .matches(&q)
+        let artists = best(s.artist_docs.matches(&q), limit)
             .into_iter()
-            .filter_map(|(a, sc)| Some((&s.albums.get(&a)?.keys[0][..], sc, a)))
-            .collect();
-        albums.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let albums = albums
-            .into_iter()
-            .take(limit)
-            .filter_map(|(_, _, a)| s.album_info(&a))
-            .collect();
-        let mut artists: Vec<(&[u8], u32, ArtistId)> = s
-            .artist_docs
-            .matches(&q)
-            .into_iter()
-            .filter_map(|(a, sc)| Some((&s.artists.get(&a)?.key[..], sc, a)))
-            .collect();
-        artists.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let artists = artists
-            .into_iter()
-            .take(limit)
-            .filter_map(|(_, _, a)| s.artist_info(&a))
+            .filter_map(|a| s.artist_info(&a))
             .collect();
         Found {
             tracks,
@@ -528,7 +520,7 @@ impl State {
             return;
         }
         let id = t.id;
-        let order = track_order(&t);
+        let order: Arc<[u8]> = Arc::from(track_order(&t));
         let album = AlbumId::of(&t.tags);
         self.order.insert((order.clone(), id));
         self.track_docs.put(
@@ -570,7 +562,7 @@ impl State {
         }
     }
 
-    fn album_add(&mut self, a: AlbumId, t: &Track, order: &[u8]) {
+    fn album_add(&mut self, a: AlbumId, t: &Track, order: &Arc<[u8]>) {
         let owner = t.tags.album_owner();
         let artist = ArtistId::of(&owner);
         if !self.albums.contains_key(&a) {
@@ -596,7 +588,7 @@ impl State {
         let Some(e) = self.albums.get_mut(&a) else {
             return;
         };
-        e.tracks.insert((order.into(), t.id));
+        e.tracks.insert((order.clone(), t.id));
         if e.tracks.len() == 1 {
             self.album_docs
                 .put(a, &docs::name_doc(&search::normalize(&t.tags.album)));

@@ -52,6 +52,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// sled's page cache. Reads are few after a scan (the catalog answers
+/// listings from memory), so it stays small: it is most of an idle node's
+/// memory otherwise.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// On-disk format of the index; a newer one is refused, not misread.
 const FORMAT: u32 = 2;
 
@@ -426,7 +431,7 @@ impl Index {
         let path = dir.join("index");
         let db = sled::Config::new()
             .path(&path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(500))
             .mode(sled::Mode::HighThroughput)
             .open()
