@@ -5,7 +5,14 @@
 //! Every surface that lists music (HTTP API, CLI, the web player and
 //! Subsonic API to come) reads it here: one sort key ([`sort_key`]), one
 //! id-prefix resolver ([`id::Prefix`]), one search, paged queries that cost
-//! the page (plus a skip over the offset), not the library.
+//! the page (plus a walk over the albums before it), not the library.
+//!
+//! Compact on purpose: a track is a small entry (id, holders as a bit
+//! mask, album, disc/number, a title key, its search document), never its
+//! whole record; a page's records are read from the index by the node.
+//! The track order is the albums' order (album artist, then title) and,
+//! within an album, disc, number and title, so no order key per track is
+//! kept. About 200 bytes a track.
 //!
 //! Album and artist ids ([`AlbumId`], [`ArtistId`]) are derived from folded
 //! names, so the same album held by two devices is one album and keeps its
@@ -17,15 +24,15 @@
 
 mod docs;
 pub mod id;
+mod state;
 
 pub use id::{AlbumId, ArtistId, IdError, Prefix};
 
 use crate::index::search::{self, Query};
 use crate::mesh::DeviceId;
 use crate::model::{CoverId, Track, TrackId};
-use docs::Docs;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use state::State;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The key names and titles sort by: folded (case and accents ignored,
 /// punctuation as spaces) with a leading article dropped, as record shops
@@ -40,6 +47,40 @@ pub fn sort_key(s: &str) -> String {
         }
     }
     f
+}
+
+/// A track's place in the library order: album artist, album, disc,
+/// number, title (by [`sort_key`]). Every listing of tracks sorts this
+/// way, the catalog and the CLI offline alike (ties: by id).
+pub fn track_order(t: &Track) -> Box<[u8]> {
+    let g = &t.tags;
+    let mut v = Vec::new();
+    for (i, part) in [
+        sort_key(&g.album_owner()).into_bytes(),
+        sort_key(&g.album).into_bytes(),
+        disc_of(t).to_be_bytes().to_vec(),
+        number_of(t).to_be_bytes().to_vec(),
+        sort_key(&g.title).into_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            v.push(0);
+        }
+        v.extend(part);
+    }
+    v.into_boxed_slice()
+}
+
+/// No disc number is disc 1.
+fn disc_of(t: &Track) -> u32 {
+    t.tags.disc.unwrap_or(1)
+}
+
+/// Tracks without a number go last on their disc.
+fn number_of(t: &Track) -> u32 {
+    t.tags.track.unwrap_or(u32::MAX)
 }
 
 /// A slice of a listing.
@@ -81,24 +122,16 @@ pub enum AlbumSort {
     Added,
 }
 
-impl AlbumSort {
-    const ALL: [AlbumSort; 4] = [
-        AlbumSort::Name,
-        AlbumSort::Artist,
-        AlbumSort::Year,
-        AlbumSort::Added,
-    ];
-}
-
-/// A track of the merged library and the devices holding it.
-#[derive(Debug, Clone)]
+/// A track of the merged library: its id, album and holders. Its record
+/// is the index's (this device's own, or the first holder's as synced).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogTrack {
-    /// The track as its first holder described it (this device's own
-    /// record when it holds the track, with its paths; others without).
-    pub track: Arc<Track>,
+    /// The track.
+    pub id: TrackId,
     /// The album it belongs to, if it names one.
     pub album: Option<AlbumId>,
-    /// Devices holding the bytes, this device first when it is one.
+    /// Devices holding the bytes, in the order devices were first seen by
+    /// this catalog (this device first once it has given its own tracks).
     pub holders: Vec<DeviceId>,
 }
 
@@ -107,17 +140,17 @@ pub struct CatalogTrack {
 pub struct AlbumInfo {
     /// Stable id.
     pub id: AlbumId,
-    /// Title, as the album's first track spells it.
+    /// Title, as the first track seen spells it.
     pub name: String,
-    /// Album artist (else the artist) of the first track.
+    /// Album artist (else the artist) of that track.
     pub artist: String,
     /// Id of that artist.
     pub artist_id: ArtistId,
-    /// Year of the first track that has one.
+    /// Year of the first track seen that has one.
     pub year: Option<u32>,
-    /// Cover of the first track that has one.
+    /// Cover of the first track seen that has one.
     pub cover: Option<CoverId>,
-    /// Genres over all its tracks, first seen first.
+    /// Genres of its tracks, first seen first.
     pub genres: Vec<String>,
     /// Number of tracks.
     pub tracks: usize,
@@ -152,107 +185,10 @@ pub struct Found {
     pub artists: Vec<ArtistInfo>,
 }
 
-/// One track in the catalog.
-struct Item {
-    track: Arc<Track>,
-    /// Slots (into `State::devices`) of the devices holding it.
-    holders: Vec<u16>,
-    album: Option<AlbumId>,
-    /// Its place in the track order (shared with the order sets: one
-    /// copy per track).
-    order: Arc<[u8]>,
-}
-
-struct AlbumEntry {
-    /// Tracks by their place in the track order (disc, number, title
-    /// within the album).
-    tracks: BTreeSet<(Arc<[u8]>, TrackId)>,
-    /// When this device first saw it (unix ms), for [`AlbumSort::Added`].
-    added: u64,
-    /// Creation order in this catalog: ties of `added` newest first.
-    seq: u64,
-    /// Its keys in each of `State::album_orders`, as last inserted.
-    keys: [Box<[u8]>; 4],
-    artist: ArtistId,
-}
-
-struct ArtistEntry {
-    name: String,
-    albums: BTreeSet<AlbumId>,
-    tracks: usize,
-    key: Box<[u8]>,
-}
-
-#[derive(Default)]
-struct State {
-    devices: Vec<DeviceId>,
-    items: BTreeMap<TrackId, Item>,
-    order: BTreeSet<(Arc<[u8]>, TrackId)>,
-    albums: HashMap<AlbumId, AlbumEntry>,
-    album_orders: [BTreeSet<(Box<[u8]>, AlbumId)>; 4],
-    artists: HashMap<ArtistId, ArtistEntry>,
-    artist_order: BTreeSet<(Box<[u8]>, ArtistId)>,
-    track_docs: Docs<TrackId>,
-    album_docs: Docs<AlbumId>,
-    artist_docs: Docs<ArtistId>,
-    /// Albums created so far (for `AlbumEntry::seq`).
-    seq: u64,
-    /// When albums were first seen: stored ones (given at start) and new.
-    first_seen: HashMap<AlbumId, u64>,
-    /// First-seen times not yet handed back by `apply` for storing.
-    fresh: Vec<(AlbumId, u64)>,
-}
-
 /// The merged library. Shared by reference (`Arc<Catalog>`); every method
 /// takes `&self`.
 pub struct Catalog {
     state: RwLock<State>,
-}
-
-fn cat(parts: &[&[u8]]) -> Box<[u8]> {
-    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for p in parts {
-        v.extend_from_slice(p);
-        v.push(0);
-    }
-    v.into_boxed_slice()
-}
-
-/// The `limit` best hits: highest score first, equal scores by id (the
-/// same on every device). Selects before it sorts: a broad query matches
-/// most of the library, and only a page of it is wanted.
-fn best<K: Ord + Copy>(mut hits: Vec<(K, u32)>, limit: usize) -> Vec<K> {
-    let rank = |a: &(K, u32), b: &(K, u32)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
-    if limit == 0 {
-        return vec![];
-    }
-    if hits.len() > limit {
-        hits.select_nth_unstable_by(limit - 1, rank);
-        hits.truncate(limit);
-    }
-    hits.sort_unstable_by(rank);
-    hits.into_iter().map(|(k, _)| k).collect()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A track's place in the library order: album artist, album, disc,
-/// number, title (by [`sort_key`]). Ties: by id. Every listing of tracks
-/// sorts by this, the catalog and the CLI offline alike.
-pub fn track_order(t: &Track) -> Box<[u8]> {
-    let g = &t.tags;
-    cat(&[
-        sort_key(&g.album_owner()).as_bytes(),
-        sort_key(&g.album).as_bytes(),
-        // No disc number is disc 1; tracks without a number go last.
-        &g.disc.unwrap_or(1).to_be_bytes(),
-        &g.track.unwrap_or(u32::MAX).to_be_bytes(),
-        sort_key(&g.title).as_bytes(),
-    ])
 }
 
 impl Default for Catalog {
@@ -279,9 +215,7 @@ impl Catalog {
 
     /// `device` now holds `put` and no longer holds `remove`. Tracks no
     /// device holds any more leave the catalog, and with them albums and
-    /// artists nothing is left of. Only this device's own tracks keep
-    /// their paths ([`Paths::Keep`]): others' mean nothing here and cost
-    /// memory.
+    /// artists nothing is left of. The records themselves are not kept.
     ///
     /// Returns the albums seen for the first time (with the time, unix
     /// ms): the caller stores them and gives them back through
@@ -291,18 +225,17 @@ impl Catalog {
         device: DeviceId,
         put: Vec<Track>,
         remove: &[TrackId],
-        paths: Paths,
     ) -> Vec<(AlbumId, u64)> {
         let mut s = self.write();
-        let slot = s.slot(device);
+        let Some(slot) = s.device_slot(device) else {
+            tracing::warn!(%device, "more than 64 devices: its tracks are not listed");
+            return vec![];
+        };
         for id in remove {
             s.drop_holder(id, slot);
         }
-        for mut t in put {
-            if paths == Paths::Drop {
-                t.paths = Vec::new();
-            }
-            s.add(t, slot, paths);
+        for t in &put {
+            s.add(t, slot);
         }
         std::mem::take(&mut s.fresh)
     }
@@ -315,24 +248,12 @@ impl Catalog {
 
     /// Forget everything `device` held (a removed member).
     pub fn forget(&self, device: DeviceId) {
-        let mut s = self.write();
-        let Some(slot) = s.devices.iter().position(|d| *d == device) else {
-            return;
-        };
-        let held: Vec<TrackId> = s
-            .items
-            .iter()
-            .filter(|(_, it)| it.holders.contains(&(slot as u16)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &held {
-            s.drop_holder(id, slot as u16);
-        }
+        self.write().forget(device);
     }
 
     /// Tracks in the catalog.
     pub fn len(&self) -> usize {
-        self.read().items.len()
+        self.read().by_id.len()
     }
 
     /// No tracks at all.
@@ -343,46 +264,21 @@ impl Catalog {
     /// One track by whole id.
     pub fn track(&self, id: &TrackId) -> Option<CatalogTrack> {
         let s = self.read();
-        s.items.get(id).map(|it| s.view(it))
+        s.by_id.get(id).map(|&e| s.view(e))
     }
 
     /// The one track whose id starts with `prefix`.
     pub fn resolve(&self, prefix: &Prefix) -> Result<TrackId, IdError> {
         let (lo, hi) = prefix.bounds();
-        prefix.pick(self.read().items.range(lo..=hi).map(|(id, _)| *id))
-    }
-
-    /// Every device holding a track whose cover is `id` (to fetch it from).
-    pub fn cover_holders(&self, id: &CoverId) -> Vec<DeviceId> {
-        let s = self.read();
-        let mut slots: Vec<u16> = vec![];
-        for it in s
-            .items
-            .values()
-            .filter(|it| it.track.cover.as_ref() == Some(id))
-        {
-            for h in &it.holders {
-                if !slots.contains(h) {
-                    slots.push(*h);
-                }
-            }
-        }
-        slots.into_iter().map(|h| s.devices[h as usize]).collect()
+        prefix.pick(self.read().by_id.range(lo..=hi).map(|(id, _)| *id))
     }
 
     /// Tracks in library order: album artist, album, disc, number, title.
     pub fn tracks(&self, page: Page) -> Paged<CatalogTrack> {
         let s = self.read();
-        let items = s
-            .order
-            .iter()
-            .skip(page.offset)
-            .take(page.limit)
-            .filter_map(|(_, id)| s.items.get(id).map(|it| s.view(it)))
-            .collect();
         Paged {
-            total: s.items.len(),
-            items,
+            total: s.by_id.len(),
+            items: s.track_page(page),
         }
     }
 
@@ -394,10 +290,10 @@ impl Catalog {
             .iter()
             .skip(page.offset)
             .take(page.limit)
-            .filter_map(|(_, id)| s.album_info(id))
+            .map(|(_, a)| s.album_info(*a))
             .collect();
         Paged {
-            total: s.albums.len(),
+            total: order.len(),
             items,
         }
     }
@@ -405,13 +301,14 @@ impl Catalog {
     /// One album and its tracks in disc/track order.
     pub fn album(&self, id: &AlbumId) -> Option<(AlbumInfo, Vec<CatalogTrack>)> {
         let s = self.read();
-        let info = s.album_info(id)?;
-        let tracks = s.albums[id]
+        let a = *s.album_slot.get(id)?;
+        let tracks = s.albums[a as usize]
+            .as_ref()?
             .tracks
             .iter()
-            .filter_map(|(_, t)| s.items.get(t).map(|it| s.view(it)))
+            .map(|(_, e)| s.view(*e))
             .collect();
-        Some((info, tracks))
+        Some((s.album_info(a), tracks))
     }
 
     /// Artists by name.
@@ -425,7 +322,7 @@ impl Catalog {
             .filter_map(|(_, id)| s.artist_info(id))
             .collect();
         Paged {
-            total: s.artists.len(),
+            total: s.artist_order.len(),
             items,
         }
     }
@@ -434,16 +331,19 @@ impl Catalog {
     pub fn artist(&self, id: &ArtistId) -> Option<(ArtistInfo, Vec<AlbumInfo>)> {
         let s = self.read();
         let info = s.artist_info(id)?;
-        let mut albums: Vec<(&[u8], AlbumInfo)> = s.artists[id]
+        let mut albums: Vec<(&[u8], u32)> = s.artists[id]
             .albums
             .iter()
             .filter_map(|a| {
-                let key = &s.albums.get(a)?.keys[AlbumSort::Name as usize];
-                Some((&key[..], s.album_info(a)?))
+                let e = s.albums[*a as usize].as_ref()?;
+                Some((&e.keys[AlbumSort::Name as usize][..], *a))
             })
             .collect();
-        albums.sort_by(|a, b| a.0.cmp(b.0));
-        Some((info, albums.into_iter().map(|(_, a)| a).collect()))
+        albums.sort();
+        Some((
+            info,
+            albums.into_iter().map(|(_, a)| s.album_info(a)).collect(),
+        ))
     }
 
     /// Tracks, albums and artists matching every word of `query` (case and
@@ -453,273 +353,13 @@ impl Catalog {
         if q.is_empty() {
             return Found::default();
         }
-        let s = self.read();
-        let tracks = best(s.track_docs.matches(&q), limit)
-            .into_iter()
-            .filter_map(|id| s.items.get(&id).map(|it| s.view(it)))
-            .collect();
-        let albums = best(s.album_docs.matches(&q), limit)
-            .into_iter()
-            .filter_map(|a| s.album_info(&a))
-            .collect();
-        let artists = best(s.artist_docs.matches(&q), limit)
-            .into_iter()
-            .filter_map(|a| s.artist_info(&a))
-            .collect();
-        Found {
-            tracks,
-            albums,
-            artists,
-        }
-    }
-}
-
-/// Whether a device's track paths are kept in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Paths {
-    /// This device's own tracks: their paths are where to play them from.
-    Keep,
-    /// Another device's: the paths mean nothing here.
-    Drop,
-}
-
-impl State {
-    fn slot(&mut self, d: DeviceId) -> u16 {
-        match self.devices.iter().position(|x| *x == d) {
-            Some(i) => i as u16,
-            None => {
-                self.devices.push(d);
-                (self.devices.len() - 1) as u16
-            }
-        }
+        self.read().search(&q, limit)
     }
 
-    fn view(&self, it: &Item) -> CatalogTrack {
-        CatalogTrack {
-            track: it.track.clone(),
-            album: it.album,
-            holders: it
-                .holders
-                .iter()
-                .map(|&h| self.devices[h as usize])
-                .collect(),
-        }
-    }
-
-    fn add(&mut self, t: Track, slot: u16, paths: Paths) {
-        if let Some(it) = self.items.get_mut(&t.id) {
-            if !it.holders.contains(&slot) {
-                it.holders.push(slot);
-            }
-            // This device's record wins: it has the paths to play from.
-            if paths == Paths::Keep {
-                it.holders.retain(|&h| h != slot);
-                it.holders.insert(0, slot);
-                it.track = Arc::new(t);
-            }
-            return;
-        }
-        let id = t.id;
-        let order: Arc<[u8]> = Arc::from(track_order(&t));
-        let album = AlbumId::of(&t.tags);
-        self.order.insert((order.clone(), id));
-        self.track_docs.put(
-            id,
-            &search::document(&t.tags.title, &t.tags.artist(), &t.tags.album),
-        );
-        if let Some(a) = album {
-            self.album_add(a, &t, &order);
-        }
-        self.items.insert(
-            id,
-            Item {
-                track: Arc::new(t),
-                holders: vec![slot],
-                album,
-                order,
-            },
-        );
-        if let Some(a) = album {
-            self.album_refresh(&a);
-        }
-    }
-
-    fn drop_holder(&mut self, id: &TrackId, slot: u16) {
-        let Some(it) = self.items.get_mut(id) else {
-            return;
-        };
-        it.holders.retain(|&h| h != slot);
-        if !it.holders.is_empty() {
-            return;
-        }
-        let Some(it) = self.items.remove(id) else {
-            return;
-        };
-        self.order.remove(&(it.order.clone(), *id));
-        self.track_docs.remove(id);
-        if let Some(a) = it.album {
-            self.album_remove(&a, &it);
-        }
-    }
-
-    fn album_add(&mut self, a: AlbumId, t: &Track, order: &Arc<[u8]>) {
-        let owner = t.tags.album_owner();
-        let artist = ArtistId::of(&owner);
-        if !self.albums.contains_key(&a) {
-            let added = match self.first_seen.get(&a) {
-                Some(ms) => *ms,
-                None => {
-                    let now = now_ms();
-                    self.first_seen.insert(a, now);
-                    self.fresh.push((a, now));
-                    now
-                }
-            };
-            self.seq += 1;
-            let e = AlbumEntry {
-                tracks: BTreeSet::new(),
-                added,
-                seq: self.seq,
-                keys: Default::default(),
-                artist,
-            };
-            self.albums.insert(a, e);
-        }
-        let Some(e) = self.albums.get_mut(&a) else {
-            return;
-        };
-        e.tracks.insert((order.clone(), t.id));
-        if e.tracks.len() == 1 {
-            self.album_docs
-                .put(a, &docs::name_doc(&search::normalize(&t.tags.album)));
-            let ar = self.artists.entry(artist).or_insert_with(|| ArtistEntry {
-                name: owner.clone(),
-                albums: BTreeSet::new(),
-                tracks: 0,
-                key: cat(&[sort_key(&owner).as_bytes()]),
-            });
-            let fresh = ar.albums.is_empty();
-            ar.albums.insert(a);
-            if fresh {
-                let key = ar.key.clone();
-                self.artist_order.insert((key, artist));
-                self.artist_docs
-                    .put(artist, &docs::name_doc(&search::normalize(&owner)));
-            }
-        }
-        if let Some(ar) = self.artists.get_mut(&artist) {
-            ar.tracks += 1;
-        }
-    }
-
-    fn album_remove(&mut self, a: &AlbumId, it: &Item) {
-        let Some(e) = self.albums.get_mut(a) else {
-            return;
-        };
-        e.tracks.remove(&(it.order.clone(), it.track.id));
-        let artist = e.artist;
-        let empty = e.tracks.is_empty();
-        if let Some(ar) = self.artists.get_mut(&artist) {
-            ar.tracks = ar.tracks.saturating_sub(1);
-            if empty {
-                ar.albums.remove(a);
-                if ar.albums.is_empty() {
-                    let key = ar.key.clone();
-                    self.artists.remove(&artist);
-                    self.artist_order.remove(&(key, artist));
-                    self.artist_docs.remove(&artist);
-                }
-            }
-        }
-        if empty {
-            if let Some(e) = self.albums.remove(a) {
-                for (i, k) in e.keys.into_iter().enumerate() {
-                    self.album_orders[i].remove(&(k, *a));
-                }
-            }
-            self.album_docs.remove(a);
-        } else {
-            self.album_refresh(a);
-        }
-    }
-
-    /// Recompute an album's place in each order from its first track.
-    fn album_refresh(&mut self, a: &AlbumId) {
-        let Some(info) = self.album_info(a) else {
-            return;
-        };
-        let Some(e) = self.albums.get_mut(a) else {
-            return;
-        };
-        let name = sort_key(&info.name);
-        let artist = sort_key(&info.artist);
-        let year = info.year.unwrap_or(u32::MAX).to_be_bytes();
-        let added = (u64::MAX - e.added).to_be_bytes();
-        let seq = (u64::MAX - e.seq).to_be_bytes();
-        let keys = [
-            cat(&[name.as_bytes(), artist.as_bytes()]),
-            cat(&[artist.as_bytes(), name.as_bytes()]),
-            cat(&[&year, artist.as_bytes(), name.as_bytes()]),
-            cat(&[&added, &seq]),
-        ];
-        for sort in AlbumSort::ALL {
-            let i = sort as usize;
-            if e.keys[i] != keys[i] {
-                let old = std::mem::replace(&mut e.keys[i], keys[i].clone());
-                self.album_orders[i].remove(&(old, *a));
-                self.album_orders[i].insert((keys[i].clone(), *a));
-            }
-        }
-    }
-
-    fn album_info(&self, a: &AlbumId) -> Option<AlbumInfo> {
-        let e = self.albums.get(a)?;
-        let tracks: Vec<&Item> = e
-            .tracks
-            .iter()
-            .filter_map(|(_, id)| self.items.get(id))
-            .collect();
-        let first = &tracks.first()?.track.tags;
-        let mut holders: Vec<u16> = vec![];
-        let mut genres: Vec<String> = vec![];
-        for it in &tracks {
-            for h in &it.holders {
-                if !holders.contains(h) {
-                    holders.push(*h);
-                }
-            }
-            for g in &it.track.tags.genres {
-                if !genres.contains(g) {
-                    genres.push(g.clone());
-                }
-            }
-        }
-        holders.sort_unstable();
-        Some(AlbumInfo {
-            id: *a,
-            name: first.album.clone(),
-            artist: first.album_owner(),
-            artist_id: e.artist,
-            year: tracks.iter().find_map(|it| it.track.tags.year),
-            cover: tracks.iter().find_map(|it| it.track.cover),
-            genres,
-            tracks: tracks.len(),
-            duration_ms: tracks.iter().map(|it| it.track.audio.duration_ms).sum(),
-            holders: holders
-                .into_iter()
-                .map(|h| self.devices[h as usize])
-                .collect(),
-        })
-    }
-
-    fn artist_info(&self, a: &ArtistId) -> Option<ArtistInfo> {
-        let e = self.artists.get(a)?;
-        Some(ArtistInfo {
-            id: *a,
-            name: e.name.clone(),
-            albums: e.albums.len(),
-            tracks: e.tracks,
-        })
+    /// Every device holding a track of an album whose cover is `id` (to
+    /// fetch the cover from).
+    pub fn cover_holders(&self, id: &CoverId) -> Vec<DeviceId> {
+        self.read().cover_holders(id)
     }
 }
 

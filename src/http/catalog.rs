@@ -61,15 +61,15 @@ fn views(t: &[LibraryTrack]) -> Vec<TrackView<'_>> {
     t.iter().map(TrackView::of).collect()
 }
 
-async fn tracks(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Response {
+async fn tracks(State(s): State<AppState>, Query(q): Query<PageQuery>) -> ApiResult<Response> {
     let page = q.page(100);
-    let p = s.node.tracks(page);
-    Json(PageView {
+    let p = s.node.tracks(page).await?;
+    Ok(Json(PageView {
         total: p.total,
         offset: page.offset,
         items: views(&p.items),
     })
-    .into_response()
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -134,7 +134,7 @@ async fn album(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<R
         .catalog()
         .album(&aid)
         .ok_or_else(|| not_found("album", &id))?;
-    let tracks = s.node.label(tracks);
+    let tracks = s.node.label(tracks).await?;
     Ok(Json(AlbumPage {
         album: album_view(&s.node, info),
         tracks: views(&tracks),
@@ -174,13 +174,13 @@ struct SearchQuery {
     limit: Option<usize>,
 }
 
-async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
+async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<Response> {
     let f = s
         .node
         .catalog()
         .search(&q.q, q.limit.unwrap_or(50).min(MAX_LIMIT));
-    let tracks = s.node.label(f.tracks);
-    Json(SearchView {
+    let tracks = s.node.label(f.tracks).await?;
+    Ok(Json(SearchView {
         tracks: views(&tracks),
         albums: f
             .albums
@@ -189,7 +189,7 @@ async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> Resp
             .collect(),
         artists: f.artists.into_iter().map(ArtistView::from).collect(),
     })
-    .into_response()
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -222,7 +222,7 @@ struct Cursor {
 
 impl Cursor {
     /// The next chunk of the JSON array, or `None` after its `]`.
-    fn next_chunk(&mut self) -> Option<Bytes> {
+    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
         if self.done {
             return None;
         }
@@ -231,12 +231,21 @@ impl Cursor {
             out.push(b'[');
             self.opened = true;
         }
-        let page = self.node.tracks(Page {
+        let page = self.node.catalog().tracks(Page {
             offset: self.at,
             limit: STREAM_PAGE,
         });
-        self.at += page.items.len();
-        for t in &page.items {
+        let listed = page.items.len();
+        self.at += listed;
+        let tracks = match self.node.label(page.items).await {
+            Ok(t) => t,
+            Err(e) => {
+                // The body breaks off: the client sees an incomplete answer.
+                self.done = true;
+                return Some(Err(std::io::Error::other(e.to_string())));
+            }
+        };
+        for t in &tracks {
             if self.left == 0 {
                 break;
             }
@@ -255,11 +264,11 @@ impl Cursor {
             self.any = true;
             self.left -= 1;
         }
-        if page.items.len() < STREAM_PAGE || self.left == 0 {
+        if listed < STREAM_PAGE || self.left == 0 {
             out.push(b']');
             self.done = true;
         }
-        Some(Bytes::from(out))
+        Some(Ok(Bytes::from(out)))
     }
 }
 
@@ -275,8 +284,8 @@ async fn library(State(s): State<AppState>, Query(q): Query<LibraryQuery>) -> Re
         done: false,
     };
     let body = futures::stream::unfold(cursor, |mut c| async move {
-        let chunk = c.next_chunk()?;
-        Some((Ok::<_, std::io::Error>(chunk), c))
+        let chunk = c.next_chunk().await?;
+        Some((chunk, c))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")

@@ -17,7 +17,7 @@ pub mod state;
 mod watcher;
 
 use crate::cache::Cache;
-use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Paths, Prefix};
+use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Prefix};
 use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
 use crate::library::ScanOptions;
@@ -253,11 +253,11 @@ impl Holders {
         }
     }
 
-    fn label(&self, t: CatalogTrack) -> LibraryTrack {
+    fn label(&self, t: CatalogTrack, track: Arc<Track>) -> LibraryTrack {
         LibraryTrack {
             sources: t.holders.iter().map(|d| self.source(*d)).collect(),
             album: t.album,
-            track: t.track,
+            track,
         }
     }
 }
@@ -522,7 +522,7 @@ impl Node {
                 for id in &put {
                     tracks.extend(ix.track(id)?);
                 }
-                let fresh = catalog.apply(me, tracks, &remove, Paths::Keep);
+                let fresh = catalog.apply(me, tracks, &remove);
                 store_first_seen(&ix, &fresh)?;
                 Ok(snap)
             })
@@ -572,23 +572,61 @@ impl Node {
     /// order. Builds the whole list: surfaces page through
     /// [`Node::tracks`] instead.
     pub async fn library(&self) -> Result<Vec<LibraryTrack>, NodeError> {
-        Ok(self.tracks(Page::ALL).items)
+        Ok(self.tracks(Page::ALL).await?.items)
     }
 
     /// A page of the merged library's tracks, labelled with their sources.
-    pub fn tracks(&self, page: Page) -> Paged<LibraryTrack> {
+    pub async fn tracks(&self, page: Page) -> Result<Paged<LibraryTrack>, NodeError> {
         let p = self.inner.catalog.tracks(page);
-        let h = self.holders();
-        Paged {
+        Ok(Paged {
             total: p.total,
-            items: p.items.into_iter().map(|t| h.label(t)).collect(),
-        }
+            items: self.label(p.items).await?,
+        })
     }
 
-    /// Label catalog entries with where they can be played from, as of now.
-    pub fn label(&self, tracks: Vec<CatalogTrack>) -> Vec<LibraryTrack> {
+    /// Catalog entries with their records (read from the index: this
+    /// device's own, else the first holder's as synced, without its paths)
+    /// and where they can be played from, as of now. An entry whose record
+    /// went away meanwhile is left out.
+    pub async fn label(&self, tracks: Vec<CatalogTrack>) -> Result<Vec<LibraryTrack>, NodeError> {
         let h = self.holders();
-        tracks.into_iter().map(|t| h.label(t)).collect()
+        let me = h.me;
+        let ix = self.inner.index.clone();
+        let records = self
+            .inner
+            .tasks
+            .blocking(
+                move || -> Result<Vec<(CatalogTrack, Track)>, index::IndexError> {
+                    let mut out = Vec::with_capacity(tracks.len());
+                    for t in tracks {
+                        let record = if t.holders.contains(&me) {
+                            ix.track(&t.id)?
+                        } else if let Some(h) = t.holders.first() {
+                            ix.remote_track(&h.to_bytes(), &t.id)?.map(|mut r| {
+                                r.paths.clear();
+                                r
+                            })
+                        } else {
+                            None
+                        };
+                        if let Some(r) = record {
+                            out.push((t, r));
+                        }
+                    }
+                    Ok(out)
+                },
+            )
+            .await??;
+        Ok(records
+            .into_iter()
+            .map(|(mut t, r)| {
+                // This device first, where it is a holder.
+                if let Some(i) = t.holders.iter().position(|d| *d == me) {
+                    t.holders[..=i].rotate_right(1);
+                }
+                h.label(t, Arc::new(r))
+            })
+            .collect())
     }
 
     /// Where the devices in `holders` stand (names, online), as of now.
@@ -611,7 +649,8 @@ impl Node {
     /// Tracks of the merged library matching every word of `query`
     /// (case and accents ignored), best first.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<LibraryTrack>, NodeError> {
-        Ok(self.label(self.inner.catalog.search(query, limit).tracks))
+        self.label(self.inner.catalog.search(query, limit).tracks)
+            .await
     }
 
     /// A track of the merged library by id or unique id prefix (at least
@@ -624,7 +663,10 @@ impl Node {
             .catalog
             .track(&id)
             .ok_or_else(|| NodeError::NotFound(format!("no track {id} in the library")))?;
-        Ok(self.holders().label(t))
+        self.label(vec![t])
+            .await?
+            .pop()
+            .ok_or_else(|| NodeError::NotFound(format!("no track {id} in the library")))
     }
 
     // ----- streaming ---------------------------------------------------------------
@@ -689,16 +731,16 @@ async fn load_catalog(
                 batch.push(t?);
                 if batch.len() == 4096 {
                     let b = std::mem::take(&mut batch);
-                    fresh.extend(cat.apply(me, b, &[], Paths::Keep));
+                    fresh.extend(cat.apply(me, b, &[]));
                 }
             }
-            fresh.extend(cat.apply(me, batch, &[], Paths::Keep));
+            fresh.extend(cat.apply(me, batch, &[]));
             for p in ix.remote_peers()? {
                 let Some(d) = DeviceId::from_bytes(&p).filter(|d| *d != me && client.is_member(d))
                 else {
                     continue;
                 };
-                fresh.extend(cat.apply(d, ix.remote_tracks(&p)?, &[], Paths::Drop));
+                fresh.extend(cat.apply(d, ix.remote_tracks(&p)?, &[]));
             }
             store_first_seen(&ix, &fresh)
         })

@@ -4,7 +4,6 @@
 
 use super::diff::{self, LeafDiff};
 use super::{SyncError, Syncer};
-use crate::catalog::Paths;
 use crate::index::snapshot::{self, Entry};
 use crate::mesh::{DeviceId, Request, Response};
 use crate::model::{Hash32, TrackId};
@@ -134,7 +133,7 @@ impl Syncer {
                     .iter()
                     .filter_map(|(_, rec)| crate::index::decode_record(rec))
                     .collect();
-                let fresh = catalog.apply(peer, tracks, &remove, Paths::Drop);
+                let fresh = catalog.apply(peer, tracks, &remove);
                 let rows: Vec<([u8; 16], u64)> = fresh.iter().map(|(a, t)| (a.0, *t)).collect();
                 ix.set_first_seen(&rows)
             })
