@@ -4,6 +4,8 @@
 //! This module must never depend on sled, lofty, prost or any I/O: it is the
 //! vocabulary the other modules speak.
 
+pub mod prefix;
+
 use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;

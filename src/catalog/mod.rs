@@ -264,7 +264,7 @@ impl Catalog {
     /// One track by whole id.
     pub fn track(&self, id: &TrackId) -> Option<CatalogTrack> {
         let s = self.read();
-        s.by_id.get(id).map(|&e| s.view(e))
+        s.view(*s.by_id.get(id)?)
     }
 
     /// The one track whose id starts with `prefix`.
@@ -306,7 +306,7 @@ impl Catalog {
             .as_ref()?
             .tracks
             .iter()
-            .map(|(_, e)| s.view(*e))
+            .filter_map(|(_, e)| s.view(*e))
             .collect();
         Some((s.album_info(a), tracks))
     }

@@ -142,23 +142,18 @@ impl State {
         self.entries.get(e as usize)?.as_ref()
     }
 
-    pub(super) fn view(&self, e: u32) -> CatalogTrack {
-        let Some(en) = self.entry(e) else {
-            return CatalogTrack {
-                id: Hash32([0; 32]),
-                album: None,
-                holders: vec![],
-            };
-        };
+    /// The track in slot `e` (every slot the maps name is live).
+    pub(super) fn view(&self, e: u32) -> Option<CatalogTrack> {
+        let en = self.entry(e)?;
         let album = self.albums[en.album as usize]
             .as_ref()
             .filter(|a| a.real)
             .map(|a| a.id);
-        CatalogTrack {
+        Some(CatalogTrack {
             id: en.id,
             album,
             holders: self.devices_of(en.holders),
-        }
+        })
     }
 
     pub(super) fn add(&mut self, t: &Track, slot: u32) {
@@ -413,7 +408,7 @@ impl State {
                 if out.len() >= page.limit {
                     break;
                 }
-                out.push(self.view(*e));
+                out.extend(self.view(*e));
             }
             skip = 0;
         }
@@ -475,7 +470,7 @@ impl State {
             .collect();
         let tracks = best(tracks, limit)
             .into_iter()
-            .filter_map(|id| self.by_id.get(&id).map(|e| self.view(*e)))
+            .filter_map(|id| self.view(*self.by_id.get(&id)?))
             .collect();
         let albums: Vec<(AlbumId, u32)> = self
             .album_docs

@@ -26,16 +26,19 @@ impl Index {
         Ok(out)
     }
 
-    /// Store first-seen times (one batch).
-    pub fn set_first_seen(&self, seen: &[([u8; 16], u64)]) -> Result<()> {
-        if seen.is_empty() {
+    /// Store first-seen times, by 16-byte album id (one batch; none, no
+    /// write).
+    pub fn set_first_seen(&self, seen: impl IntoIterator<Item = ([u8; 16], u64)>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for (id, ms) in seen {
+            batch.insert(super::key(F, &id), &ms.to_le_bytes());
+            any = true;
+        }
+        if !any {
             return Ok(());
         }
         self.reserve.check()?;
-        let mut batch = sled::Batch::default();
-        for (id, ms) in seen {
-            batch.insert(super::key(F, id), &ms.to_le_bytes());
-        }
         self.tree.apply_batch(batch)?;
         Ok(())
     }

@@ -40,7 +40,7 @@ pub mod search;
 pub mod snapshot;
 mod writer;
 
-use crate::catalog::Prefix;
+use crate::model::prefix::Prefix;
 use crate::model::{
     Album, Artist, Cover, CoverId, FileError, FileState, Hash32, Outcome, Track, TrackId,
 };

@@ -34,9 +34,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
 /// What a node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Indexes and watches its folders, serves its library.
     Home,
@@ -523,7 +522,7 @@ impl Node {
                     tracks.extend(ix.track(id)?);
                 }
                 let fresh = catalog.apply(me, tracks, &remove);
-                store_first_seen(&ix, &fresh)?;
+                ix.set_first_seen(fresh.iter().map(|(a, t)| (a.0, *t)))?;
                 Ok(snap)
             })
             .await??;
@@ -705,12 +704,6 @@ impl Node {
     }
 }
 
-/// Keep when albums were first seen, for "recently added" after a restart.
-fn store_first_seen(ix: &Index, fresh: &[(AlbumId, u64)]) -> Result<(), index::IndexError> {
-    let rows: Vec<([u8; 16], u64)> = fresh.iter().map(|(a, t)| (a.0, *t)).collect();
-    ix.set_first_seen(&rows)
-}
-
 /// Fill the catalog from the index: this device's tracks, then the stored
 /// catalogs of current members.
 async fn load_catalog(
@@ -742,7 +735,7 @@ async fn load_catalog(
                 };
                 fresh.extend(cat.apply(d, ix.remote_tracks(&p)?, &[]));
             }
-            store_first_seen(&ix, &fresh)
+            ix.set_first_seen(fresh.iter().map(|(a, t)| (a.0, *t)))
         })
         .await??;
     Ok(())

@@ -134,8 +134,7 @@ impl Syncer {
                     .filter_map(|(_, rec)| crate::index::decode_record(rec))
                     .collect();
                 let fresh = catalog.apply(peer, tracks, &remove);
-                let rows: Vec<([u8; 16], u64)> = fresh.iter().map(|(a, t)| (a.0, *t)).collect();
-                ix.set_first_seen(&rows)
+                ix.set_first_seen(fresh.iter().map(|(a, t)| (a.0, *t)))
             })
             .await??;
         Ok(())

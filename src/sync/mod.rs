@@ -47,7 +47,7 @@ pub enum SyncError {
 }
 
 /// Progress of library syncs, for status and benchmarks.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncStats {
     /// Finished sync runs.
     pub syncs: u64,
