@@ -132,60 +132,64 @@ impl Query {
     /// album. A field equal to the whole query earns a large bonus, so the
     /// exact title ranks first.
     pub fn score(&self, doc: &str) -> Option<u32> {
-        let bytes = doc.as_bytes();
-        // Cheap rejection first: every token must occur somewhere.
-        if !self.finders.iter().all(|f| f.find(bytes).is_some()) {
-            return None;
-        }
+        self.score_bytes(doc.as_bytes())
+    }
+
+    /// [`Query::score`] of a document as bytes (the catalog's documents
+    /// sit in one buffer; no need to check them for UTF-8 again).
+    pub fn score_bytes(&self, bytes: &[u8]) -> Option<u32> {
         const FIELD_WEIGHT: [u32; 3] = [6, 4, 3];
-        let mut fields = doc.split(SEP);
-        let fields: [&str; 3] = [
-            fields.next().unwrap_or(""),
-            fields.next().unwrap_or(""),
-            fields.next().unwrap_or(""),
-        ];
+        let len = bytes.len();
+        // The fields' bounds, from one pass for the separators: each token
+        // is then found once over the whole document (an occurrence never
+        // spans a separator, which no token holds), not once per field.
+        let mut seps = memchr::memchr_iter(SEP as u8, bytes);
+        let mut ends = [len; 3];
+        for e in &mut ends {
+            *e = seps.next().unwrap_or(len);
+        }
+        let starts = [0, (ends[0] + 1).min(len), (ends[1] + 1).min(len)];
         let mut total = 0;
         for finder in &self.finders {
+            let n = finder.needle().len();
             let mut best = 0;
-            for (field, weight) in fields.iter().zip(FIELD_WEIGHT) {
-                let q = quality(finder, field);
-                best = best.max(q * weight);
+            for pos in finder.find_iter(bytes) {
+                let f = if pos < ends[0] {
+                    0
+                } else if pos < ends[1] {
+                    1
+                } else if pos < ends[2] {
+                    2
+                } else {
+                    break;
+                };
+                let starts_word = pos == starts[f] || bytes[pos - 1] == b' ';
+                let ends_word = pos + n == ends[f] || bytes[pos + n] == b' ';
+                let q = match (starts_word, ends_word) {
+                    (true, true) => 3,
+                    (true, false) => 2,
+                    _ => 1,
+                };
+                best = best.max(q * FIELD_WEIGHT[f]);
+                if best == 3 * FIELD_WEIGHT[0] {
+                    break;
+                }
             }
             if best == 0 {
                 return None;
             }
             total += best;
         }
-        for (field, bonus) in fields.iter().zip([60, 30, 15]) {
-            if *field == self.whole {
+        for (f, bonus) in [60, 30, 15].into_iter().enumerate() {
+            let field = &bytes[starts[f]..ends[f].max(starts[f])];
+            if field == self.whole.as_bytes() {
                 total += bonus;
-            } else if field.starts_with(&self.whole) {
+            } else if field.starts_with(self.whole.as_bytes()) {
                 total += bonus / 3;
             }
         }
         Some(total)
     }
-}
-
-/// 3 = whole word, 2 = word prefix, 1 = inside a word, 0 = absent.
-fn quality(finder: &memchr::memmem::Finder<'_>, field: &str) -> u32 {
-    let hay = field.as_bytes();
-    let n = finder.needle().len();
-    let mut best = 0;
-    for pos in finder.find_iter(hay) {
-        let starts_word = pos == 0 || hay[pos - 1] == b' ';
-        let ends_word = pos + n == hay.len() || hay[pos + n] == b' ';
-        let q = match (starts_word, ends_word) {
-            (true, true) => 3,
-            (true, false) => 2,
-            _ => 1,
-        };
-        best = best.max(q);
-        if best == 3 {
-            break;
-        }
-    }
-    best
 }
 
 #[cfg(test)]
