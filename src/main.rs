@@ -15,9 +15,29 @@ use cli::{remote, scan, serve, transcode};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Every few seconds, give back to the OS what the allocator freed more
+/// than its purge delay (1 s) ago. mimalloc purges only when some thread
+/// calls into it, and a daemon's threads go idle right after a scan or a
+/// sync, keeping what they freed: 20-odd MiB of idle RSS on a 100k-track
+/// home or phone. Purging on every free instead (`purge_delay` 0) costs
+/// the busy daemon page faults and TLB shootdowns (8% of a search's CPU,
+/// perf). A detached thread on purpose: it owns nothing and ends with the
+/// process.
+fn purge_freed_memory_now_and_then() {
+    let tick = || loop {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        // SAFETY: mi_collect takes no pointers; any thread may call it.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    };
+    if let Err(e) = std::thread::Builder::new().name("purge".into()).spawn(tick) {
+        tracing::debug!("no purge thread: {e}");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    purge_freed_memory_now_and_then();
     quiet_contained_panics();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -62,6 +62,14 @@ impl<K: Copy + Eq + Hash> Docs<K> {
         }
     }
 
+    /// Give back spare capacity (after a batch of changes settled).
+    pub fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+        self.starts.shrink_to_fit();
+        self.keys.shrink_to_fit();
+        self.slot.shrink_to_fit();
+    }
+
     /// Live documents.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -97,18 +105,27 @@ impl<K: Copy + Eq + Hash> Docs<K> {
         };
         let finder = memchr::memmem::Finder::new(first.as_bytes());
         let mut out = vec![];
-        let mut at = 0usize;
+        let (mut at, mut i) = (0usize, 0usize);
         while let Some(hit) = finder.find(&self.buf[at..]) {
             let pos = at + hit;
-            // The document holding this occurrence.
-            let i = self.starts.partition_point(|&s| s as usize <= pos) - 1;
+            // The document holding this occurrence: hits come in buffer
+            // order, and a broad query's are a few documents apart, so a
+            // short walk forward beats a binary search over them all.
+            let next = |i: usize| self.starts.get(i + 1).is_some_and(|&s| s as usize <= pos);
+            let mut steps = 0;
+            while steps < 16 && next(i) {
+                i += 1;
+                steps += 1;
+            }
+            if next(i) {
+                i += self.starts[i..].partition_point(|&s| s as usize <= pos) - 1;
+            }
             let end = self
                 .starts
                 .get(i + 1)
                 .map_or(self.buf.len(), |&e| e as usize);
             if let Some(k) = self.keys[i] {
-                let doc = std::str::from_utf8(self.doc(i)).unwrap_or("");
-                if let Some(s) = q.score(doc) {
+                if let Some(s) = q.score_bytes(self.doc(i)) {
                     out.push((k, s));
                 }
             }

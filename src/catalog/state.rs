@@ -10,19 +10,42 @@ use super::{
 use crate::index::search::{self, Query};
 use crate::mesh::DeviceId;
 use crate::model::{CoverId, Hash32, Track, TrackId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use hashbrown::HashTable;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// A track's place within its album: disc, number, title key, id.
-pub(super) type InAlbum = (u32, u32, u64, TrackId);
+type InAlbum<'a> = (u16, u16, u64, &'a TrackId);
 
-/// One track: about 60 bytes, plus its share of the maps and documents.
+/// One track: 56 bytes, plus about 10 in the id table, 4 in its album's
+/// list and its search document.
+#[derive(Clone, Copy)]
 struct Entry {
     id: TrackId,
-    /// Bit `i`: `devices[i]` holds it.
+    /// Bit `i`: `devices[i]` holds it; 0 for a free slot.
     holders: u64,
+    /// The first 8 bytes of the title's sort key.
+    title_key: u64,
     /// Slot of its album (a pseudo-album for tracks that name none).
     album: u32,
-    place: InAlbum,
+    disc: u16,
+    number: u16,
+}
+
+impl Entry {
+    const FREE: Entry = Entry {
+        id: Hash32([0; 32]),
+        holders: 0,
+        title_key: 0,
+        album: 0,
+        disc: 0,
+        number: 0,
+    };
+
+    fn place(&self) -> InAlbum<'_> {
+        (self.disc, self.number, self.title_key, &self.id)
+    }
 }
 
 /// An album, or the pseudo-album of one artist's tracks without one.
@@ -37,8 +60,8 @@ pub(super) struct AlbumEntry {
     cover: Option<CoverId>,
     genres: Vec<String>,
     duration_ms: u64,
-    /// Its tracks in disc/track order, with their entry slots.
-    pub(super) tracks: Vec<(InAlbum, u32)>,
+    /// The entry slots of its tracks, in disc/track order.
+    pub(super) tracks: Vec<u32>,
     added: u64,
     seq: u64,
     /// Its keys in `album_orders` (by `AlbumSort`), and in `walk`.
@@ -57,9 +80,14 @@ pub(super) struct ArtistEntry {
 #[derive(Default)]
 pub(super) struct State {
     devices: Vec<DeviceId>,
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Entry>,
     free: Vec<u32>,
-    pub(super) by_id: BTreeMap<TrackId, u32>,
+    /// The slot of every live entry, hashed by its id (ids are not kept
+    /// twice: the table holds slots, hashed and compared through
+    /// `entries`).
+    by_id: HashTable<u32>,
+    /// Keys the id hashes: ids come from members, not from blake3 alone.
+    hasher: RandomState,
     pub(super) albums: Vec<Option<AlbumEntry>>,
     album_free: Vec<u32>,
     pub(super) album_slot: HashMap<AlbumId, u32>,
@@ -139,7 +167,30 @@ impl State {
     }
 
     fn entry(&self, e: u32) -> Option<&Entry> {
-        self.entries.get(e as usize)?.as_ref()
+        self.entries.get(e as usize).filter(|en| en.holders != 0)
+    }
+
+    /// The slot of the live entry of `id`.
+    pub(super) fn slot_of(&self, id: &TrackId) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.by_id
+            .find(h, |&s| self.entries[s as usize].id == *id)
+            .copied()
+    }
+
+    /// Tracks in the catalog.
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Every id within `lo..=hi` (the bounds of a prefix), in no order: a
+    /// scan, as prefixes are resolved once per command, not per track.
+    pub(super) fn ids_within(&self, lo: &TrackId, hi: &TrackId) -> Vec<TrackId> {
+        self.entries
+            .iter()
+            .filter(|e| e.holders != 0 && (lo..=hi).contains(&&e.id))
+            .map(|e| e.id)
+            .collect()
     }
 
     /// The track in slot `e` (every slot the maps name is live).
@@ -157,36 +208,42 @@ impl State {
     }
 
     pub(super) fn add(&mut self, t: &Track, slot: u32) {
-        if let Some(&e) = self.by_id.get(&t.id) {
-            if let Some(en) = self.entries[e as usize].as_mut() {
-                en.holders |= 1 << slot;
-            }
+        if let Some(e) = self.slot_of(&t.id) {
+            self.entries[e as usize].holders |= 1 << slot;
             return;
         }
         let a = self.album_for(t);
-        let place = (disc_of(t), number_of(t), title_key(&t.tags.title), t.id);
+        let entry = Entry {
+            id: t.id,
+            holders: 1 << slot,
+            title_key: title_key(&t.tags.title),
+            album: a,
+            disc: disc_of(t).try_into().unwrap_or(u16::MAX),
+            number: number_of(t).try_into().unwrap_or(u16::MAX),
+        };
         let e = match self.free.pop() {
             Some(e) => e,
             None => {
-                self.entries.push(None);
+                self.entries.push(Entry::FREE);
                 self.entries.len() as u32 - 1
             }
         };
-        self.entries[e as usize] = Some(Entry {
-            id: t.id,
-            holders: 1 << slot,
-            album: a,
-            place,
-        });
-        self.by_id.insert(t.id, e);
+        self.entries[e as usize] = entry;
+        let h = self.hasher.hash_one(t.id);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.by_id
+            .insert_unique(h, e, |&s| hasher.hash_one(entries[s as usize].id));
         let g = &t.tags;
         self.track_docs
             .put(e, &search::document(&g.title, &g.artist(), &g.album));
         let Some(al) = self.albums[a as usize].as_mut() else {
             return;
         };
-        let at = al.tracks.partition_point(|(p, _)| *p < place);
-        al.tracks.insert(at, (place, e));
+        let place = entry.place();
+        let at = al
+            .tracks
+            .partition_point(|&s| self.entries[s as usize].place() < place);
+        al.tracks.insert(at, e);
         al.duration_ms += t.audio.duration_ms;
         for genre in &g.genres {
             if !al.genres.contains(genre) {
@@ -312,30 +369,36 @@ impl State {
     }
 
     pub(super) fn drop_holder(&mut self, id: &TrackId, slot: u32) {
-        let Some(&e) = self.by_id.get(id) else {
+        let Some(e) = self.slot_of(id) else {
             return;
         };
-        let Some(en) = self.entries[e as usize].as_mut() else {
-            return;
-        };
+        let en = &mut self.entries[e as usize];
         en.holders &= !(1 << slot);
         if en.holders != 0 {
             return;
         }
-        let Some(en) = self.entries[e as usize].take() else {
-            return;
-        };
+        // Out of its album while its place can still be read.
+        self.album_drop_track(e);
+        self.entries[e as usize] = Entry::FREE;
         self.free.push(e);
-        self.by_id.remove(id);
+        let h = self.hasher.hash_one(id);
+        if let Ok(found) = self.by_id.find_entry(h, |&s| s == e) {
+            found.remove();
+        }
         self.track_docs.remove(&e);
-        self.album_drop_track(en.album, en.place);
     }
 
-    fn album_drop_track(&mut self, a: u32, place: InAlbum) {
+    fn album_drop_track(&mut self, e: u32) {
+        let en = self.entries[e as usize];
+        let a = en.album;
         let Some(al) = self.albums[a as usize].as_mut() else {
             return;
         };
-        if let Ok(i) = al.tracks.binary_search_by(|(p, _)| p.cmp(&place)) {
+        let place = en.place();
+        let found = al
+            .tracks
+            .binary_search_by(|&s| self.entries[s as usize].place().cmp(&place));
+        if let Ok(i) = found {
             al.tracks.remove(i);
         }
         let (real, artist, empty) = (al.real, al.artist_id, al.tracks.is_empty());
@@ -372,6 +435,24 @@ impl State {
         }
     }
 
+    /// Give back the spare capacity growth left (up to half of each
+    /// table: 100k tracks grow `entries` to room for 131k).
+    pub(super) fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+        self.free.shrink_to_fit();
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.by_id
+            .shrink_to_fit(|&s| hasher.hash_one(entries[s as usize].id));
+        for d in [&mut self.track_docs, &mut self.album_docs] {
+            d.shrink();
+        }
+        self.artist_docs.shrink();
+        self.albums.shrink_to_fit();
+        for al in self.albums.iter_mut().flatten() {
+            al.tracks.shrink_to_fit();
+        }
+    }
+
     pub(super) fn forget(&mut self, device: DeviceId) {
         let Some(slot) = self.devices.iter().position(|d| *d == device) else {
             return;
@@ -379,7 +460,6 @@ impl State {
         let held: Vec<TrackId> = self
             .entries
             .iter()
-            .flatten()
             .filter(|e| e.holders & (1 << slot) != 0)
             .map(|e| e.id)
             .collect();
@@ -404,7 +484,7 @@ impl State {
                 skip -= al.tracks.len();
                 continue;
             }
-            for (_, e) in al.tracks.iter().skip(skip) {
+            for e in al.tracks.iter().skip(skip) {
                 if out.len() >= page.limit {
                     break;
                 }
@@ -420,7 +500,7 @@ impl State {
         let mask = al.map_or(0, |al| {
             al.tracks
                 .iter()
-                .filter_map(|(_, e)| self.entry(*e))
+                .filter_map(|e| self.entry(*e))
                 .fold(0, |m, en| m | en.holders)
         });
         match al {
@@ -470,7 +550,7 @@ impl State {
             .collect();
         let tracks = best(tracks, limit)
             .into_iter()
-            .filter_map(|id| self.view(*self.by_id.get(&id)?))
+            .filter_map(|id| self.view(self.slot_of(&id)?))
             .collect();
         let albums: Vec<(AlbumId, u32)> = self
             .album_docs
@@ -501,7 +581,7 @@ impl State {
             .flatten()
             .filter(|a| a.cover.as_ref() == Some(id))
         {
-            for (_, e) in &al.tracks {
+            for e in &al.tracks {
                 mask |= self.entry(*e).map_or(0, |en| en.holders);
             }
         }

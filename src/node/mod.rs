@@ -34,6 +34,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Tracks read from the index and fed to the catalog at a time after a
+/// rescan.
+const FEED_CHUNK: usize = 2048;
+
 /// What a node is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -517,12 +521,21 @@ impl Node {
                 // What changed, into the catalog: a changed record (same
                 // bytes, new paths) goes out and comes back.
                 let (put, remove) = snapshot::diff(&old.entries, &snap.entries);
-                let mut tracks = Vec::with_capacity(put.len());
-                for id in &put {
-                    tracks.extend(ix.track(id)?);
+                // In chunks: a first scan's 100k whole records at once
+                // would be a transient 40 MB that the allocator keeps.
+                let mut remove = &remove[..];
+                for ids in put.chunks(FEED_CHUNK) {
+                    let mut tracks = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        tracks.extend(ix.track(id)?);
+                    }
+                    let fresh = catalog.apply(me, tracks, std::mem::take(&mut remove));
+                    ix.set_first_seen(fresh.iter().map(|(a, t)| (a.0, *t)))?;
                 }
-                let fresh = catalog.apply(me, tracks, &remove);
-                ix.set_first_seen(fresh.iter().map(|(a, t)| (a.0, *t)))?;
+                if !remove.is_empty() {
+                    catalog.apply(me, vec![], remove);
+                }
+                catalog.settle();
                 Ok(snap)
             })
             .await??;

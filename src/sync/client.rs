@@ -52,6 +52,10 @@ impl Syncer {
         }
         let got = snapshot::root(&local);
         self.record(&run, started);
+        if run.records > 0 {
+            let catalog = self.catalog.clone();
+            self.tasks.blocking(move || catalog.settle()).await?;
+        }
         if got != root {
             return Err(SyncError::Peer(format!(
                 "after syncing, {peer}'s catalog hashes to {got}, not the {root} it announced (it changed meanwhile?)"
