@@ -76,7 +76,7 @@ impl Key {
     pub fn new(track: TrackId, spec: &[u8]) -> Key {
         let mut h = blake3::Hasher::new();
         h.update(b"tunemesh transcode key v2\0");
-        h.update(&track.0);
+        h.update(track.as_bytes());
         h.update(&(spec.len() as u64).to_le_bytes());
         h.update(spec);
         Key(h.finalize().into())
@@ -633,7 +633,7 @@ mod tests {
     }
 
     fn key(n: u8) -> Key {
-        Key::new(Hash32([n; 32]), b"test spec")
+        Key::new(TrackId::from_bytes([n; 32]), b"test spec")
     }
 
     #[test]

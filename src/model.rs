@@ -66,16 +66,92 @@ impl Serialize for Hash32 {
 }
 
 /// A string that is not a 64-character hex digest (the offending input),
-/// returned when parsing a [`Hash32`].
+/// returned when parsing a [`Hash32`], [`TrackId`] or [`CoverId`].
 #[derive(Debug, thiserror::Error)]
 #[error("not a 64-character hex id: {0:?}")]
 pub struct InvalidId(pub String);
 
-/// Identity of a track: blake3 of the whole file's bytes. The same bytes at
-/// two paths are one track with two locations.
-pub type TrackId = Hash32;
-/// Identity of a cover image: blake3 of the image bytes.
-pub type CoverId = Hash32;
+/// Defines an id that is a blake3 digest of some content, as its own type
+/// (so one kind of id is never taken for another), with the same bytes and
+/// the same text forms as [`Hash32`]: `Display`, `FromStr` and `Serialize`
+/// give 64 lowercase hex characters, `Debug` the first 12.
+macro_rules! digest_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Hash32);
+
+        impl $name {
+            /// The id of the content `bytes`: their blake3 digest.
+            pub fn of(bytes: &[u8]) -> Self {
+                $name(Hash32::of(bytes))
+            }
+
+            /// The id held in `bytes` (as stored or sent); `None` unless it
+            /// is exactly 32 bytes long.
+            pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+                Hash32::from_slice(bytes).map($name)
+            }
+
+            /// The id made of these 32 bytes.
+            pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+                $name(Hash32(bytes))
+            }
+
+            /// The id's 32 bytes, as stored and sent.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0 .0
+            }
+
+            /// The id as 64 lowercase hex characters (the `Display` form).
+            pub fn to_hex(&self) -> String {
+                self.0.to_hex()
+            }
+        }
+
+        impl From<blake3::Hash> for $name {
+            fn from(h: blake3::Hash) -> Self {
+                $name(Hash32::from(h))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                s.parse().map($name)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+    };
+}
+
+digest_id! {
+    /// Identity of a track: blake3 of the whole file's bytes. The same bytes
+    /// at two paths are one track with two locations.
+    TrackId
+}
+
+digest_id! {
+    /// Identity of a cover image: blake3 of the image bytes.
+    CoverId
+}
 
 /// Tags as read from a file, with fallbacks already applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -259,5 +335,23 @@ mod tests {
         assert_eq!(h.to_hex().len(), 64);
         assert_eq!(h.to_hex().parse::<Hash32>().unwrap(), h);
         assert!("xyz".parse::<Hash32>().is_err());
+    }
+
+    #[test]
+    fn ids_show_and_parse_like_their_digest() {
+        let h = Hash32::of(b"abc");
+        let (t, c) = (TrackId::of(b"abc"), CoverId::of(b"abc"));
+        assert_eq!(t.as_bytes(), &h.0);
+        assert_eq!(t.to_string(), h.to_string());
+        assert_eq!(c.to_string(), h.to_string());
+        assert_eq!(format!("{t:?} {c:?}"), format!("{h:?} {h:?}"));
+        assert_eq!(h.to_hex().parse::<TrackId>().unwrap(), t);
+        assert_eq!(h.to_hex().parse::<CoverId>().unwrap(), c);
+        assert!("xyz".parse::<TrackId>().is_err());
+        assert_eq!(TrackId::from_slice(&h.0), Some(t));
+        assert_eq!(CoverId::from_bytes(h.0), c);
+        assert_eq!(TrackId::from_slice(&h.0[1..]), None);
+        let json = serde_json::to_string(&(t, Some(c))).unwrap();
+        assert_eq!(json, serde_json::to_string(&(h, Some(h))).unwrap());
     }
 }

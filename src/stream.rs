@@ -535,11 +535,11 @@ pub fn mime_of(codec: &str, container: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AudioInfo, Hash32, Tags};
+    use crate::model::{AudioInfo, Tags, TrackId};
 
     fn track(title: &str) -> Track {
         Track {
-            id: Hash32([7; 32]),
+            id: TrackId::from_bytes([7; 32]),
             tags: Tags {
                 title: title.into(),
                 artists: vec!["Someone".into()],

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use tunemesh::index::Index;
-use tunemesh::model::{AudioInfo, Cover, FileState, Hash32, Outcome, Tags, Track};
+use tunemesh::model::{AudioInfo, Cover, CoverId, FileState, Outcome, Tags, Track, TrackId};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -38,7 +38,7 @@ fn cover(c: u8) -> Option<Cover> {
     c.is_multiple_of(2).then(|| {
         let data = vec![c / 2; 8];
         Cover {
-            id: Hash32::of(&data),
+            id: CoverId::of(&data),
             mime: "image/png".into(),
             data,
         }
@@ -47,7 +47,7 @@ fn cover(c: u8) -> Option<Cover> {
 
 fn track(c: u8) -> Track {
     Track {
-        id: Hash32::of(&[c]),
+        id: TrackId::of(&[c]),
         tags: Tags {
             title: format!("Song {c}"),
             artists: vec![format!("Artist {}", c % 2)],
@@ -111,8 +111,8 @@ fn apply(index: &Index, ops: &[Op], model: &mut Model) {
     w.commit().unwrap();
 }
 
-fn expected(model: &Model) -> BTreeMap<Hash32, BTreeSet<PathBuf>> {
-    let mut out: BTreeMap<Hash32, BTreeSet<PathBuf>> = BTreeMap::new();
+fn expected(model: &Model) -> BTreeMap<TrackId, BTreeSet<PathBuf>> {
+    let mut out: BTreeMap<TrackId, BTreeSet<PathBuf>> = BTreeMap::new();
     for (&p, c) in model {
         if let Some(c) = c {
             out.entry(track(*c).id).or_default().insert(path(p));
@@ -121,7 +121,7 @@ fn expected(model: &Model) -> BTreeMap<Hash32, BTreeSet<PathBuf>> {
     out
 }
 
-fn actual(index: &Index) -> BTreeMap<Hash32, BTreeSet<PathBuf>> {
+fn actual(index: &Index) -> BTreeMap<TrackId, BTreeSet<PathBuf>> {
     index
         .tracks()
         .map(|t| {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{AudioInfo, Hash32, Tags};
+use crate::model::{AudioInfo, CoverId, Tags, TrackId};
 
 fn dev(n: u8) -> DeviceId {
     // An identity multihash of an Ed25519 public key's protobuf: the
@@ -11,7 +11,7 @@ fn dev(n: u8) -> DeviceId {
 
 fn track(n: u32, artist: &str, album: &str, disc: u32, no: u32, title: &str) -> Track {
     Track {
-        id: Hash32::of(format!("{n}").as_bytes()),
+        id: TrackId::of(format!("{n}").as_bytes()),
         tags: Tags {
             title: title.into(),
             artists: vec![artist.into()],
@@ -231,8 +231,8 @@ fn tracks_without_an_album_are_listed_but_make_no_album() {
 fn covers_name_their_holders() {
     let c = Catalog::new();
     let mut t = track(1, "A", "X", 1, 1, "one");
-    t.cover = Some(Hash32([7; 32]));
+    t.cover = Some(CoverId::from_bytes([7; 32]));
     c.apply(dev(2), vec![t], &[]);
-    assert_eq!(c.cover_holders(&Hash32([7; 32])), vec![dev(2)]);
-    assert!(c.cover_holders(&Hash32([8; 32])).is_empty());
+    assert_eq!(c.cover_holders(&CoverId::from_bytes([7; 32])), vec![dev(2)]);
+    assert!(c.cover_holders(&CoverId::from_bytes([8; 32])).is_empty());
 }

@@ -556,11 +556,11 @@ mod hex_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AudioInfo, Hash32, Tags};
+    use crate::model::{AudioInfo, Tags};
 
     fn track() -> Track {
         Track {
-            id: Hash32([7; 32]),
+            id: TrackId::from_bytes([7; 32]),
             size: 1234,
             tags: Tags {
                 title: "Song".into(),
@@ -574,7 +574,7 @@ mod tests {
                 codec: "flac".into(),
                 ..AudioInfo::default()
             },
-            cover: Some(Hash32([9; 32])),
+            cover: Some(CoverId::from_bytes([9; 32])),
             paths: vec!["/music/song.flac".into()],
         }
     }
@@ -601,8 +601,8 @@ mod tests {
         assert_eq!(back.artist, "A; B");
         assert_eq!(back.paths, ["/music/song.flac"]);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(value["id"], Hash32([7; 32]).to_hex().as_str());
-        assert_eq!(value["cover"], Hash32([9; 32]).to_hex().as_str());
+        assert_eq!(value["id"], "07".repeat(32));
+        assert_eq!(value["cover"], "09".repeat(32));
         let remote = TrackView::new(&t, vec![SourceView::from(&there)]);
         assert!(remote.paths.is_empty());
     }

@@ -4,7 +4,7 @@
 //! `crate::model`. Encodings must be deterministic (sorted repeated fields),
 //! because the snapshot root hashes the encoded track records.
 
-use crate::model::{AudioInfo, CoverId, FileState, Hash32, Outcome, Tags, Track};
+use crate::model::{AudioInfo, CoverId, FileState, Outcome, Tags, Track, TrackId};
 use crate::proto;
 use std::path::{Path, PathBuf};
 
@@ -36,16 +36,12 @@ fn opt(v: u32) -> Option<u32> {
     (v != 0).then_some(v)
 }
 
-fn hash_opt(b: &[u8]) -> Option<Hash32> {
-    Hash32::from_slice(b)
-}
-
 pub fn track_to_proto(t: &Track) -> proto::TrackRecord {
     let mut paths: Vec<Vec<u8>> = t.paths.iter().map(|p| path_bytes(p).to_vec()).collect();
     paths.sort();
     paths.dedup();
     proto::TrackRecord {
-        id: t.id.0.to_vec(),
+        id: t.id.as_bytes().to_vec(),
         tags: Some(proto::TrackTags {
             title: t.tags.title.clone(),
             artists: t.tags.artists.clone(),
@@ -72,7 +68,7 @@ pub fn track_to_proto(t: &Track) -> proto::TrackRecord {
             bitrate_kbps: t.audio.bitrate_kbps.unwrap_or(0),
         }),
         size: t.size,
-        cover: t.cover.map(|c| c.0.to_vec()).unwrap_or_default(),
+        cover: t.cover.map(|c| c.as_bytes().to_vec()).unwrap_or_default(),
         paths,
     }
 }
@@ -81,7 +77,7 @@ pub fn track_from_proto(r: proto::TrackRecord) -> Option<Track> {
     let tags = r.tags.unwrap_or_default();
     let audio = r.audio.unwrap_or_default();
     Some(Track {
-        id: Hash32::from_slice(&r.id)?,
+        id: TrackId::from_slice(&r.id)?,
         tags: Tags {
             title: tags.title,
             artists: tags.artists,
@@ -108,7 +104,7 @@ pub fn track_from_proto(r: proto::TrackRecord) -> Option<Track> {
             bitrate_kbps: opt(audio.bitrate_kbps),
         },
         size: r.size,
-        cover: hash_opt(&r.cover),
+        cover: cover_id_opt(&r.cover),
         paths: r.paths.iter().map(|p| path_from_bytes(p)).collect(),
     })
 }
@@ -118,10 +114,13 @@ pub fn state_to_proto(s: &FileState) -> proto::FileState {
     proto::FileState {
         size: s.size,
         mtime_ns: s.mtime_ns,
-        folder_cover: s.folder_cover.map(|c| c.0.to_vec()).unwrap_or_default(),
+        folder_cover: s
+            .folder_cover
+            .map(|c| c.as_bytes().to_vec())
+            .unwrap_or_default(),
         scanner_version: s.scanner_version,
         outcome: Some(match &s.outcome {
-            Outcome::Track(id) => P::Track(id.0.to_vec()),
+            Outcome::Track(id) => P::Track(id.as_bytes().to_vec()),
             Outcome::Error(e) => P::Error(e.clone()),
             Outcome::NotAudio => P::NotAudio(true),
         }),
@@ -131,19 +130,19 @@ pub fn state_to_proto(s: &FileState) -> proto::FileState {
 pub fn state_from_proto(p: proto::FileState) -> Option<FileState> {
     use proto::file_state::Outcome as P;
     let outcome = match p.outcome? {
-        P::Track(id) => Outcome::Track(Hash32::from_slice(&id)?),
+        P::Track(id) => Outcome::Track(TrackId::from_slice(&id)?),
         P::Error(e) => Outcome::Error(e),
         P::NotAudio(_) => Outcome::NotAudio,
     };
     Some(FileState {
         size: p.size,
         mtime_ns: p.mtime_ns,
-        folder_cover: hash_opt(&p.folder_cover),
+        folder_cover: cover_id_opt(&p.folder_cover),
         scanner_version: p.scanner_version,
         outcome,
     })
 }
 
 pub fn cover_id_opt(b: &[u8]) -> Option<CoverId> {
-    hash_opt(b)
+    CoverId::from_slice(b)
 }

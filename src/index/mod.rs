@@ -543,7 +543,7 @@ impl Index {
 
     /// The track with this id; `None` if it is not indexed.
     pub fn track(&self, id: &TrackId) -> Result<Option<Track>> {
-        let k = key(T, &id.0);
+        let k = key(T, id.as_bytes());
         self.tree.get(&k)?.map(|v| track_from(&k, &v)).transpose()
     }
 
@@ -558,10 +558,11 @@ impl Index {
     /// the one answer of it, the same the catalog gives.
     pub fn ids_with(&self, prefix: &Prefix) -> Result<Vec<TrackId>> {
         let (lo, hi) = prefix.bounds();
+        let range = key(T, lo.as_bytes())..=key(T, hi.as_bytes());
         let mut out = vec![];
-        for r in self.tree.range(key(T, &lo.0)..=key(T, &hi.0)).keys() {
+        for r in self.tree.range(range).keys() {
             let k = r?;
-            out.push(Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?);
+            out.push(TrackId::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?);
         }
         Ok(out)
     }
@@ -574,7 +575,7 @@ impl Index {
         let mut docs = Vec::new();
         for r in self.scan_prefix(&[T]) {
             let (k, v) = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
+            let id = TrackId::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
             let (doc, _) = split_track_value(&k, &v)?;
             docs.push((id, doc.into()));
         }
@@ -656,7 +657,7 @@ impl Index {
 
     /// The cover image with this id; `None` if it is not stored.
     pub fn cover(&self, id: &CoverId) -> Result<Option<Cover>> {
-        let k = key(C, &id.0);
+        let k = key(C, id.as_bytes());
         match self.tree.get(&k)? {
             None => Ok(None),
             Some(v) => {
@@ -714,7 +715,7 @@ impl Index {
         let mut entries = Vec::new();
         for r in self.scan_prefix(&[T]) {
             let (k, v) = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
+            let id = TrackId::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad track key"))?;
             let (_, rec) = split_track_value(&k, &v)?;
             entries.push((id, Hash32::of(rec)));
         }
@@ -827,7 +828,7 @@ impl Index {
         check_counts(R, &artists, "artist")?;
         for r in self.scan_prefix(&[C_COUNT]) {
             let (k, v) = r?;
-            let id = Hash32::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad cover key"))?;
+            let id = CoverId::from_slice(&k[1..]).ok_or_else(|| corrupt(&k, "bad cover key"))?;
             let have = u64::from_le_bytes(
                 v.as_ref()
                     .try_into()
@@ -836,7 +837,7 @@ impl Index {
             if covers.remove(&id) != Some(have) {
                 problems.push(format!("cover {id} count {have} is wrong"));
             }
-            if self.tree.get(key(C, &id.0))?.is_none() {
+            if self.tree.get(key(C, id.as_bytes()))?.is_none() {
                 problems.push(format!("cover {id} is counted but not stored"));
             }
         }

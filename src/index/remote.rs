@@ -54,12 +54,12 @@ impl Index {
                 }
             }
             let mut k = prefix.clone();
-            k.extend_from_slice(&id.0);
+            k.extend_from_slice(id.as_bytes());
             batch.insert(k, rec.as_slice());
         }
         for id in remove {
             let mut k = prefix.clone();
-            k.extend_from_slice(&id.0);
+            k.extend_from_slice(id.as_bytes());
             batch.remove(k);
         }
         self.tree.apply_batch(batch)?;
@@ -84,7 +84,7 @@ impl Index {
         let mut out = Vec::new();
         for r in self.tree.scan_prefix(&prefix) {
             let (k, v) = r?;
-            let id = Hash32::from_slice(&k[prefix.len()..])
+            let id = TrackId::from_slice(&k[prefix.len()..])
                 .ok_or_else(|| corrupt(&k, "bad remote track key"))?;
             out.push((id, Hash32::of(&v)));
         }
@@ -105,7 +105,7 @@ impl Index {
     /// One track from `peer`'s catalog.
     pub fn remote_track(&self, peer: &[u8], id: &TrackId) -> Result<Option<Track>> {
         let mut k = peer_prefix(peer);
-        k.extend_from_slice(&id.0);
+        k.extend_from_slice(id.as_bytes());
         match self.tree.get(&k)? {
             Some(v) => Ok(Some(
                 decode_record(&v).ok_or_else(|| corrupt(&k, "bad remote record"))?,
@@ -142,7 +142,7 @@ impl Index {
     /// The stored record bytes of local tracks (what a peer's snapshot
     /// entries hash), for answering a sync.
     pub fn record_bytes(&self, id: &TrackId) -> Result<Option<Vec<u8>>> {
-        let k = super::key(super::T, &id.0);
+        let k = super::key(super::T, id.as_bytes());
         match self.tree.get(&k)? {
             Some(v) => Ok(Some(super::split_track_value(&k, &v)?.1.to_vec())),
             None => Ok(None),

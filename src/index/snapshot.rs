@@ -14,13 +14,13 @@
 //!
 //! This module is pure: the index feeds it entries.
 
-use crate::model::Hash32;
+use crate::model::{Hash32, TrackId};
 
 /// Most entries a leaf holds before it splits.
 pub const LEAF_MAX: usize = 64;
 
 /// One entry: a track id and the hash of its stored record.
-pub type Entry = (Hash32, Hash32);
+pub type Entry = (TrackId, Hash32);
 
 /// A trie node, as a peer would fetch it during sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +35,8 @@ pub enum Node {
 
 const EMPTY: Hash32 = Hash32([0; 32]);
 
-fn nibble(id: &Hash32, depth: usize) -> usize {
-    let b = id.0[depth / 2];
+fn nibble(id: &TrackId, depth: usize) -> usize {
+    let b = id.as_bytes()[depth / 2];
     usize::from(if depth.is_multiple_of(2) {
         b >> 4
     } else {
@@ -80,7 +80,7 @@ pub fn node_hash(entries: &[Entry], depth: usize) -> Hash32 {
             h.update(b"tunemesh.snapshot.leaf.v1");
             h.update(&(es.len() as u64).to_le_bytes());
             for (id, v) in &es {
-                h.update(&id.0);
+                h.update(id.as_bytes());
                 h.update(&v.0);
             }
         }
@@ -126,7 +126,7 @@ pub fn subtree<'a>(entries: &'a [Entry], path: &[u8]) -> &'a [Entry] {
 /// What changed between two sorted entry lists: ids to (re)load (new, or
 /// with a new record hash) and ids to drop (gone, or with a new record
 /// hash: the old record goes before the new one comes). One merge pass.
-pub fn diff(old: &[Entry], new: &[Entry]) -> (Vec<Hash32>, Vec<Hash32>) {
+pub fn diff(old: &[Entry], new: &[Entry]) -> (Vec<TrackId>, Vec<TrackId>) {
     use std::cmp::Ordering;
     let (mut put, mut remove) = (vec![], vec![]);
     let (mut i, mut j) = (0, 0);
@@ -164,12 +164,13 @@ mod tests {
 
     #[test]
     fn diff_finds_new_gone_and_changed_entries() {
+        let t = |n: u8| TrackId::from_bytes([n; 32]);
         let h = |n: u8| Hash32([n; 32]);
-        let old = vec![(h(1), h(10)), (h(2), h(20)), (h(4), h(40))];
-        let new = vec![(h(2), h(21)), (h(3), h(30)), (h(4), h(40)), (h(5), h(50))];
+        let old = vec![(t(1), h(10)), (t(2), h(20)), (t(4), h(40))];
+        let new = vec![(t(2), h(21)), (t(3), h(30)), (t(4), h(40)), (t(5), h(50))];
         let (put, remove) = diff(&old, &new);
-        assert_eq!(put, vec![h(2), h(3), h(5)]);
-        assert_eq!(remove, vec![h(1), h(2)]);
+        assert_eq!(put, vec![t(2), t(3), t(5)]);
+        assert_eq!(remove, vec![t(1), t(2)]);
         assert_eq!(diff(&new, &new), (vec![], vec![]));
         assert_eq!(diff(&[], &old).0.len(), 3);
         assert_eq!(diff(&old, &[]).1.len(), 3);
@@ -177,7 +178,7 @@ mod tests {
 
     fn entries(n: u32, salt: u8) -> Vec<Entry> {
         let mut v: Vec<Entry> = (0..n)
-            .map(|i| (Hash32::of(&i.to_le_bytes()), Hash32::of(&[salt])))
+            .map(|i| (TrackId::of(&i.to_le_bytes()), Hash32::of(&[salt])))
             .collect();
         v.sort();
         v
@@ -237,10 +238,10 @@ mod tests {
         let a = entries(3000, 1);
         let under = subtree(&a, &[0xa, 0x3]);
         assert!(!under.is_empty());
-        assert!(under.iter().all(|(id, _)| id.0[0] == 0xa3));
+        assert!(under.iter().all(|(id, _)| id.as_bytes()[0] == 0xa3));
         assert_eq!(
             under.len(),
-            a.iter().filter(|(id, _)| id.0[0] == 0xa3).count()
+            a.iter().filter(|(id, _)| id.as_bytes()[0] == 0xa3).count()
         );
         assert_eq!(subtree(&a, &[]).len(), a.len());
     }

@@ -36,7 +36,7 @@ fn dirty_folder_entries_counts_what_a_commit_rewrites() {
 #[test]
 fn derived_keys_fold_names_and_file_the_album_under_its_album_artist() {
     let t = Track {
-        id: Hash32::of(b"k"),
+        id: TrackId::of(b"k"),
         tags: crate::model::Tags {
             title: "Hoppípolla".into(),
             artists: vec!["Sigur Rós".into(), "Amiina".into()],
@@ -67,7 +67,7 @@ fn derived_keys_fold_names_and_file_the_album_under_its_album_artist() {
 #[test]
 fn track_value_roundtrip() {
     let t = Track {
-        id: Hash32::of(b"x"),
+        id: TrackId::of(b"x"),
         tags: crate::model::Tags {
             title: "Rós".into(),
             ..Default::default()

@@ -70,8 +70,8 @@ impl Committer {
                 for (records, mut batch) in rx {
                     for (id, t) in &records.tracks {
                         match t {
-                            Some(s) => batch.insert(key(T, &id.0), s.encode()),
-                            None => batch.remove(key(T, &id.0)),
+                            Some(s) => batch.insert(key(T, id.as_bytes()), s.encode()),
+                            None => batch.remove(key(T, id.as_bytes())),
                         }
                     }
                     for (dir, files) in &records.dirs {
@@ -220,7 +220,7 @@ impl Writer<'_> {
 
     fn cover_count(&mut self, id: &CoverId) -> Result<&mut Cached<u64>> {
         if !self.covers.contains_key(id) {
-            let k = key(C_COUNT, &id.0);
+            let k = key(C_COUNT, id.as_bytes());
             let value = match self.index.tree.get(&k)? {
                 None => None,
                 Some(v) => Some(u64::from_le_bytes(
@@ -412,7 +412,8 @@ impl Writer<'_> {
                     mime: c.mime.clone(),
                     data: c.data.clone(),
                 };
-                self.batch.insert(key(C, &c.id.0), blob.encode_to_vec());
+                self.batch
+                    .insert(key(C, c.id.as_bytes()), blob.encode_to_vec());
             }
         }
         self.write_track(old.as_ref(), Some(new))
@@ -485,7 +486,7 @@ impl Writer<'_> {
                         o.dirty = true;
                     }
                     if a.cover.is_empty() && t.cover.is_some() {
-                        a.cover = t.cover.map(|c| c.0.to_vec()).unwrap_or_default();
+                        a.cover = t.cover.map(|c| c.as_bytes().to_vec()).unwrap_or_default();
                         o.dirty = true;
                     }
                 }
@@ -498,7 +499,7 @@ impl Writer<'_> {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
                         cc.value = None;
-                        self.batch.remove(key(C, &c.0));
+                        self.batch.remove(key(C, c.as_bytes()));
                     }
                     self.covers.get_mut(&c).expect("cached").dirty = true;
                 }
@@ -559,8 +560,8 @@ impl Writer<'_> {
         }
         for (id, c) in self.covers.iter_mut().filter(|(_, c)| c.dirty) {
             match c.value {
-                Some(n) => batch.insert(key(C_COUNT, &id.0), n.to_le_bytes().to_vec()),
-                None => batch.remove(key(C_COUNT, &id.0)),
+                Some(n) => batch.insert(key(C_COUNT, id.as_bytes()), n.to_le_bytes().to_vec()),
+                None => batch.remove(key(C_COUNT, id.as_bytes())),
             }
             c.dirty = false;
         }

@@ -19,7 +19,7 @@ mod walk;
 pub mod watch;
 
 use crate::index::{Derived, DirFiles, Index, IndexError, NewTrack};
-use crate::model::{Cover, CoverId, FileError, FileState, Hash32, Outcome, Tags, Track, TrackId};
+use crate::model::{Cover, CoverId, FileError, FileState, Outcome, Tags, Track, TrackId};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustc_hash::FxHashSet;
 use std::collections::{HashMap, HashSet};
@@ -497,7 +497,7 @@ fn read_image(path: &Path, m: &Metadata) -> Option<Arc<Cover>> {
         return None;
     }
     Some(Arc::new(Cover {
-        id: Hash32::of(&data),
+        id: CoverId::of(&data),
         mime: mime.to_owned(),
         data,
     }))
@@ -840,7 +840,7 @@ fn read_audio(
             return Ok(None);
         };
         let checked = probe::check(&mut cur, buf.len() as u64, ft).map_err(ReadError::Bad)?;
-        let id = Hash32::of(&buf);
+        let id = TrackId::of(&buf);
         let parsed =
             tags::read(Cursor::new(&buf), ft, checked, buf.len() as u64).map_err(ReadError::Bad)?;
         (id, parsed, buf.len() as u64)
@@ -853,14 +853,14 @@ fn read_audio(
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         let mut h = blake3::Hasher::new();
         h.update_reader(&mut reader).map_err(io)?;
-        let id: Hash32 = h.finalize().into();
+        let id: TrackId = h.finalize().into();
         reader.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         let parsed = tags::read(reader, ft, checked, len).map_err(ReadError::Bad)?;
         (id, parsed, len)
     };
     let cover = match parsed.picture {
         Some((mime, data)) => Some(Arc::new(Cover {
-            id: Hash32::of(&data),
+            id: CoverId::of(&data),
             mime,
             data,
         })),
@@ -1041,7 +1041,7 @@ mod tests {
         let index = Index::open(data.path()).unwrap();
         let path = PathBuf::from("/music/gone.mp3");
         let track = Track {
-            id: Hash32::of(b"gone"),
+            id: TrackId::of(b"gone"),
             tags: Tags::default(),
             audio: Default::default(),
             size: 4,

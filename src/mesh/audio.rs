@@ -12,7 +12,7 @@
 use super::types::{StreamHead, StreamOpen};
 use super::wire;
 use super::MeshError;
-use crate::model::Hash32;
+use crate::model::TrackId;
 use crate::proto;
 use bytes::Bytes;
 use futures::{AsyncWriteExt, SinkExt, StreamExt};
@@ -145,7 +145,7 @@ pub(super) async fn open(
 ) -> Result<(StreamHead, ChunkReader), MeshError> {
     let device = super::DeviceId(peer);
     let msg = proto::StreamOpen {
-        track: open.track.0.to_vec(),
+        track: open.track.as_bytes().to_vec(),
         kbps: open.kbps,
         start_ms: open.start_ms,
         offset: open.offset,
@@ -210,7 +210,7 @@ pub(super) async fn accept(
             return None;
         }
     };
-    let Some(track) = Hash32::from_slice(&open.track) else {
+    let Some(track) = TrackId::from_slice(&open.track) else {
         tracing::warn!(%peer, "stream request without a valid track id");
         let head = proto::StreamHead {
             error: "bad track id".into(),

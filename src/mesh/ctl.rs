@@ -12,7 +12,7 @@ use super::event_loop::Command;
 use super::ticket::Ticket;
 use super::types::{DeviceId, Event, NodeReply, Request, Response};
 use super::{now_ms, wire, MeshError, CTL_TIMEOUT, REQUEST_TIMEOUT};
-use crate::model::{Hash32, TrackId};
+use crate::model::{CoverId, Hash32, TrackId};
 use crate::proto;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -38,11 +38,11 @@ fn request_to_proto(req: Request) -> proto::CtlRequest {
                 with_records,
             }),
             Request::GetRecords(ids) => proto::ctl_request::Kind::GetRecords(proto::GetRecords {
-                ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                ids: ids.iter().map(|i| i.as_bytes().to_vec()).collect(),
             }),
-            Request::GetCover(id) => {
-                proto::ctl_request::Kind::GetCover(proto::GetCover { id: id.0.to_vec() })
-            }
+            Request::GetCover(id) => proto::ctl_request::Kind::GetCover(proto::GetCover {
+                id: id.as_bytes().to_vec(),
+            }),
         }),
     }
 }
@@ -69,7 +69,7 @@ fn response_from_proto(peer: &DeviceId, resp: proto::CtlResponse) -> Result<Resp
             let mut entries = Vec::with_capacity(n.entries.len());
             for e in n.entries {
                 entries.push((
-                    Hash32::from_slice(&e.id).ok_or_else(|| bad("bad entry id"))?,
+                    TrackId::from_slice(&e.id).ok_or_else(|| bad("bad entry id"))?,
                     Hash32::from_slice(&e.hash).ok_or_else(|| bad("bad entry hash"))?,
                 ));
             }
@@ -109,7 +109,7 @@ fn response_to_proto(resp: Response) -> proto::ctl_response::Kind {
                 .entries
                 .iter()
                 .map(|(id, h)| proto::Entry {
-                    id: id.0.to_vec(),
+                    id: id.as_bytes().to_vec(),
                     hash: h.0.to_vec(),
                 })
                 .collect(),
@@ -403,13 +403,13 @@ async fn answer(
             }
         }
         Some(proto::ctl_request::Kind::GetRecords(g)) => {
-            let ids: Option<Vec<TrackId>> = g.ids.iter().map(|i| Hash32::from_slice(i)).collect();
+            let ids: Option<Vec<TrackId>> = g.ids.iter().map(|i| TrackId::from_slice(i)).collect();
             match ids {
                 Some(ids) if ids.len() <= 4096 => ask_node(c, peer, Request::GetRecords(ids)).await,
                 _ => R::Error("bad or too many track ids".into()),
             }
         }
-        Some(proto::ctl_request::Kind::GetCover(g)) => match Hash32::from_slice(&g.id) {
+        Some(proto::ctl_request::Kind::GetCover(g)) => match CoverId::from_slice(&g.id) {
             Some(id) => ask_node(c, peer, Request::GetCover(id)).await,
             None => R::Error("bad cover id".into()),
         },

@@ -2,7 +2,7 @@
 //! the same way everywhere (the catalog, the index, the CLI offline).
 //! Pure.
 
-use super::{Hash32, TrackId};
+use super::TrackId;
 use std::str::FromStr;
 
 /// Fewest hex digits a short id may have (as `git` asks for at least 4).
@@ -68,7 +68,7 @@ impl Prefix {
             lo[b] = (lo[b] & !mask) | (v << shift);
             hi[b] = (hi[b] & !mask) | (v << shift);
         }
-        (Hash32(lo), Hash32(hi))
+        (TrackId::from_bytes(lo), TrackId::from_bytes(hi))
     }
 
     /// The one id among `matches` (the ids within [`Prefix::bounds`]).

@@ -5,7 +5,7 @@
 use super::{Node, NodeError};
 use crate::artwork;
 use crate::mesh::{Request, Response};
-use crate::model::{Cover, CoverId, Hash32};
+use crate::model::{Cover, CoverId};
 use std::path::{Path, PathBuf};
 
 /// The MIME type of an image, from its first bytes.
@@ -134,7 +134,7 @@ impl Node {
             .collect();
         for d in holders {
             match self.inner.client.request(&d, Request::GetCover(id)).await {
-                Ok((Response::Cover { data, .. }, _)) if Hash32::of(&data) == id => {
+                Ok((Response::Cover { data, .. }, _)) if CoverId::of(&data) == id => {
                     let (dir, path, bytes) =
                         (paths.dir.clone(), paths.original.clone(), data.clone());
                     self.inner

@@ -1,6 +1,6 @@
 //! Originals are checked as they arrive: the bytes must be the track.
 
-use crate::model::{Hash32, TrackId};
+use crate::model::TrackId;
 use std::pin::Pin;
 use tokio::io::AsyncRead;
 
@@ -39,7 +39,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Verify<R> {
             std::task::Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
                 if got.is_empty() {
-                    let h: Hash32 = this.hasher.finalize().into();
+                    let h: TrackId = this.hasher.finalize().into();
                     if h != this.id || this.seen != this.len {
                         return std::task::Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
@@ -73,7 +73,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_right_bytes_pass_and_others_fail_at_the_end() {
-        let id = Hash32::of(b"track bytes");
+        let id = TrackId::of(b"track bytes");
         assert_eq!(
             read_all(b"track bytes", id, 11).await.unwrap(),
             b"track bytes"

@@ -125,9 +125,13 @@ pub fn apply(local: &mut Vec<Entry>, put: &[(TrackId, Vec<u8>)], remove: &[Track
 mod tests {
     use super::*;
 
+    fn id(n: u8) -> TrackId {
+        TrackId::from_bytes([n; 32])
+    }
+
     fn entries(n: u32, salt: u8) -> Vec<Entry> {
         let mut v: Vec<Entry> = (0..n)
-            .map(|i| (Hash32::of(&i.to_le_bytes()), Hash32::of(&[salt, i as u8])))
+            .map(|i| (TrackId::of(&i.to_le_bytes()), Hash32::of(&[salt, i as u8])))
             .collect();
         v.sort_unstable();
         v
@@ -156,7 +160,7 @@ mod tests {
         let ours = entries(2000, 0);
         let mut theirs = ours.clone();
         theirs[5].1 = Hash32([9; 32]);
-        let changed_nibble = theirs[5].0 .0[0] >> 4;
+        let changed_nibble = theirs[5].0.as_bytes()[0] >> 4;
         let mut hashes = [Hash32([0; 32]); 16];
         for (h, part) in hashes.iter_mut().zip(snapshot::children(&theirs, 0)) {
             *h = snapshot::node_hash(part, 1);
@@ -178,7 +182,7 @@ mod tests {
         let mut theirs = ours.clone();
         theirs.remove(0);
         theirs[1].1 = Hash32([1; 32]);
-        let extra = (Hash32([0xee; 32]), Hash32([2; 32]));
+        let extra = (id(0xee), Hash32([2; 32]));
         theirs.push(extra);
         let d = diff_leaf(&ours, &[], &theirs);
         assert_eq!(d.remove, vec![ours[0].0]);
@@ -188,37 +192,25 @@ mod tests {
     #[test]
     fn records_must_hash_to_their_entries() {
         let recs: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec()];
-        let entries: Vec<Entry> = vec![
-            (Hash32([1; 32]), Hash32::of(b"a")),
-            (Hash32([2; 32]), Hash32::of(b"b")),
-        ];
+        let entries: Vec<Entry> = vec![(id(1), Hash32::of(b"a")), (id(2), Hash32::of(b"b"))];
         let put = leaf_records(&entries, recs.clone(), &entries[1..]).unwrap();
-        assert_eq!(put, vec![(Hash32([2; 32]), b"b".to_vec())]);
-        let lying = vec![(Hash32([1; 32]), Hash32::of(b"x")), entries[1]];
-        assert_eq!(leaf_records(&lying, recs, &lying), Err(Hash32([1; 32])));
+        assert_eq!(put, vec![(id(2), b"b".to_vec())]);
+        let lying = vec![(id(1), Hash32::of(b"x")), entries[1]];
+        assert_eq!(leaf_records(&lying, recs, &lying), Err(id(1)));
     }
 
     #[test]
     fn fetched_records_match_by_hash_and_the_copy_stays_sorted() {
-        let mut want = vec![
-            (Hash32([3; 32]), Hash32::of(b"c")),
-            (Hash32([4; 32]), Hash32::of(b"d")),
-        ];
+        let mut want = vec![(id(3), Hash32::of(b"c")), (id(4), Hash32::of(b"d"))];
         let mut put = vec![];
         match_records(&mut want, vec![b"d".to_vec(), b"zz".to_vec()], &mut put);
-        assert_eq!(want, vec![(Hash32([3; 32]), Hash32::of(b"c"))]);
-        assert_eq!(put, vec![(Hash32([4; 32]), b"d".to_vec())]);
-        let mut local = vec![
-            (Hash32([1; 32]), Hash32([0; 32])),
-            (Hash32([9; 32]), Hash32([0; 32])),
-        ];
-        apply(&mut local, &put, &[Hash32([1; 32])]);
+        assert_eq!(want, vec![(id(3), Hash32::of(b"c"))]);
+        assert_eq!(put, vec![(id(4), b"d".to_vec())]);
+        let mut local = vec![(id(1), Hash32([0; 32])), (id(9), Hash32([0; 32]))];
+        apply(&mut local, &put, &[id(1)]);
         assert_eq!(
             local,
-            vec![
-                (Hash32([4; 32]), Hash32::of(b"d")),
-                (Hash32([9; 32]), Hash32([0; 32]))
-            ]
+            vec![(id(4), Hash32::of(b"d")), (id(9), Hash32([0; 32]))]
         );
     }
 }

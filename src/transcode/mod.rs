@@ -189,7 +189,8 @@ pub fn open(path: &Path, req: &Request) -> Result<Output, TranscodeError> {
         .map_err(|_| TranscodeError::Internal(format!("encoder lookahead {lookahead}")))?;
     let m = &req.meta;
     let serial = m.track_id.map_or(0x746d_7368, |id| {
-        u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]])
+        let b = id.as_bytes();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     });
     let mux = oggopus::Muxer::new(
         serial,
@@ -425,7 +426,6 @@ impl Transcode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Hash32;
 
     /// A short 16-bit stereo WAV at 44.1 kHz.
     fn wav(dir: &Path) -> std::path::PathBuf {
@@ -458,7 +458,7 @@ mod tests {
         let mut req = Request::new(96);
         req.passthrough = false;
         req.meta = Meta {
-            track_id: Some(Hash32([3; 32])),
+            track_id: Some(TrackId::from_bytes([3; 32])),
             title: title.into(),
             artists: vec!["A".into(), "B".into()],
             album: "C".into(),
