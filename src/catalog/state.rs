@@ -35,7 +35,7 @@ struct Entry {
 
 impl Entry {
     const FREE: Entry = Entry {
-        id: Hash32([0; 32]),
+        id: TrackId::from_bytes([0; 32]),
         holders: 0,
         title_key: 0,
         album: 0,
