@@ -80,7 +80,11 @@ fn a_full_disk_is_survived_and_recovered_from() {
         .to_hex()
         .to_string();
 
-    // The disk fills up.
+    // The disk fills up, once what the scan wrote is on disk (sled
+    // flushes every 500 ms; the node flushes after a rescan settles). A
+    // disk filled by someone else within that window fails sled's flush
+    // and leaves the index unwritable until a restart: a known limit.
+    std::thread::sleep(Duration::from_millis(1000));
     let filler = home.tm.data.path().join("filler");
     let filled = fill(&filler);
     eprintln!("filled the data dir's disk with {filled} bytes");

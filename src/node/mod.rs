@@ -536,6 +536,10 @@ impl Node {
                     catalog.apply(me, vec![], remove);
                 }
                 catalog.settle();
+                // A settled rescan is on disk now, not within sled's 500 ms:
+                // a disk that fills up meanwhile would fail that flush and
+                // leave the index unwritable until a restart.
+                ix.flush()?;
                 Ok(snap)
             })
             .await??;
