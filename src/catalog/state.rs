@@ -443,9 +443,8 @@ impl State {
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.by_id
             .shrink_to_fit(|&s| hasher.hash_one(entries[s as usize].id));
-        for d in [&mut self.track_docs, &mut self.album_docs] {
-            d.shrink();
-        }
+        self.track_docs.shrink();
+        self.album_docs.shrink();
         self.artist_docs.shrink();
         self.albums.shrink_to_fit();
         for al in self.albums.iter_mut().flatten() {
@@ -542,15 +541,16 @@ impl State {
     }
 
     pub(super) fn search(&self, q: &Query, limit: usize) -> Found {
-        let tracks: Vec<(TrackId, u32)> = self
+        // Keyed (id, slot): ties rank by id, and the slot is at hand.
+        let tracks: Vec<((TrackId, u32), u32)> = self
             .track_docs
             .matches(q)
             .into_iter()
-            .filter_map(|(e, sc)| Some((self.entry(e)?.id, sc)))
+            .filter_map(|(e, sc)| Some(((self.entry(e)?.id, e), sc)))
             .collect();
         let tracks = best(tracks, limit)
             .into_iter()
-            .filter_map(|id| self.view(self.slot_of(&id)?))
+            .filter_map(|(_, e)| self.view(e))
             .collect();
         let albums: Vec<(AlbumId, u32)> = self
             .album_docs
