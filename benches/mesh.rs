@@ -89,6 +89,10 @@ struct Args {
     /// Run one part only.
     #[arg(long, value_enum)]
     only: Option<Part>,
+    /// After measuring idle RSS, keep both daemons idle this many seconds
+    /// more (to look inside them: smaps, gdb, perf), printing their pids.
+    #[arg(long, default_value_t = 0)]
+    linger: u64,
 }
 
 /// A part of the mesh bench.
@@ -705,6 +709,13 @@ fn sync_part(args: &Args, manifest: &Path, target: &Path, run_dir: &Path) -> Res
         mib(rss_idle[1].0),
         mib(rss_idle[1].1)
     );
+    if args.linger > 0 {
+        println!(
+            "  lingering {} s: home pid {}, phone pid {}",
+            args.linger, home.pid, phone.pid
+        );
+        std::thread::sleep(Duration::from_secs(args.linger));
+    }
 
     // Streams against the big library (resolve walks the merged library).
     let files = first_files(&lib, args.rounds)?;
