@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod artwork;
 pub mod cache;
 pub mod catalog;

@@ -7,7 +7,7 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::args::{Cli, Command};
-use cli::{remote, scan, serve, transcode};
+use cli::{remote, scan, serve, transcode, web};
 
 /// sled and the scanner allocate many small short-lived buffers; mimalloc
 /// handles that pattern markedly better than glibc's allocator (a 10k-file
@@ -58,6 +58,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(&dir, a),
         Command::Relay(a) => serve::relay(&dir, a),
         Command::Invite(a) => remote::invite(&dir, a),
+        Command::Open(a) => web::open(&dir, a),
+        Command::User(c) => web::user(&dir, c),
         Command::Join(a) => remote::join(&dir, a),
         Command::Devices(a) => remote::devices(&dir, a),
         Command::Peers(a) => remote::peers(&dir, a),

@@ -62,6 +62,13 @@ pub enum Command {
     /// it). The file appears only when whole; an original is checked
     /// against its track id.
     Get(GetArgs),
+    /// Open the web player of the running node in this desktop's browser,
+    /// logged in by a one-time code (good for 2 minutes, once).
+    Open(OpenArgs),
+    /// Accounts for the web player on other PCs (`serve --web`) and, next,
+    /// Subsonic apps.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Transcode a file or an indexed track to Ogg Opus, as the home node
     /// streams it (an Opus or MP3 source at or below the bitrate is copied
     /// as it is). Whole-track transcodes go through the transcode cache.
@@ -189,6 +196,15 @@ pub struct ServeArgs {
     /// Do not ask the router for a port mapping (UPnP; home only).
     #[arg(long)]
     pub no_upnp: bool,
+    /// Also serve the web player on this address (e.g. 0.0.0.0:8080), for
+    /// browsers on other PCs; they log in with an account (`tunemesh user
+    /// add`). Refused while no account exists.
+    #[arg(long, env = "TUNEMESH_WEB")]
+    pub web: Option<std::net::SocketAddr>,
+    /// A host name browsers use for the `--web` address (e.g. music.lan),
+    /// repeatable; IP addresses and this host's name always work.
+    #[arg(long)]
+    pub web_host: Vec<String>,
 }
 
 /// Arguments of `tunemesh relay`.
@@ -296,4 +312,50 @@ pub enum DevicesCommand {
         /// Device id (as `tunemesh devices` shows it).
         id: String,
     },
+}
+
+/// Arguments of `tunemesh open`.
+#[derive(Args)]
+pub struct OpenArgs {
+    /// Only print the login URL; do not start a browser.
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// `tunemesh user …`.
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Make an account (the password is asked for, or read from stdin).
+    Add(UserPasswordArgs),
+    /// List the accounts.
+    Ls(UserLsArgs),
+    /// Remove an account (its browsers are logged out).
+    Rm(UserNameArgs),
+    /// Give an account a new password.
+    Passwd(UserPasswordArgs),
+}
+
+/// An account's name and where its password comes from.
+#[derive(Args)]
+pub struct UserPasswordArgs {
+    /// The account's name.
+    pub name: String,
+    /// Read the password from the first line of stdin instead of asking.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// An account's name.
+#[derive(Args)]
+pub struct UserNameArgs {
+    /// The account's name.
+    pub name: String,
+}
+
+/// Arguments of `tunemesh user ls`.
+#[derive(Args)]
+pub struct UserLsArgs {
+    /// One JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,7 +1,8 @@
 //! The `tunemesh` binary's commands, one module per group: [`scan`] (the
 //! local index: scan, watch, ls, search, show, status, errors), [`serve`]
 //! (the node and the relay), [`remote`] (commands that talk to a running
-//! node through its HTTP API), [`transcode`], and [`output`] (how things are
+//! node through its HTTP API), [`web`] (`open` and `user`), [`transcode`],
+//! and [`output`] (how things are
 //! printed). [`args`] is the command line's shape.
 //!
 //! Owns: the binary's dependencies (clap, indicatif, qrcode, ureq,
@@ -16,6 +17,7 @@ pub mod remote;
 pub mod scan;
 pub mod serve;
 pub mod transcode;
+pub mod web;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};

@@ -69,6 +69,11 @@ impl ApiClient {
         Ok(ApiClient { info, agent })
     }
 
+    /// The node's API address, e.g. `http://127.0.0.1:7380`.
+    pub fn base_url(&self) -> &str {
+        &self.info.url
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.info.url, path)
     }

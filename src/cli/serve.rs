@@ -24,16 +24,33 @@ pub fn serve(dir: &Path, a: ServeArgs) -> Result<()> {
     state.create()?;
     let role = choose_role(dir, a.role.as_deref(), &a.dirs);
     let api = a.api;
+    let (web, web_hosts) = (a.web, lan_names(&a.web_host));
+    let accounts = tunemesh::accounts::Accounts::new(dir);
+    if web.is_some() && accounts.is_empty()? {
+        anyhow::bail!(
+            "--web serves the player to other PCs, who log in with an account, and none exists: \
+             make one first with `tunemesh user add NAME`"
+        );
+    }
     let cfg = node_config(&state, role, a)?;
     let token = state.api_token()?;
     let rt = runtime("tunemesh-rt")?;
-    let (listener, node, status) = rt.block_on(async {
+    let (listener, lan, node, status) = rt.block_on(async {
         let listener = tunemesh::http::bind(api)
             .await
             .with_context(|| format!("cannot listen on {api} for the HTTP API"))?;
+        let lan = match web {
+            Some(w) => Some(tunemesh::http::LanListener {
+                listener: tunemesh::http::bind_lan(w)
+                    .await
+                    .with_context(|| format!("cannot listen on {w} for the web player"))?,
+                names: web_hosts,
+            }),
+            None => None,
+        };
         let node = Node::start(cfg).await?;
         let status = node.status();
-        anyhow::Ok((listener, node, status))
+        anyhow::Ok((listener, lan, node, status))
     })?;
     let addr = listener.local_addr()?;
     state.save_device(&status.device)?;
@@ -55,12 +72,21 @@ pub fn serve(dir: &Path, a: ServeArgs) -> Result<()> {
         "  api      http://{addr}  (token in {})",
         state.api_info_path().display()
     );
+    eprintln!("  player   http://{addr}/  (log in: tunemesh open)");
+    if let Some(l) = &lan {
+        eprintln!(
+            "  web      http://{}/  (accounts: tunemesh user ls)",
+            l.listener.local_addr()?
+        );
+    }
     rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
         let api_task = tokio::spawn(tunemesh::http::serve(
             node.clone(),
             listener,
+            lan,
             token.clone(),
+            accounts,
             cancel.clone(),
         ));
         wait_for_signal().await;
@@ -71,6 +97,23 @@ pub fn serve(dir: &Path, a: ServeArgs) -> Result<()> {
     });
     state.remove_api_info();
     Ok(())
+}
+
+/// The names the `--web` listener answers: those given, and this host's
+/// own name (bare and `.local`, as mDNS resolves it).
+fn lan_names(given: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = given
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim().to_ascii_lowercase();
+        if !h.is_empty() {
+            names.push(format!("{h}.local"));
+            names.push(h);
+        }
+    }
+    names
 }
 
 /// `--role`, else home when folders are given or were indexed before.

@@ -1,28 +1,64 @@
-//! The token check every request passes before any handler runs.
+//! Who a request acts for, decided before any handler runs.
 //!
 //! Owns: where a token may be given (`Authorization: Bearer …` or a
-//! `token=` query parameter, for players that take only a URL) and the
-//! comparison (of blake3 hashes, so timing says nothing about the token).
+//! `token=` query parameter, for players that take only a URL; loopback
+//! only) and the comparison (of blake3 hashes, so timing says nothing
+//! about the token); the session cookie as the other way in, with the
+//! same-origin rule for changes; which routes need the owner.
 //!
 //! Must never: log a token, or let a request without the right one through.
 
+use super::guard::{self, Listener};
+use super::web::session::Principal;
 use super::{ApiError, AppState};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// The middleware: run the request if it carries the node's token, else
-/// answer 401.
-pub(super) async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if token_of(&req).is_some_and(|t| blake3::hash(t.as_bytes()) == s.token) {
-        next.run(req).await
+/// The middleware: find who the request is (token, else session cookie),
+/// put the [`Principal`] into its extensions and run it; else answer 401
+/// (403 for a cookie-borne change from another origin).
+pub(super) async fn auth(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let by_token = matches!(s.listener, Listener::Loopback)
+        && token_of(&req).is_some_and(|t| blake3::hash(t.as_bytes()) == s.token);
+    let who = if by_token {
+        Some(Principal::Owner)
     } else {
-        ApiError(
+        match s.web.principal(req.headers()) {
+            Some(_) if !guard::same_origin(req.method(), req.headers()) => {
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    "a change from another site is refused".into(),
+                )
+                .into_response();
+            }
+            p => p,
+        }
+    };
+    match who {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => ApiError(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong token (see api.json in the data dir)".into(),
+            "log in (tunemesh open), or give the token (see api.json in the data dir)".into(),
         )
-        .into_response()
+        .into_response(),
+    }
+}
+
+/// Routes behind this need the owner (the token, or a login code's
+/// session): devices, invitations, login codes.
+pub(super) async fn owner_only(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Principal>() {
+        Some(Principal::Owner) => next.run(req).await,
+        _ => ApiError(
+            StatusCode::FORBIDDEN,
+            "only the device's owner may do this".into(),
+        )
+        .into_response(),
     }
 }
 

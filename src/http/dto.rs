@@ -385,6 +385,63 @@ pub struct ErrorView {
     pub error: String,
 }
 
+/// A login: a one-time code (`tunemesh open`) or an account's name and
+/// password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoginRequest {
+    /// The code from `tunemesh open`.
+    Code {
+        /// The code.
+        code: String,
+    },
+    /// An account (`tunemesh user add`).
+    Password {
+        /// Its name.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoginRequest::Code { .. } => "LoginRequest::Code(…)",
+            LoginRequest::Password { .. } => "LoginRequest::Password(…)",
+        })
+    }
+}
+
+/// Who the browser is logged in as (`/api/web/me`, and a login's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeView {
+    /// The account's name, or "owner".
+    pub user: Option<String>,
+    /// The device's owner (devices, invitations).
+    pub owner: bool,
+    /// Whether any account exists (the login page offers a password form).
+    pub accounts: bool,
+}
+
+/// A one-time login code for `tunemesh open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginCodeView {
+    /// The code; it goes into the URL's fragment, never to a server log.
+    pub code: String,
+    /// Seconds it stays good.
+    pub expires_in_s: u64,
+}
+
+/// An account as `tunemesh user ls --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// Its name.
+    pub name: String,
+    /// When it was made (Unix ms).
+    pub created_unix_ms: u64,
+}
+
 /// Ids as hex text (their `Display` / `FromStr`).
 /// A page of a listing (`/api/tracks`, `/api/albums`, `/api/artists`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

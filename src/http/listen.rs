@@ -51,7 +51,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = cancel.cancelled() => break,
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 // Out of descriptors, a connection reset before accept:
@@ -65,7 +65,15 @@ pub async fn serve(
             _ = cancel.cancelled() => break,
         };
         while conns.try_join_next().is_some() {}
-        let svc = TowerToHyperService::new(app.clone());
+        // Each request learns the address it came from (the login brake
+        // counts failures by it).
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut r: hyper::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(super::web::ClientAddr(peer));
+                r
+            },
+        ));
         let cancel = cancel.clone();
         conns.spawn(async move {
             let _permit = permit;

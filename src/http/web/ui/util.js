@@ -1,0 +1,43 @@
+// Small helpers shared by the player's modules: DOM building, time
+// formatting, debouncing.
+
+/** Build an element: el("div", {class: "x", onclick: f}, child, "text"). */
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+/** 215.4 -> "3:35"; 3725 -> "1:02:05". */
+export function clock(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) seconds = 0;
+  const s = Math.floor(seconds % 60), m = Math.floor(seconds / 60) % 60, h = Math.floor(seconds / 3600);
+  const ss = String(s).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+/** A total time for humans: "47 min", "2 h 5 min". */
+export function span(ms) {
+  const min = Math.round(ms / 60000);
+  return min >= 60 ? `${Math.floor(min / 60)} h ${min % 60} min` : `${min} min`;
+}
+
+export function debounce(f, ms) {
+  let t;
+  return (...a) => { clearTimeout(t); t = setTimeout(() => f(...a), ms); };
+}
+
+/** The URL of a cover, or of the placeholder icon. */
+export function coverUrl(cover, size = 300) {
+  return cover ? `/api/cover/${cover}?size=${size}` : document.querySelector("link[rel=icon]").href;
+}
