@@ -53,7 +53,7 @@ pub fn host_name(host: &str) -> Option<String> {
         format!("[{}]", &rest[..end])
     } else {
         match host.rsplit_once(':') {
-            Some((h, p)) if is_port(p) => h.to_string(),
+            Some((h, p)) if is_port(p) && !h.contains(':') => h.to_string(),
             Some(_) => return None,
             None => host.to_string(),
         }

@@ -99,11 +99,10 @@ function wire(queue, player) {
     renderQueue();
   };
   const renderState = () => {
-    play.textContent = player.playing ? "⏸" : "▶";
     play.setAttribute("aria-label", player.playing ? "Pause" : "Play");
     $("shuffle").setAttribute("aria-pressed", String(queue.shuffle));
     $("repeat").setAttribute("aria-pressed", String(queue.repeat !== "off"));
-    $("repeat").textContent = queue.repeat === "one" ? "↻1" : "↻";
+    $("repeat-one").hidden = queue.repeat !== "one";
     document.body.dataset.playing = player.playing ? "1" : "0";
   };
   const renderQueue = () => {

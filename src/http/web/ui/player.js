@@ -36,7 +36,7 @@ export class Player extends EventTarget {
   get el() { return this.els[this.active]; }
   get other() { return this.els[1 - this.active]; }
   get playing() { return !this.el.paused && !this.el.ended; }
-  get position() { return this.offset + (this.el.currentTime || 0); }
+  get position() { return this.loadedId ? this.offset + (this.el.currentTime || 0) : this.queue.position || 0; }
   get duration() { const t = this.queue.current; return t ? t.duration_ms / 1000 : 0; }
 
   async refreshPaths() {

@@ -1,0 +1,495 @@
+//! The web player end to end: a real daemon, its real HTTP listeners, and
+//! (when one is installed) a real Chromium driven through chromedriver,
+//! doing what a person does: log in with the URL `tunemesh open` prints,
+//! search, click a track, hear it advance, seek on a cold track, reload
+//! and find the queue, at desktop and phone sizes.
+//!
+//! Without Chromium and chromedriver the browser test says SKIPPED loudly
+//! (CI installs both, and there it fails instead of skipping).
+
+mod common;
+use common::daemon::{wait_until, Daemon};
+use common::hostile::Wav;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A library: the fixture album (three 1 s tracks) and a 20 s tone to seek in.
+fn library() -> tempfile::TempDir {
+    let lib = tempfile::tempdir().unwrap();
+    copy_tree(
+        &fixtures().join("Alpha Artist"),
+        &lib.path().join("Alpha Artist"),
+    );
+    let long = lib.path().join("Tone/Long Tone");
+    std::fs::create_dir_all(&long).unwrap();
+    let wav = Wav {
+        frames: 44_100 * 20,
+        ..Wav::default()
+    };
+    std::fs::write(long.join("01 - Twenty Seconds.wav"), wav.bytes()).unwrap();
+    lib
+}
+
+fn start(lib: &Path, extra: &[&str]) -> Daemon {
+    let mut args = vec![lib.to_str().unwrap(), "--no-upnp"];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(Tm::new(), &args);
+    wait_until("the scan", 60, || {
+        d.json(&["status", "--json"])["tracks"].as_u64() == Some(4)
+    });
+    d
+}
+
+fn login_url(d: &Daemon) -> String {
+    let url = d.tm.ok(&["open", "--print"]).trim().to_string();
+    assert!(url.contains("/#code="), "{url}");
+    url
+}
+
+fn code_of(url: &str) -> String {
+    url.split("#code=").nth(1).unwrap().to_string()
+}
+
+fn post_json(url: &str, origin: Option<&str>, body: Value) -> (u16, String, Option<String>) {
+    let mut r = agent().post(url).header("content-type", "application/json");
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    let mut resp = r.send(body.to_string()).unwrap();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap(), cookie)
+}
+
+fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut r = agent().get(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let mut resp = r.call().unwrap();
+    (
+        resp.status().as_u16(),
+        resp.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn logins_sessions_and_the_guards_hold() {
+    let lib = library();
+    // --web refuses to start while no account exists, and says how to make one.
+    let tm = Tm::new();
+    let o = tm.run(&[
+        "serve",
+        lib.path().to_str().unwrap(),
+        "--web",
+        "127.0.0.1:0",
+        "--no-mdns",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("tunemesh user add"), "{err}");
+
+    let tm = Tm::new();
+    let add = tm
+        .cmd()
+        .args(["user", "add", "ana", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+    let users = tm.json(&["user", "ls", "--json"]);
+    assert_eq!(users[0]["name"], "ana", "{users}");
+    let text = std::fs::read_to_string(tm.data.path().join("users.json")).unwrap();
+    assert!(!text.contains("correct horse"), "passwords are sealed");
+
+    let web_port = free_port();
+    let web_addr = format!("127.0.0.1:{web_port}");
+    let d = Daemon::start(tm, &[lib.path().to_str().unwrap(), "--web", &web_addr]);
+    let (api, token) = d.api();
+    let web = format!("http://{web_addr}");
+
+    // The shell is public, carries the CSP, and names no token.
+    let resp = agent().get(format!("{api}/")).call().unwrap();
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    // DNS rebinding: a foreign Host is refused on both listeners.
+    for base in [&api, &web] {
+        let (s, _) = get(&format!("{base}/api/status"), &[("host", "evil.example")]);
+        assert_eq!(s, 421, "{base}");
+    }
+    // The token works on loopback only; the LAN listener wants a login.
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        get(&format!("{api}/api/status"), &[("authorization", &bearer)]).0,
+        200
+    );
+    assert_eq!(
+        get(&format!("{web}/api/status"), &[("authorization", &bearer)]).0,
+        401
+    );
+    assert_eq!(get(&format!("{api}/api/albums"), &[]).0, 401);
+
+    // A login code: refused cross-site, good once, and gone after use.
+    let url = login_url(&d);
+    let code = code_of(&url);
+    let login = format!("{api}/api/web/login");
+    let (s, _, _) = post_json(&login, Some("http://evil.example"), json!({ "code": code }));
+    assert_eq!(s, 403);
+    let (s, body, cookie) = post_json(&login, Some(&api), json!({ "code": code }));
+    assert_eq!(s, 200, "{body}");
+    let cookie = cookie.expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let (s, _, _) = post_json(&login, Some(&api), json!({ "code": code }));
+    assert_eq!(s, 401, "a code is good once");
+    let (s, me) = get(&format!("{api}/api/web/me"), &[("cookie", &session)]);
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<Value>(&me).unwrap()["owner"], true);
+    // A forged cookie is nobody.
+    let (s, _) = get(
+        &format!("{api}/api/albums"),
+        &[("cookie", "tunemesh_session=forged")],
+    );
+    assert_eq!(s, 401);
+    // A cookie-borne change from another site is refused; from ours it runs.
+    let invite = |origin: &str| {
+        agent()
+            .post(format!("{api}/api/invite"))
+            .header("cookie", &session)
+            .header("origin", origin)
+            .send_empty()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(invite("http://evil.example"), 403);
+    assert_eq!(invite(&api), 200);
+
+    // An account on the LAN listener: a wrong password, the right one,
+    // a user's limits, logout, and the brake on guessing.
+    let wlogin = format!("{web}/api/web/login");
+    let (s, _, _) = post_json(
+        &wlogin,
+        Some(&web),
+        json!({"user": "ana", "password": "nope"}),
+    );
+    assert_eq!(s, 401);
+    let (s, _, cookie) = post_json(
+        &wlogin,
+        Some(&web),
+        json!({"user": "ana", "password": "correct horse"}),
+    );
+    assert_eq!(s, 200);
+    let ana = cookie.unwrap().split(';').next().unwrap().to_string();
+    let (s, albums) = get(&format!("{web}/api/albums"), &[("cookie", &ana)]);
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<Value>(&albums).unwrap()["total"], 2);
+    let s = agent()
+        .post(format!("{web}/api/invite"))
+        .header("cookie", &ana)
+        .header("origin", &web)
+        .send_empty()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 403, "only the owner invites");
+    let s = agent()
+        .post(format!("{web}/api/web/logout"))
+        .header("cookie", &ana)
+        .header("origin", &web)
+        .send_empty()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 204);
+    assert_eq!(
+        get(&format!("{web}/api/albums"), &[("cookie", &ana)]).0,
+        401
+    );
+    let mut statuses = vec![];
+    for _ in 0..7 {
+        let (s, _, _) = post_json(&wlogin, Some(&web), json!({"user": "ana", "password": "x"}));
+        statuses.push(s);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Braked, even the right password waits.
+    let (s, _, _) = post_json(
+        &wlogin,
+        Some(&web),
+        json!({"user": "ana", "password": "correct horse"}),
+    );
+    assert_eq!(s, 429);
+    // Unknown routes: a page, or a JSON error under /api/.
+    assert_eq!(get(&format!("{api}/no/such/page"), &[]).0, 404);
+    d.stop();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Chromium and chromedriver, if both are installed.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let find = |names: &[&str]| {
+        names.iter().find_map(|n| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join(n))
+                .find(|p| p.is_file())
+        })
+    };
+    let chrome = find(&["chromium", "chromium-browser", "google-chrome"])?;
+    let driver = find(&["chromedriver"])?;
+    Some((chrome, driver))
+}
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_logs_in_searches_plays_seeks_and_reloads() {
+    let Some((chrome, driver)) = browser() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium and chromedriver (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED web player browser test: chromium and chromedriver are not installed (CI has them)");
+        return;
+    };
+    let lib = library();
+    let d = start(lib.path(), &[]);
+    let port = free_port();
+    let _driver = Driver(
+        Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chrome,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                     "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+                     "--disable-dev-shm-usage"],
+        }),
+    );
+    let t = Instant::now();
+    let c = loop {
+        match fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps.clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) if t.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver: {e}"),
+        }
+    };
+    let r = browse(&c, &d).await;
+    let _ = c.close().await;
+    if let Err(e) = r {
+        panic!("{e:#}\ndaemon log:\n{}", d.logs());
+    }
+    d.stop();
+}
+
+/// Evaluate `js` (a function body) in the page.
+async fn js(c: &fantoccini::Client, body: &str) -> anyhow::Result<Value> {
+    Ok(c.execute(body, vec![]).await?)
+}
+
+/// Wait until `js` returns true.
+async fn until(c: &fantoccini::Client, what: &str, secs: u64, body: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if js(c, body).await? == Value::Bool(true) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {
+    use fantoccini::Locator;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-player");
+    std::fs::create_dir_all(&shots)?;
+
+    // Log in with the printed URL: the code leaves the address bar, the
+    // session cookie is not readable by scripts.
+    c.goto(&login_url(d)).await?;
+    until(
+        c,
+        "the albums grid",
+        20,
+        "return document.querySelectorAll('.grid .card').length >= 2",
+    )
+    .await?;
+    let url = c.current_url().await?;
+    anyhow::ensure!(
+        !url.as_str().contains("code="),
+        "the code stayed in the URL: {url}"
+    );
+    anyhow::ensure!(
+        js(c, "return document.cookie").await? == json!(""),
+        "the cookie is HttpOnly"
+    );
+    anyhow::ensure!(
+        js(c, "return history.length").await? == json!(1) || !url.as_str().contains("code"),
+        "history"
+    );
+    std::fs::write(shots.join("albums-1280x800.png"), c.screenshot().await?)?;
+
+    // Search as you type, accents and case ignored ("ROS" finds "Rós"), and click the track.
+    let search = c.find(Locator::Id("search")).await?;
+    search.send_keys("SIGUR ROS").await?;
+    until(c, "search results", 10, "return [...document.querySelectorAll('.results .t-title')].some(a => a.textContent === 'Sigur Rós Tribute')").await?;
+    c.find(Locator::XPath(
+        "//ol[contains(@class,'results')]//a[text()='Sigur Rós Tribute']",
+    ))
+    .await?
+    .click()
+    .await?;
+    until(c, "Sigur to play", 15, "const p = tunemesh.player; return p.playing && p.queue.current.title === 'Sigur Rós Tribute' && p.position > 0.05").await?;
+
+    // An album rolls over to its next track by itself.
+    c.goto(&format!("{}/#/albums", d.api().0)).await?;
+    until(
+        c,
+        "the albums grid again",
+        10,
+        "return document.querySelectorAll('.grid .card').length >= 2",
+    )
+    .await?;
+    c.find(Locator::XPath(
+        "//a[contains(@class,'card')][.//div[text()='First Album']]",
+    ))
+    .await?
+    .click()
+    .await?;
+    until(
+        c,
+        "the album page",
+        10,
+        "return document.querySelectorAll('.tracks .track').length === 3",
+    )
+    .await?;
+    c.find(Locator::XPath("//button[contains(., 'Play')]"))
+        .await?
+        .click()
+        .await?;
+    until(
+        c,
+        "the album to reach its third track",
+        20,
+        "const p = tunemesh.player; return p.queue.index === 2 && p.playing",
+    )
+    .await?;
+    let dur = js(c, "return document.getElementById('dur').textContent").await?;
+    anyhow::ensure!(dur == json!("0:01"), "duration shown: {dur}");
+
+    // A cold track: its full duration shows at once, and a seek lands.
+    c.goto(&format!("{}/#/search?q=twenty", d.api().0)).await?;
+    until(
+        c,
+        "the long tone",
+        10,
+        "return !!document.querySelector('.results .t-title')",
+    )
+    .await?;
+    c.find(Locator::Css(".results .t-title"))
+        .await?
+        .click()
+        .await?;
+    until(c, "the tone to play", 15, "return tunemesh.player.playing && tunemesh.player.queue.current.title === 'Twenty Seconds'").await?;
+    let dur = js(c, "return document.getElementById('dur').textContent").await?;
+    anyhow::ensure!(
+        dur == json!("0:20"),
+        "a cold track shows its duration at once: {dur}"
+    );
+    js(c, "const s = document.getElementById('seek'); s.value = '12'; s.dispatchEvent(new Event('change')); window.seekAt = performance.now(); tunemesh.player.el.addEventListener('playing', () => { window.seekMs = performance.now() - window.seekAt; }, {once: true}); return true").await?;
+    until(c, "the seek to land", 10, "const p = tunemesh.player; return p.playing && p.position >= 12 && p.position < 16 && window.seekMs !== undefined").await?;
+    let seek_ms = js(c, "return window.seekMs").await?;
+    eprintln!("cold seek landed in {seek_ms} ms");
+
+    // A reload finds the queue and the track again.
+    let before = js(c, "return tunemesh.queue.items.map(t => t.title)").await?;
+    c.refresh().await?;
+    until(c, "the player after a reload", 15, "return !!window.tunemesh && document.getElementById('now-title').textContent === 'Twenty Seconds'").await?;
+    let after = js(c, "return tunemesh.queue.items.map(t => t.title)").await?;
+    anyhow::ensure!(before == after, "queue before {before}, after {after}");
+
+    // The phone layout: 390 px wide, no horizontal scrolling.
+    c.set_window_size(390, 844).await?;
+    c.goto(&format!("{}/#/albums", d.api().0)).await?;
+    until(
+        c,
+        "the grid at 390 px",
+        10,
+        "return document.querySelectorAll('.grid .card').length >= 2",
+    )
+    .await?;
+    let w = js(c, "return document.documentElement.scrollWidth").await?;
+    let inner = js(c, "return window.innerWidth").await?;
+    anyhow::ensure!(
+        w.as_f64() <= inner.as_f64(),
+        "horizontal scrolling at 390 px: {w} > {inner}"
+    );
+    std::fs::write(shots.join("albums-390x844.png"), c.screenshot().await?)?;
+    eprintln!("screenshots in {}", shots.display());
+    Ok(())
+}
