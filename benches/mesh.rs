@@ -611,7 +611,7 @@ fn sync_part(args: &Args, manifest: &Path, target: &Path, run_dir: &Path) -> Res
     let libs = target.join("bench-libs");
     let scratch = libs.join("tmp");
     std::fs::create_dir_all(&scratch).ctx(format!("creating {}", scratch.display()))?;
-    let (lib, lib_how) = ensure_library(&libs, &template, n)?;
+    let (lib, lib_how) = common::ensure_mesh_library(&libs, &template, n, SEED)?;
     let mut problems = Vec::new();
 
     // Home: scan.
@@ -972,41 +972,6 @@ fn wait_sync(
         syncs: count(&last, "syncs") - syncs0,
         log,
     })
-}
-
-/// The generated library `libs/mesh-N`, made once (marker file) and reused.
-fn ensure_library(libs: &Path, template: &Path, count: usize) -> Res<(PathBuf, String)> {
-    let dir = libs.join(format!("mesh-{count}"));
-    let marker = libs.join(format!("mesh-{count}.complete"));
-    // The template by content, not path: any checkout makes the same files.
-    let want = format!(
-        "count={count} seed={SEED} template={}\n",
-        common::file_id(template)?
-    );
-    if dir.is_dir() && std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
-        println!("  library    reusing {} ({count} files)", dir.display());
-        return Ok((dir, "reused".into()));
-    }
-    let _ = std::fs::remove_file(&marker);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).ctx(format!("removing stale {}", dir.display()))?;
-    }
-    print!(
-        "  library    generating {count} files in {} (as `cargo run --release --example gen_library -- {} {count} {SEED}`) ... ",
-        dir.display(),
-        dir.display()
-    );
-    flush();
-    let t0 = Instant::now();
-    let paths = tunemesh::library::generate::generate(template, &dir, count, SEED)
-        .ctx(format!("generating {}", dir.display()))?;
-    let took = t0.elapsed().as_secs_f64();
-    if paths.len() != count {
-        return Err(format!("generator wrote {} files, wanted {count}", paths.len()).into());
-    }
-    println!("{took:.1} s");
-    std::fs::write(&marker, want).ctx(format!("writing {}", marker.display()))?;
-    Ok((dir, format!("generated in {took:.1} s")))
 }
 
 /// Up to `n` files of the library, the first ones in sorted order.

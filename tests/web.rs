@@ -441,6 +441,10 @@ async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {
     .await?;
     let dur = js(c, "return document.getElementById('dur').textContent").await?;
     anyhow::ensure!(dur == json!("0:01"), "duration shown: {dur}");
+    let gaps = js(c, "return tunemesh.player.gaps").await?;
+    eprintln!("gaps between album tracks (ms from one's end to the next playing): {gaps}");
+    let gaps: Vec<f64> = serde_json::from_value(gaps)?;
+    anyhow::ensure!(gaps.len() == 2, "two roll-overs measured: {gaps:?}");
 
     // A cold track: its full duration shows at once, and a seek lands.
     c.goto(&format!("{}/#/search?q=twenty", d.api().0)).await?;

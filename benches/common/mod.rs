@@ -307,3 +307,44 @@ pub fn work_dirs(name: &str) -> Res<(std::path::PathBuf, std::path::PathBuf, std
     std::fs::create_dir_all(&run_dir).ctx(format!("creating {}", run_dir.display()))?;
     Ok((target, work, run_dir))
 }
+
+/// The generated library `libs/mesh-N` (the mesh and web benches' big
+/// library), made once (marker file) and reused.
+pub fn ensure_mesh_library(
+    libs: &std::path::Path,
+    template: &std::path::Path,
+    count: usize,
+    seed: u64,
+) -> Res<(std::path::PathBuf, String)> {
+    let dir = libs.join(format!("mesh-{count}"));
+    let marker = libs.join(format!("mesh-{count}.complete"));
+    // The template by content, not path: any checkout makes the same files.
+    let want = format!(
+        "count={count} seed={seed} template={}\n",
+        file_id(template)?
+    );
+    if dir.is_dir() && std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+        println!("  library    reusing {} ({count} files)", dir.display());
+        return Ok((dir, "reused".into()));
+    }
+    let _ = std::fs::remove_file(&marker);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).ctx(format!("removing stale {}", dir.display()))?;
+    }
+    print!(
+        "  library    generating {count} files in {} (as `cargo run --release --example gen_library -- {} {count} {seed}`) ... ",
+        dir.display(),
+        dir.display()
+    );
+    flush();
+    let t0 = std::time::Instant::now();
+    let paths = tunemesh::library::generate::generate(template, &dir, count, seed)
+        .ctx(format!("generating {}", dir.display()))?;
+    let took = t0.elapsed().as_secs_f64();
+    if paths.len() != count {
+        return Err(format!("generator wrote {} files, wanted {count}", paths.len()).into());
+    }
+    println!("{took:.1} s");
+    std::fs::write(&marker, want).ctx(format!("writing {}", marker.display()))?;
+    Ok((dir, format!("generated in {took:.1} s")))
+}

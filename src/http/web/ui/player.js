@@ -26,6 +26,8 @@ export class Player extends EventTarget {
     this.paths = new Map(); // device id -> lan | direct | relayed
     this.stallTimer = null;
     this.error = null;
+    this.endedAt = null; // when the last track ended (performance.now())
+    this.gaps = []; // ms from a track's end to the next one playing, as measured here
     for (const [i, a] of this.els.entries()) this.wire(a, i);
     this.setVolume(this.volume);
     this.mediaSession();
@@ -70,8 +72,16 @@ export class Player extends EventTarget {
       this.emit("time");
       this.maybePreload();
     });
-    a.addEventListener("ended", () => { if (i === this.active) this.advance(); });
-    a.addEventListener("playing", () => { if (i === this.active) { this.clearStall(); this.error = null; this.emit("state"); } });
+    a.addEventListener("ended", () => {
+      if (i !== this.active) return;
+      this.endedAt = performance.now();
+      this.advance();
+    });
+    a.addEventListener("playing", () => {
+      if (i !== this.active) return;
+      if (this.endedAt !== null) { this.gaps.push(performance.now() - this.endedAt); this.endedAt = null; }
+      this.clearStall(); this.error = null; this.emit("state");
+    });
     a.addEventListener("pause", () => { if (i === this.active) this.emit("state"); });
     a.addEventListener("waiting", () => { if (i === this.active) this.armStall(); });
     a.addEventListener("error", () => {
@@ -102,6 +112,7 @@ export class Player extends EventTarget {
 
   /** Play the queue's current track from `start` seconds. */
   load(start = 0, autoplay = true) {
+    if (start !== 0 || !this.preloaded) this.endedAt = null; // a gap is measured only on roll-over
     const t = this.queue.current;
     this.clearStall();
     this.error = null;
