@@ -301,9 +301,20 @@ async fn a_person_logs_in_searches_plays_seeks_and_reloads() {
     };
     let lib = library();
     let d = start(lib.path(), &[]);
+    let (_driver, c) = session(&chrome, &driver).await;
+    let r = browse(&c, &d).await;
+    let _ = c.close().await;
+    if let Err(e) = r {
+        panic!("{e:#}\ndaemon log:\n{}", d.logs());
+    }
+    d.stop();
+}
+
+/// A fresh Chromium session through its own chromedriver.
+async fn session(chrome: &Path, driver: &Path) -> (Driver, fantoccini::Client) {
     let port = free_port();
-    let _driver = Driver(
-        Command::new(&driver)
+    let driver_proc = Driver(
+        Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -337,12 +348,7 @@ async fn a_person_logs_in_searches_plays_seeks_and_reloads() {
             Err(e) => panic!("chromedriver: {e}"),
         }
     };
-    let r = browse(&c, &d).await;
-    let _ = c.close().await;
-    if let Err(e) = r {
-        panic!("{e:#}\ndaemon log:\n{}", d.logs());
-    }
-    d.stop();
+    (driver_proc, c)
 }
 
 /// Evaluate `js` (a function body) in the page.
@@ -495,5 +501,99 @@ async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {
     );
     std::fs::write(shots.join("albums-390x844.png"), c.screenshot().await?)?;
     eprintln!("screenshots in {}", shots.display());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_holder_goes_away_the_player_says_so_and_never_spins() {
+    let Some((chrome, driver)) = browser() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium and chromedriver (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED web player offline test: chromium and chromedriver are not installed (CI has them)");
+        return;
+    };
+    let lib = library();
+    let home = start(lib.path(), &["--name", "home"]);
+    let phone = Daemon::start(Tm::new(), &["--role", "phone", "--name", "phone"]);
+    let ticket = home.tm.ok(&["invite", "--quiet"]);
+    phone.tm.ok(&["join", ticket.trim()]);
+    wait_until("the phone to list the home's tracks", 30, || {
+        phone
+            .json(&["ls", "--all", "--json"])
+            .as_array()
+            .map(Vec::len)
+            == Some(4)
+    });
+    let (_driver, c) = session(&chrome, &driver).await;
+    let r = offline(&c, &phone, home).await;
+    let _ = c.close().await;
+    if let Err(e) = r {
+        panic!("{e:#}\nphone log:\n{}", phone.logs());
+    }
+}
+
+async fn offline(c: &fantoccini::Client, phone: &Daemon, mut home: Daemon) -> anyhow::Result<()> {
+    c.goto(&login_url(phone)).await?;
+    until(
+        c,
+        "the phone's albums",
+        20,
+        "return document.querySelectorAll('.grid .card').length >= 2",
+    )
+    .await?;
+    // Mid-track: the holder is killed while the long tone plays.
+    c.goto(&format!("{}/#/search?q=twenty", phone.api().0))
+        .await?;
+    until(
+        c,
+        "the long tone",
+        10,
+        "return !!document.querySelector('.results .t-title')",
+    )
+    .await?;
+    c.find(fantoccini::Locator::Css(".results .t-title"))
+        .await?
+        .click()
+        .await?;
+    until(
+        c,
+        "the tone to play through the mesh",
+        20,
+        "return tunemesh.player.playing && tunemesh.player.position > 0.3",
+    )
+    .await?;
+    home.child.kill()?;
+    home.child.wait()?;
+    // Whatever was buffered plays out; then the player stops or says why,
+    // within the stall limit, never waiting forever.
+    until(
+        c,
+        "the player to stop or say why",
+        60,
+        "const p = tunemesh.player; return !p.playing || p.error !== null",
+    )
+    .await?;
+    // A track no online device holds: greyed out, and a click says why.
+    wait_until("the phone to see the home gone", 30, || {
+        phone
+            .json(&["peers", "--json"])
+            .as_array()
+            .is_some_and(|p| p.iter().all(|x| x["connected"] != true))
+    });
+    c.goto(&format!("{}/#/albums", phone.api().0)).await?;
+    c.refresh().await?;
+    until(c, "offline albums greyed out", 15, "const cards = document.querySelectorAll('.grid .card'); return cards.length >= 2 && [...cards].every(c => c.classList.contains('offline'))").await?;
+    c.goto(&format!("{}/#/search?q=sigur", phone.api().0))
+        .await?;
+    until(c, "the offline track", 10, "const t = document.querySelector('.results .track'); return !!t && t.classList.contains('offline')").await?;
+    c.find(fantoccini::Locator::Css(".results .t-title"))
+        .await?
+        .click()
+        .await?;
+    until(c, "a message, not a spinner", 30, "const t = document.getElementById('toast'); return !t.hidden && t.textContent.includes('Cannot play') && !tunemesh.player.playing").await?;
+    let msg = js(c, "return document.getElementById('toast').textContent").await?;
+    eprintln!("the player said: {msg}");
     Ok(())
 }
