@@ -20,6 +20,7 @@ mod oggopus;
 pub mod opus;
 mod resample;
 mod source;
+mod vorbis_resync;
 
 use crate::model::TrackId;
 use std::path::Path;
@@ -29,7 +30,8 @@ pub use resample::OUT_RATE;
 
 /// Bumped whenever the pipeline would produce different bytes for the same
 /// source and profile: it is part of every cache key.
-pub const PIPELINE_VERSION: u32 = 2;
+/// 3: Vorbis streams that restart mid-stream are cut as libvorbis cuts them.
+pub const PIPELINE_VERSION: u32 = 3;
 
 /// Opus bitrates the profiles offer, kb/s. Any value in
 /// [`MIN_KBPS`]..=[`MAX_KBPS`] is accepted; these are the named ones.

@@ -69,6 +69,13 @@ pub struct Source {
     damaged_seen: usize,
     /// Names the file in every warning about it.
     span: tracing::Span,
+    /// Vorbis restarts in mid-stream, cut as libvorbis cuts them (see
+    /// [`super::vorbis_resync`]); the next one first.
+    resyncs: std::collections::VecDeque<super::vorbis_resync::Resync>,
+    /// Index of the next packet of our track, counted as the pages do.
+    packet_index: u64,
+    /// Samples counted since the last restart, libvorbis's way.
+    since_restart: Option<i64>,
 }
 
 /// Consecutive damaged packets or pages after which a file is taken to
@@ -179,7 +186,17 @@ impl Source {
             skip += pre_skip;
             frames = frames.map(|f| f.saturating_sub(pre_skip));
         }
+        let resyncs = if params.codec == CODEC_ID_VORBIS {
+            File::open(path)
+                .map(|f| super::vorbis_resync::restarts(&mut std::io::BufReader::new(f)))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Ok(Source {
+            resyncs: resyncs.into(),
+            packet_index: 0,
+            since_restart: None,
             reader,
             decoder,
             track_id,
@@ -262,6 +279,8 @@ impl Source {
             };
             self.next = self.fetch()?;
             let last = self.next.is_none();
+            let index = self.packet_index;
+            self.packet_index += 1;
             self.scratch.clear();
             let frames = match &mut self.decoder {
                 Decoder::Symphonia(d) => match d.decode(&packet) {
@@ -308,6 +327,7 @@ impl Source {
                     trim_end = packet.trim_end.get() as usize;
                 }
             }
+            trim_start = trim_start.max(self.restart_cut(index, frames));
             return Ok(Some((frames, trim_start, trim_end)));
         }
     }
@@ -334,6 +354,27 @@ impl Source {
             return true;
         }
         false
+    }
+
+    /// Frames to cut from the front of packet `index` (of `frames`) by the
+    /// libvorbis rule for a restart: counting begins again at the first
+    /// packet after it (which adds nothing), and at the first packet with
+    /// a granule what was counted beyond that granule goes.
+    fn restart_cut(&mut self, index: u64, frames: usize) -> usize {
+        let Some(r) = self.resyncs.front().copied() else {
+            return 0;
+        };
+        if index == r.first {
+            self.since_restart = Some(0);
+        } else if let Some(n) = self.since_restart.as_mut() {
+            *n += frames as i64;
+        }
+        if index < r.judged {
+            return 0;
+        }
+        self.resyncs.pop_front();
+        let counted = self.since_restart.take().unwrap_or(0);
+        (counted - r.granule).clamp(0, frames as i64) as usize
     }
 
     /// The next packet of our track, `None` at the end of the audio.
