@@ -280,6 +280,20 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
     Some((chrome, driver))
 }
 
+/// Chromium and chromedriver, or `None` after saying SKIPPED loudly
+/// (outside CI only: CI must have them).
+fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let found = browser();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium and chromedriver (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED {test}: chromium and chromedriver are not installed (CI has them)");
+    }
+    found
+}
+
 struct Driver(Child);
 
 impl Drop for Driver {
@@ -291,12 +305,7 @@ impl Drop for Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_searches_plays_seeks_and_reloads() {
-    let Some((chrome, driver)) = browser() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium and chromedriver (.ci/run installs them)"
-        );
-        eprintln!("SKIPPED web player browser test: chromium and chromedriver are not installed (CI has them)");
+    let Some((chrome, driver)) = browser_or_skip("web player browser test") else {
         return;
     };
     let lib = library();
@@ -506,12 +515,7 @@ async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_holder_goes_away_the_player_says_so_and_never_spins() {
-    let Some((chrome, driver)) = browser() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium and chromedriver (.ci/run installs them)"
-        );
-        eprintln!("SKIPPED web player offline test: chromium and chromedriver are not installed (CI has them)");
+    let Some((chrome, driver)) = browser_or_skip("web player offline test") else {
         return;
     };
     let lib = library();
