@@ -276,6 +276,26 @@ async fn until(c: &fantoccini::Client, what: &str, secs: u64, body: &str) -> Res
     Ok(())
 }
 
+/// Go to the album "`name` Album" of the small library, by the grid.
+async fn open_album(c: &fantoccini::Client, base: &str, name: &str) -> Res<()> {
+    c.goto(&format!("{base}/#/albums?sort=name")).await?;
+    until(
+        c,
+        "the grid",
+        10,
+        "return document.querySelectorAll('.grid .card').length >= 5",
+    )
+    .await?;
+    js(c, &format!("[...document.querySelectorAll('.card')].find(a => a.textContent.includes('{name} Album')).click(); return true")).await?;
+    until(
+        c,
+        "the album page",
+        10,
+        "return document.querySelectorAll('.tracks .track').length === 3",
+    )
+    .await
+}
+
 /// Install a `playing` watcher on the active element: `window.tm_playing`
 /// gets the time it fires.
 const WATCH_PLAYING: &str = "window.tm_playing = undefined; \
@@ -300,22 +320,7 @@ async fn small(data: &Path, round: usize) -> Res<()> {
         .as_f64()
         .unwrap_or(f64::NAN);
     // Click to first audio, on an album of the cold cache.
-    c.goto(&format!("{base}/#/albums?sort=name")).await?;
-    until(
-        &c,
-        "the grid",
-        10,
-        "return document.querySelectorAll('.grid .card').length >= 5",
-    )
-    .await?;
-    js(&c, "[...document.querySelectorAll('.card')].find(a => a.textContent.includes('FLAC Album')).click(); return true").await?;
-    until(
-        &c,
-        "the album page",
-        10,
-        "return document.querySelectorAll('.tracks .track').length === 3",
-    )
-    .await?;
+    open_album(&c, &base, "FLAC").await?;
     js(&c, WATCH_PLAYING).await?;
     let t_click = js(&c, "const b = [...document.querySelectorAll('button')].find(b => b.textContent.includes('Play')); const t = performance.now(); b.click(); return t").await?;
     until(
@@ -337,22 +342,8 @@ async fn small(data: &Path, round: usize) -> Res<()> {
     // Gaps per format: each album from its first track through its third.
     let mut gaps = vec![];
     for name in ["FLAC", "MP3", "AAC", "Vorbis"] {
-        c.goto(&format!("{base}/#/albums?sort=name")).await?;
-        until(
-            &c,
-            "the grid",
-            10,
-            "return document.querySelectorAll('.grid .card').length >= 5",
-        )
-        .await?;
-        js(&c, &format!("[...document.querySelectorAll('.card')].find(a => a.textContent.includes('{name} Album')).click(); tunemesh.player.gaps.length = 0; return true")).await?;
-        until(
-            &c,
-            "the album page",
-            10,
-            "return document.querySelectorAll('.tracks .track').length === 3",
-        )
-        .await?;
+        open_album(&c, &base, name).await?;
+        js(&c, "tunemesh.player.gaps.length = 0; return true").await?;
         js(&c, "[...document.querySelectorAll('button')].find(b => b.textContent.includes('Play')).click(); return true").await?;
         until(
             &c,
