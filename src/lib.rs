@@ -24,6 +24,7 @@ pub mod stream;
 pub mod sync;
 pub mod tasks;
 pub mod transcode;
+pub mod userdata;
 
 /// Protobuf types generated from `proto/`. They stay at the edges (storage
 /// and wire encodings); the rest of the crate speaks [`model`].

@@ -28,6 +28,10 @@ impl DeviceId {
     pub fn from_bytes(b: &[u8]) -> Option<DeviceId> {
         PeerId::from_bytes(b).ok().map(DeviceId)
     }
+    /// A random id of no device (tests and benchmarks).
+    pub fn random() -> DeviceId {
+        DeviceId(PeerId::random())
+    }
 }
 
 impl fmt::Display for DeviceId {
