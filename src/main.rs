@@ -7,7 +7,7 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::args::{Cli, Command};
-use cli::{remote, scan, serve, transcode, web};
+use cli::{mine, remote, scan, serve, transcode, web};
 
 /// sled and the scanner allocate many small short-lived buffers; mimalloc
 /// handles that pattern markedly better than glibc's allocator (a 10k-file
@@ -65,6 +65,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peers(a) => remote::peers(&dir, a),
         Command::Get(a) => remote::get(&dir, a),
         Command::Transcode(a) => transcode::transcode(&dir, a),
+        Command::Star(a) => mine::star(&dir, a, mine::Starring::Star),
+        Command::Unstar(a) => mine::star(&dir, a, mine::Starring::Unstar),
+        Command::Starred(a) => mine::starred(&dir, a),
+        Command::Rate(a) => mine::rate(&dir, a),
+        Command::Plays(a) => mine::plays(&dir, a),
+        Command::Playlist(c) => mine::playlist(&dir, c),
     }
 }
 

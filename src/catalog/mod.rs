@@ -364,6 +364,27 @@ impl Catalog {
         self.read().search(&q, limit)
     }
 
+    /// Albums whose id starts with `prefix`'s digits (to resolve a short
+    /// album id; a linear pass, as albums are few beside tracks).
+    pub fn albums_with(&self, prefix: &Prefix) -> Vec<AlbumId> {
+        let s = self.read();
+        s.album_slot
+            .keys()
+            .filter(|id| id.to_hex().starts_with(prefix.as_str()))
+            .copied()
+            .collect()
+    }
+
+    /// Artists whose id starts with `prefix`'s digits.
+    pub fn artists_with(&self, prefix: &Prefix) -> Vec<ArtistId> {
+        let s = self.read();
+        s.artists
+            .keys()
+            .filter(|id| id.to_hex().starts_with(prefix.as_str()))
+            .copied()
+            .collect()
+    }
+
     /// Every device holding a track of an album whose cover is `id` (to
     /// fetch the cover from).
     pub fn cover_holders(&self, id: &CoverId) -> Vec<DeviceId> {

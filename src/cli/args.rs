@@ -73,6 +73,189 @@ pub enum Command {
     /// streams it (an Opus or MP3 source at or below the bitrate is copied
     /// as it is). Whole-track transcodes go through the transcode cache.
     Transcode(TranscodeArgs),
+    /// Star tracks, albums or artists (on every device of the mesh). ID is
+    /// any unique id prefix; `album:ID` or `artist:ID` picks the kind.
+    Star(ItemsArgs),
+    /// Remove stars.
+    Unstar(ItemsArgs),
+    /// List what is starred, latest first.
+    Starred(JsonArgs),
+    /// Rate a track, album or artist 1-5 (0 clears the rating).
+    Rate(RateArgs),
+    /// Play counts: the most played tracks and the latest plays of every
+    /// device (offline plays count with the time they happened).
+    Plays(PlaysArgs),
+    /// Playlists, shared by every device (edits made apart are merged).
+    #[command(subcommand)]
+    Playlist(PlaylistCommand),
+}
+
+/// Just `--json`.
+#[derive(Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh star` and `unstar`.
+#[derive(Args)]
+pub struct ItemsArgs {
+    /// Track, album or artist ids (unique prefixes will do).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh rate`.
+#[derive(Args)]
+pub struct RateArgs {
+    /// A track, album or artist id (a unique prefix will do).
+    pub id: String,
+    /// 1 to 5; 0 clears the rating.
+    #[arg(value_parser = clap::value_parser!(u8).range(0..=5))]
+    pub rating: u8,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh plays`.
+#[derive(Args)]
+pub struct PlaysArgs {
+    /// How many of each list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<PlaysCommand>,
+}
+
+/// `tunemesh plays …`.
+#[derive(Subcommand)]
+pub enum PlaysCommand {
+    /// Record a play (for scripts: a scrobble from another player).
+    Add(PlayAddArgs),
+}
+
+/// Arguments of `tunemesh plays add`.
+#[derive(Args)]
+pub struct PlayAddArgs {
+    /// The track id (a unique prefix will do).
+    pub id: String,
+    /// When it started, RFC 3339 (`2026-12-04T09:30:00Z`,
+    /// `2026-12-04T10:30:00+01:00`) [default: now].
+    #[arg(long)]
+    pub at: Option<String>,
+    /// How long it played, in ms [default: the whole track].
+    #[arg(long)]
+    pub ms: Option<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tunemesh playlist …`. NAME is a playlist's name, or its id when two
+/// share a name; positions count from 1.
+#[derive(Subcommand)]
+pub enum PlaylistCommand {
+    /// List the playlists.
+    Ls(JsonArgs),
+    /// Show a playlist's entries in order.
+    Show(PlaylistArgs),
+    /// Make a playlist, optionally with tracks.
+    Create(PlaylistTracksArgs),
+    /// Add tracks at the end (or before position --at).
+    Add(PlaylistAddArgs),
+    /// Remove the entries at these positions (all as the list is now).
+    Rm(PlaylistRmArgs),
+    /// Move the entry at position FROM to position TO.
+    Mv(PlaylistMvArgs),
+    /// Rename a playlist.
+    Rename(PlaylistRenameArgs),
+    /// Delete a playlist (on every device).
+    Delete(PlaylistArgs),
+}
+
+/// A playlist.
+#[derive(Args)]
+pub struct PlaylistArgs {
+    /// Its name (or id).
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A playlist and tracks.
+#[derive(Args)]
+pub struct PlaylistTracksArgs {
+    /// Its name.
+    pub name: String,
+    /// Track ids (unique prefixes will do).
+    pub ids: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh playlist add`.
+#[derive(Args)]
+pub struct PlaylistAddArgs {
+    /// Its name (or id).
+    pub name: String,
+    /// Track ids (unique prefixes will do).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Insert before this position instead of at the end.
+    #[arg(long)]
+    pub at: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh playlist rm`.
+#[derive(Args)]
+pub struct PlaylistRmArgs {
+    /// Its name (or id).
+    pub name: String,
+    /// Positions, from 1.
+    #[arg(required = true)]
+    pub positions: Vec<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh playlist mv`.
+#[derive(Args)]
+pub struct PlaylistMvArgs {
+    /// Its name (or id).
+    pub name: String,
+    /// The entry's position now.
+    pub from: usize,
+    /// Its new position.
+    pub to: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tunemesh playlist rename`.
+#[derive(Args)]
+pub struct PlaylistRenameArgs {
+    /// Its name (or id).
+    pub name: String,
+    /// The new name.
+    pub new_name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `tunemesh scan`.

@@ -12,6 +12,7 @@
 //! (that goes into the library, e.g. `node::state`).
 
 pub mod args;
+pub mod mine;
 pub mod output;
 pub mod remote;
 pub mod scan;

@@ -119,6 +119,21 @@ impl ApiClient {
         answer(resp)
     }
 
+    /// PATCH `path` with `body` as JSON.
+    pub fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        let resp = self
+            .agent
+            .patch(self.url(path))
+            .header("authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| self.unreachable(e))?;
+        answer(resp)
+    }
+
     /// DELETE `path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self

@@ -8,8 +8,9 @@
 
 use super::dto::{AlbumPage, AlbumView, ArtistPage, ArtistView, PageView, SearchView, TrackView};
 use super::{ApiError, ApiResult, AppState};
-use crate::catalog::{AlbumId, AlbumInfo, AlbumSort, ArtistId, Page};
+use crate::catalog::{AlbumId, AlbumInfo, AlbumSort, ArtistId, ArtistInfo, Page};
 use crate::node::{LibraryTrack, Node};
+use crate::userdata::Item;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -52,9 +53,23 @@ impl PageQuery {
     }
 }
 
-fn album_view(node: &Node, a: AlbumInfo) -> AlbumView {
+/// An album labelled with its holders and the owner's star and rating.
+pub(super) fn album_view(node: &Node, a: AlbumInfo) -> AlbumView {
     let sources = node.sources(&a.holders);
-    AlbumView::new(a, &sources)
+    let mine = node.mine(&Item::Album(a.id));
+    let mut v = AlbumView::new(a, &sources);
+    v.starred_at_ms = mine.starred_at;
+    v.rating = mine.rating;
+    v
+}
+
+/// An artist with the owner's star and rating.
+pub(super) fn artist_view(node: &Node, a: ArtistInfo) -> ArtistView {
+    let mine = node.mine(&Item::Artist(a.id));
+    let mut v = ArtistView::from(a);
+    v.starred_at_ms = mine.starred_at;
+    v.rating = mine.rating;
+    v
 }
 
 fn views(t: &[LibraryTrack]) -> Vec<TrackView<'_>> {
@@ -148,7 +163,11 @@ async fn artists(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Respo
     Json(PageView {
         total: p.total,
         offset: page.offset,
-        items: p.items.into_iter().map(ArtistView::from).collect(),
+        items: p
+            .items
+            .into_iter()
+            .map(|a| artist_view(&s.node, a))
+            .collect(),
     })
     .into_response()
 }
@@ -187,7 +206,11 @@ async fn search(State(s): State<AppState>, Query(q): Query<SearchQuery>) -> ApiR
             .into_iter()
             .map(|a| album_view(&s.node, a))
             .collect(),
-        artists: f.artists.into_iter().map(ArtistView::from).collect(),
+        artists: f
+            .artists
+            .into_iter()
+            .map(|a| artist_view(&s.node, a))
+            .collect(),
     })
     .into_response())
 }

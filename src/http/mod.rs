@@ -31,6 +31,7 @@ mod listen;
 pub mod range;
 mod routes;
 mod stream;
+mod user;
 pub mod web;
 
 pub use listen::{HEADER_TIMEOUT, MAX_CONNECTIONS};
@@ -137,6 +138,7 @@ fn router(state: AppState) -> Router {
         .route("/api/devices", get(routes::devices))
         .route("/stream/{id}", get(stream::stream))
         .merge(catalog::routes())
+        .merge(user::routes())
         .merge(owner)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .merge(web::public_routes())

@@ -20,6 +20,7 @@
 //! | `M`    | name             | index metadata (format version)                  |
 //! | `P`    | peer · track id  | a member's track record, as received (`remote.rs`) |
 //! | `F`    | album id (16)    | when this device first saw the album (`first_seen.rs`) |
+//! | `L`    | device · seq     | a signed user operation (`userlog.rs`)           |
 //!
 //! Write cost is what shapes this layout: a new file costs one track insert
 //! plus its share of one folder record and one album record, because sled
@@ -38,6 +39,7 @@ mod first_seen;
 mod remote;
 pub mod search;
 pub mod snapshot;
+mod userlog;
 mod writer;
 
 use crate::model::prefix::Prefix;
@@ -52,6 +54,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+pub use userlog::LoggedOp;
 pub use writer::Writer;
 
 /// sled's page cache. Reads are few after a scan (the catalog answers

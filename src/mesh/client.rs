@@ -16,9 +16,10 @@ use super::types::{
     Announcement, DeviceId, Event, PeerInfo, Reachability, RelayInfo, Request, Response,
     StreamHead, StreamOpen,
 };
-use super::{audio, ctl, now_ms, relay, MeshError, CTL_TIMEOUT};
+use super::{audio, ctl, now_ms, relay, userops, MeshError, CTL_TIMEOUT};
 use crate::model::Hash32;
 use crate::proto;
+use crate::userdata::{Op, SignedOp};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -254,10 +255,15 @@ impl Client {
     }
 
     /// Revoke a member; the revocation spreads to every member and the
-    /// device is disconnected everywhere.
-    pub async fn remove_device(&self, id: &DeviceId) -> Result<(), MeshError> {
+    /// device is disconnected everywhere. Its first `user_ops_kept` user
+    /// operations (those we hold) stay valid; later ones are refused.
+    pub async fn remove_device(&self, id: &DeviceId, user_ops_kept: u64) -> Result<(), MeshError> {
         let durable = self
-            .ask(|reply| Command::Revoke { peer: id.0, reply })
+            .ask(|reply| Command::Revoke {
+                peer: id.0,
+                user_ops_kept,
+                reply,
+            })
             .await??;
         durable.wait().await?;
         self.shared.emit(Event::MembersChanged).await;
@@ -271,6 +277,40 @@ impl Client {
         });
         self.announce_all();
         Ok(())
+    }
+
+    /// Sign an operation this device made: the bytes to store and send.
+    pub fn seal_op(&self, op: Op) -> SignedOp {
+        let wire = userops::seal(&self.shared.key, &op);
+        SignedOp { op, wire }
+    }
+
+    /// Check a user operation received from a member: it decodes, is
+    /// within limits, is signed by its device, and that device is a member
+    /// (or was, when the operation was made: see
+    /// [`Members::accepts_user_op`](super::members::Members::accepts_user_op)).
+    /// The error says why it is refused.
+    pub fn open_op(&self, wire: Vec<u8>) -> Result<SignedOp, String> {
+        let op = userops::open(&wire)?;
+        if !self.accepts_user_op(&op.id.device, op.id.seq) {
+            return Err(format!(
+                "operation {} of {} refused: that device is not a member",
+                op.id.seq, op.id.device
+            ));
+        }
+        Ok(SignedOp { op, wire })
+    }
+
+    /// May user operation `seq` of `device` be kept? (A member's: yes; a
+    /// revoked device's: only those its revokers held; anyone else's: no.)
+    pub fn accepts_user_op(&self, device: &DeviceId, seq: u64) -> bool {
+        self.view().members.accepts_user_op(&device.0, seq)
+    }
+
+    /// How many user operations of `device` are kept: `None` (all) for a
+    /// member, else what its revocations keep (0 for a stranger).
+    pub fn user_ops_kept(&self, device: &DeviceId) -> Option<u64> {
+        self.view().members.user_ops_kept(&device.0)
     }
 
     /// Ask a member for part of its library. Also returns the bytes the

@@ -11,7 +11,7 @@ use super::client::Client;
 use super::event_loop::Command;
 use super::ticket::Ticket;
 use super::types::{DeviceId, Event, NodeReply, Request, Response};
-use super::{now_ms, wire, MeshError, CTL_TIMEOUT, REQUEST_TIMEOUT};
+use super::{now_ms, userops, wire, MeshError, CTL_TIMEOUT, REQUEST_TIMEOUT};
 use crate::model::{CoverId, Hash32, TrackId};
 use crate::proto;
 use futures::{AsyncWriteExt, StreamExt};
@@ -19,6 +19,12 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
+
+/// Most version vector entries a request may carry.
+const MAX_DEVICES: usize = 1024;
+/// Most user operations one push may carry (each is small; the request
+/// frame limit bounds the bytes).
+const MAX_PUSHED_OPS: usize = 4096;
 
 /// The protocol name.
 pub(super) const CTL: StreamProtocol = StreamProtocol::new("/tunemesh/ctl/1");
@@ -43,6 +49,12 @@ fn request_to_proto(req: Request) -> proto::CtlRequest {
             Request::GetCover(id) => proto::ctl_request::Kind::GetCover(proto::GetCover {
                 id: id.as_bytes().to_vec(),
             }),
+            Request::GetUserOps(have) => proto::ctl_request::Kind::GetUserOps(proto::GetUserOps {
+                have: userops::vv_to_proto(&have),
+            }),
+            Request::PushUserOps(ops) => {
+                proto::ctl_request::Kind::PushUserOps(proto::PushUserOps { ops })
+            }
         }),
     }
 }
@@ -85,6 +97,11 @@ fn response_from_proto(peer: &DeviceId, resp: proto::CtlResponse) -> Result<Resp
             mime: c.mime,
             data: c.data,
         },
+        Some(proto::ctl_response::Kind::UserOps(u)) => Response::UserOps {
+            ops: u.ops,
+            more: u.more,
+            have: userops::vv_from_proto(u.have),
+        },
         Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
         _ => return Err(bad("unexpected answer")),
     })
@@ -98,6 +115,13 @@ fn response_to_proto(resp: Response) -> proto::ctl_response::Kind {
         }
         Response::Cover { mime, data } => {
             proto::ctl_response::Kind::Cover(proto::CoverReply { mime, data })
+        }
+        Response::UserOps { ops, more, have } => {
+            proto::ctl_response::Kind::UserOps(proto::UserOpsReply {
+                ops,
+                more,
+                have: userops::vv_to_proto(&have),
+            })
         }
         Response::Node(n) => proto::ctl_response::Kind::Node(proto::NodeReply {
             root: n.root.0.to_vec(),
@@ -413,6 +437,15 @@ async fn answer(
             Some(id) => ask_node(c, peer, Request::GetCover(id)).await,
             None => R::Error("bad cover id".into()),
         },
+        Some(proto::ctl_request::Kind::GetUserOps(g)) if g.have.len() <= MAX_DEVICES => {
+            ask_node(c, peer, Request::GetUserOps(userops::vv_from_proto(g.have))).await
+        }
+        Some(proto::ctl_request::Kind::PushUserOps(p)) if p.ops.len() <= MAX_PUSHED_OPS => {
+            ask_node(c, peer, Request::PushUserOps(p.ops)).await
+        }
+        Some(
+            proto::ctl_request::Kind::GetUserOps(_) | proto::ctl_request::Kind::PushUserOps(_),
+        ) => R::Error("too many devices or operations in one request".into()),
         None => R::Error("unknown request (a newer tunemesh?)".into()),
     })
 }

@@ -71,6 +71,8 @@ pub(super) enum Command {
     /// Revoke a member.
     Revoke {
         peer: PeerId,
+        /// Its user operations we hold (kept everywhere).
+        user_ops_kept: u64,
         reply: oneshot::Sender<Result<Durable, MeshError>>,
     },
     /// A joiner redeemed an invitation: add it to the list.
@@ -194,8 +196,12 @@ impl EventLoop {
                 self.publish();
                 let _ = reply.send(durable);
             }
-            Command::Revoke { peer, reply } => {
-                let r = self.revoke(peer);
+            Command::Revoke {
+                peer,
+                user_ops_kept,
+                reply,
+            } => {
+                let r = self.revoke(peer, user_ops_kept);
                 self.publish();
                 let _ = reply.send(r);
             }
@@ -269,12 +275,19 @@ impl EventLoop {
             .save((*self.st.members).clone(), s.members_path.clone())
     }
 
-    fn revoke(&mut self, peer: PeerId) -> Result<Durable, MeshError> {
+    fn revoke(&mut self, peer: PeerId, user_ops_kept: u64) -> Result<Durable, MeshError> {
         if !self.st.members.is_member(&peer) {
             return Err(MeshError::BadInput(format!("{peer} is not a member")));
         }
         let key = &self.client.shared.key;
-        Arc::make_mut(&mut self.st.members).issue(key, peer, Change::Revoke, "", "", vec![])?;
+        Arc::make_mut(&mut self.st.members).issue(
+            key,
+            peer,
+            Change::Revoke { user_ops_kept },
+            "",
+            "",
+            vec![],
+        )?;
         Ok(self.save_members())
     }
 

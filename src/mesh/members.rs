@@ -66,8 +66,13 @@ pub enum MembersError {
 pub enum Change {
     /// Add it (or list its new name and addresses).
     Add,
-    /// Revoke it, for good.
-    Revoke,
+    /// Revoke it, for good. Its user operations up to `user_ops_kept` (by
+    /// sequence number: what the revoker held) stay valid everywhere; later
+    /// ones are refused.
+    Revoke {
+        /// The revoked device's operations the revoker held.
+        user_ops_kept: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -137,6 +142,31 @@ impl Members {
             .filter(|o| o.body.revoke)
             .filter_map(|o| peer(&o.body.device))
             .collect()
+    }
+
+    /// May user operation number `seq` of device `p` be accepted? Yes from
+    /// a member; from a revoked device only those its revokers held (the
+    /// highest number any revocation kept), so every member keeps the same
+    /// ones whatever it had received before the revocation.
+    pub fn accepts_user_op(&self, p: &PeerId, seq: u64) -> bool {
+        self.user_ops_kept(p).is_none_or(|kept| seq <= kept)
+    }
+
+    /// How many user operations of `p` are kept: `None` (all) for a
+    /// member, what its revocations keep for a revoked device, 0 for a
+    /// device that never was a member.
+    pub fn user_ops_kept(&self, p: &PeerId) -> Option<u64> {
+        if self.is_member(p) {
+            return None;
+        }
+        Some(
+            self.ops
+                .values()
+                .filter(|o| o.body.revoke && peer(&o.body.device) == Some(*p))
+                .map(|o| o.body.user_ops_kept)
+                .max()
+                .unwrap_or(0),
+        )
     }
 
     pub fn is_member(&self, p: &PeerId) -> bool {
@@ -209,7 +239,11 @@ impl Members {
         let body = proto::MemberOpBody {
             mesh: self.mesh.to_bytes(),
             device: device.to_bytes(),
-            revoke: matches!(change, Change::Revoke),
+            revoke: matches!(change, Change::Revoke { .. }),
+            user_ops_kept: match change {
+                Change::Revoke { user_ops_kept } => user_ops_kept,
+                Change::Add => 0,
+            },
             name: name.into(),
             role: role.into(),
             addrs: addrs
@@ -426,7 +460,15 @@ mod tests {
         assert_eq!(a.merge(&b.to_proto()), 1);
         assert!(a.is_member(&lp));
         // Concurrent changes merge in any order.
-        a.issue(&home, lp, Change::Revoke, "", "", vec![]).unwrap();
+        a.issue(
+            &home,
+            lp,
+            Change::Revoke { user_ops_kept: 0 },
+            "",
+            "",
+            vec![],
+        )
+        .unwrap();
         let c = Keypair::generate_ed25519().public().to_peer_id();
         b.issue(&phone, c, Change::Add, "c", "phone", vec![])
             .unwrap();

@@ -62,6 +62,7 @@ mod state;
 mod swarm;
 mod ticket;
 mod types;
+mod userops;
 mod wire;
 
 pub use audio::{ChunkReader, ChunkWriter, MeshStream};
@@ -73,6 +74,7 @@ pub use types::{
     Announcement, DeviceId, Event, NodeReply, PathKind, PeerInfo, Reachability, RelayInfo, Request,
     Response, StreamHead, StreamOpen,
 };
+pub use userops::decode_stored as decode_stored_op;
 
 use client::Shared;
 use event_loop::EventLoop;

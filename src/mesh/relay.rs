@@ -592,8 +592,15 @@ mod tests {
         assert!(!a.allowed(&sp));
 
         // Revocation reaches the relay.
-        list.issue(&home, pp, Change::Revoke, "", "", vec![])
-            .unwrap();
+        list.issue(
+            &home,
+            pp,
+            Change::Revoke { user_ops_kept: 0 },
+            "",
+            "",
+            vec![],
+        )
+        .unwrap();
         a.auth(hp, &msg(hp, &list)).unwrap();
         assert!(!a.allowed(&pp));
     }

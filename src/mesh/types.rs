@@ -10,6 +10,7 @@ use super::audio::MeshStream;
 use super::MeshError;
 use crate::index::snapshot::Entry;
 use crate::model::{CoverId, Hash32, TrackId};
+use crate::userdata::VersionVector;
 use libp2p::PeerId;
 use std::fmt;
 use tokio::sync::oneshot;
@@ -145,6 +146,11 @@ pub enum Request {
     GetRecords(Vec<TrackId>),
     /// A cover image of one of its tracks.
     GetCover(CoverId),
+    /// The user operations we hold beyond the asker's version vector.
+    GetUserOps(VersionVector),
+    /// New user operations (signed envelopes, unchecked: the node opens
+    /// them with [`Client::open_op`](super::Client::open_op)).
+    PushUserOps(Vec<Vec<u8>>),
 }
 
 /// Part of a snapshot trie: the children's hashes, or every entry below.
@@ -173,6 +179,16 @@ pub enum Response {
         mime: String,
         /// The image bytes.
         data: Vec<u8>,
+    },
+    /// User operations (signed envelopes), and what the answering node
+    /// holds now.
+    UserOps {
+        /// Operations the asker lacks, each device's in order.
+        ops: Vec<Vec<u8>>,
+        /// More remain: ask again.
+        more: bool,
+        /// The answering node's version vector.
+        have: VersionVector,
     },
     /// Why it cannot answer.
     Error(String),

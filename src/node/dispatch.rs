@@ -41,6 +41,9 @@ impl Node {
                     self.spawn(async move {
                         let r = match request {
                             Request::GetCover(id) => n.answer_cover(id).await,
+                            r @ (Request::GetUserOps(_) | Request::PushUserOps(_)) => {
+                                n.inner.user.answer(from, r).await
+                            }
                             sync => n.inner.syncer.answer(n.snapshot(), sync).await,
                         };
                         if let Response::Error(e) = &r {
@@ -59,9 +62,26 @@ impl Node {
                 Event::MembersChanged => {
                     // Forgetting a catalog writes sled: not inline here.
                     let n = self.clone();
-                    self.spawn(async move { n.prune_catalogs().await });
+                    self.spawn(async move {
+                        n.prune_catalogs().await;
+                        if let Err(e) = n.inner.user.prune_revoked().await {
+                            tracing::error!("cannot drop a revoked device's operations: {e}");
+                        }
+                    });
                 }
-                Event::Connected(d) => tracing::info!(peer = %d, "member connected"),
+                Event::Connected(d) => {
+                    tracing::info!(peer = %d, "member connected");
+                    // Level the owner's state both ways: it pulls from us
+                    // as we pull from it.
+                    let n = self.clone();
+                    self.spawn(async move {
+                        match n.inner.user.pull(d).await {
+                            Ok(0) => {}
+                            Ok(k) => tracing::info!(peer = %d, ops = k, "user state fetched"),
+                            Err(e) => tracing::info!(peer = %d, "cannot fetch user state: {e}"),
+                        }
+                    });
+                }
                 Event::Disconnected(d) => tracing::info!(peer = %d, "member disconnected"),
             }
         }

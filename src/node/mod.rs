@@ -14,7 +14,11 @@
 mod covers;
 mod dispatch;
 pub mod state;
+mod user;
+mod userapi;
 mod watcher;
+
+pub use userapi::Mine;
 
 use crate::cache::Cache;
 use crate::catalog::{AlbumId, Catalog, CatalogTrack, IdError, Page, Paged, Prefix};
@@ -196,6 +200,8 @@ pub struct LibraryTrack {
     pub album: Option<AlbumId>,
     /// Every holder, this device first when it is one.
     pub sources: Vec<Source>,
+    /// What the owner's state says of it (star, rating, plays).
+    pub mine: Mine,
 }
 
 pub use crate::sync::SyncStats;
@@ -258,6 +264,7 @@ impl Holders {
 
     fn label(&self, t: CatalogTrack, track: Arc<Track>) -> LibraryTrack {
         LibraryTrack {
+            mine: Mine::default(),
             sources: t.holders.iter().map(|d| self.source(*d)).collect(),
             album: t.album,
             track,
@@ -277,6 +284,7 @@ struct Inner {
     playback: Playback,
     snap: RwLock<Arc<Snapshot>>,
     syncer: Arc<Syncer>,
+    user: Arc<user::UserState>,
     tasks: Tasks,
     watch_stop: Arc<AtomicBool>,
     mesh: tokio::sync::Mutex<Option<Mesh>>,
@@ -357,6 +365,7 @@ impl Node {
             client.clone(),
             tasks.clone(),
         );
+        let user = user::UserState::load(index.clone(), client.clone(), tasks.clone()).await?;
         let streamer = Arc::new(Streamer::new(Some(cache)));
         let playback = Playback::new(
             index.clone(),
@@ -369,6 +378,7 @@ impl Node {
                 client,
                 catalog,
                 syncer,
+                user,
                 index,
                 streamer,
                 playback,
@@ -494,7 +504,8 @@ impl Node {
                 "this is the device itself; remove it from another member".into(),
             ));
         }
-        self.inner.client.remove_device(&d).await?;
+        let kept = self.inner.user.version_vector().get(&d);
+        self.inner.client.remove_device(&d, kept).await?;
         self.prune_catalogs().await;
         Ok(())
     }
@@ -633,16 +644,20 @@ impl Node {
                 },
             )
             .await??;
-        Ok(records
-            .into_iter()
-            .map(|(mut t, r)| {
-                // This device first, where it is a holder.
-                if let Some(i) = t.holders.iter().position(|d| *d == me) {
-                    t.holders[..=i].rotate_right(1);
-                }
-                h.label(t, Arc::new(r))
-            })
-            .collect())
+        Ok(self.user_state(|views| {
+            records
+                .into_iter()
+                .map(|(mut t, r)| {
+                    // This device first, where it is a holder.
+                    if let Some(i) = t.holders.iter().position(|d| *d == me) {
+                        t.holders[..=i].rotate_right(1);
+                    }
+                    let mut lt = h.label(t, Arc::new(r));
+                    lt.mine = Mine::of(views, &crate::userdata::Item::Track(lt.track.id));
+                    lt
+                })
+                .collect()
+        }))
     }
 
     /// Where the devices in `holders` stand (names, online), as of now.

@@ -101,7 +101,7 @@ impl Syncer {
                         "{peer} refused a sync request: {e}"
                     )))
                 }
-                Response::Records(_) | Response::Cover { .. } => {
+                Response::Records(_) | Response::Cover { .. } | Response::UserOps { .. } => {
                     return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                 }
             };
@@ -164,7 +164,7 @@ impl Syncer {
                 match reply {
                     Response::Records(r) => got.extend(r),
                     Response::Error(e) => return Err(SyncError::Peer(e)),
-                    Response::Node(_) | Response::Cover { .. } => {
+                    Response::Node(_) | Response::Cover { .. } | Response::UserOps { .. } => {
                         return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                     }
                 }

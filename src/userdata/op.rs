@@ -236,3 +236,43 @@ impl VersionVector {
         self.0.iter().any(|(d, &n)| n > other.get(d))
     }
 }
+
+impl fmt::Display for OpId {
+    /// `<device>-<seq>` (device ids hold no `-`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.device, self.seq)
+    }
+}
+
+impl std::str::FromStr for OpId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OpId, String> {
+        let bad = || format!("{s:?} is not a playlist or entry id");
+        let (d, n) = s.trim().rsplit_once('-').ok_or_else(bad)?;
+        Ok(OpId {
+            device: d.parse().map_err(|_| bad())?,
+            seq: n.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl fmt::Display for EntryId {
+    /// `<device>-<seq>-<index>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.op, self.index)
+    }
+}
+
+impl std::str::FromStr for EntryId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EntryId, String> {
+        let (op, i) = s
+            .trim()
+            .rsplit_once('-')
+            .ok_or_else(|| format!("{s:?} is not an entry id"))?;
+        Ok(EntryId {
+            op: op.parse()?,
+            index: i.parse().map_err(|_| format!("{s:?} is not an entry id"))?,
+        })
+    }
+}

@@ -170,6 +170,9 @@ impl Replica {
     }
 }
 
+/// A playlist of the model: name, comment, deleted, entries.
+type ModelList = (String, String, bool, Vec<(EntryId, TrackId, Position)>);
+
 /// The sequential model: every operation in stamp order, applied the
 /// obvious way.
 #[derive(Default, Debug)]
@@ -177,7 +180,7 @@ struct Model {
     stars: BTreeMap<Item, (bool, u64)>,
     ratings: BTreeMap<Item, u8>,
     plays: HashMap<TrackId, (u64, i64)>,
-    lists: BTreeMap<PlaylistId, (String, String, bool, Vec<(EntryId, TrackId, Position)>)>,
+    lists: BTreeMap<PlaylistId, ModelList>,
     queue: Option<Queue>,
 }
 

@@ -257,7 +257,7 @@ impl Views {
     /// The most played tracks, most first (then the latest played).
     pub fn most_played(&self, limit: usize) -> Vec<(TrackId, PlayStats)> {
         let mut v: Vec<(TrackId, PlayStats)> = self.stats.iter().map(|(t, s)| (*t, *s)).collect();
-        v.sort_by(|a, b| (b.1.count, b.1.last_ms, b.0).cmp(&(a.1.count, a.1.last_ms, a.0)));
+        v.sort_by_key(|(t, s)| std::cmp::Reverse((s.count, s.last_ms, *t)));
         v.truncate(limit);
         v
     }

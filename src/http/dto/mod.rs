@@ -8,6 +8,9 @@
 //! Must never: do I/O, or hold more than the answer needs (a track view
 //! borrows from the library it shows).
 
+mod user;
+pub use user::*;
+
 use crate::catalog::{AlbumId, AlbumInfo, ArtistId, ArtistInfo};
 use crate::mesh::{Device, PeerInfo, RelayInfo};
 use crate::model::{CoverId, Track, TrackId};
@@ -79,6 +82,18 @@ pub struct TrackView<'a> {
     pub sources: Vec<SourceView<'a>>,
     /// One of them is this device or online now: it can be played.
     pub online: bool,
+    /// When the owner starred it (UTC ms), if they did.
+    #[serde(default)]
+    pub starred_at_ms: Option<u64>,
+    /// The owner's rating, 1–5; 0 for none.
+    #[serde(default)]
+    pub rating: u8,
+    /// How many times it was played (on every device).
+    #[serde(default)]
+    pub play_count: u64,
+    /// When the latest play started (UTC ms).
+    #[serde(default)]
+    pub last_played_ms: Option<i64>,
 }
 
 impl<'a> TrackView<'a> {
@@ -119,12 +134,21 @@ impl<'a> TrackView<'a> {
             paths,
             online: sources.iter().any(|s| s.online),
             sources,
+            starred_at_ms: None,
+            rating: 0,
+            play_count: 0,
+            last_played_ms: None,
         }
     }
 
     /// The view of a track of the merged library.
     pub fn of(t: &'a LibraryTrack) -> TrackView<'a> {
-        TrackView::new(&t.track, t.sources.iter().map(SourceView::from).collect())
+        let mut v = TrackView::new(&t.track, t.sources.iter().map(SourceView::from).collect());
+        v.starred_at_ms = t.mine.starred_at;
+        v.rating = t.mine.rating;
+        v.play_count = t.mine.plays.count;
+        v.last_played_ms = (t.mine.plays.count > 0).then_some(t.mine.plays.last_ms);
+        v
     }
 }
 
@@ -480,6 +504,12 @@ pub struct AlbumView {
     pub sources: Vec<SourceView<'static>>,
     /// One of them is this device or online now.
     pub online: bool,
+    /// When the owner starred it (UTC ms), if they did.
+    #[serde(default)]
+    pub starred_at_ms: Option<u64>,
+    /// The owner's rating, 1–5; 0 for none.
+    #[serde(default)]
+    pub rating: u8,
 }
 
 impl AlbumView {
@@ -506,6 +536,8 @@ impl AlbumView {
             track_count: a.tracks,
             duration_ms: a.duration_ms,
             sources,
+            starred_at_ms: None,
+            rating: 0,
         }
     }
 }
@@ -521,6 +553,12 @@ pub struct ArtistView {
     pub album_count: usize,
     /// Tracks on them.
     pub track_count: usize,
+    /// When the owner starred the artist (UTC ms), if they did.
+    #[serde(default)]
+    pub starred_at_ms: Option<u64>,
+    /// The owner's rating, 1–5; 0 for none.
+    #[serde(default)]
+    pub rating: u8,
 }
 
 impl From<ArtistInfo> for ArtistView {
@@ -530,6 +568,8 @@ impl From<ArtistInfo> for ArtistView {
             name: a.name,
             album_count: a.albums,
             track_count: a.tracks,
+            starred_at_ms: None,
+            rating: 0,
         }
     }
 }

@@ -1,0 +1,384 @@
+//! The owner's shared state on this node (stars, ratings, plays,
+//! playlists, the play queue): operations made here are numbered, stamped,
+//! signed, logged durably and only then applied and acknowledged;
+//! operations from members are checked, logged and applied in their
+//! devices' order; and members are kept level by version vector: a pull on
+//! connecting, a push of every change, a forward of what arrived to the
+//! other members.
+//!
+//! Must never: acknowledge an operation before it is on disk, apply one
+//! twice or out of its device's order, keep one from a device that is not
+//! a member, or touch sled on a runtime thread.
+
+use super::NodeError;
+use crate::index::Index;
+use crate::mesh::{self, DeviceId, Request, Response};
+use crate::tasks::Tasks;
+use crate::userdata::{Applied, Body, Clock, Op, OpId, SignedOp, VersionVector, Views};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+
+/// Most bytes of operations in one answer to a pull (the control reply
+/// limit is 8 MiB).
+const PULL_BYTES: usize = 1 << 20;
+/// Most bytes of operations in one push (the control request limit is
+/// 256 KiB).
+const PUSH_BYTES: usize = 192 << 10;
+/// Rounds of "you still lack something" per push, at most.
+const PUSH_ROUNDS: usize = 16;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The shared state service of one node.
+pub(super) struct UserState {
+    index: Arc<Index>,
+    client: mesh::Client,
+    tasks: Tasks,
+    me: DeviceId,
+    /// The merged state (never held across an await).
+    views: RwLock<Views>,
+    clock: Mutex<Clock>,
+    /// Held while operations are numbered, stored and applied, so each
+    /// device's operations land in order and numbers are never reused.
+    write: tokio::sync::Mutex<()>,
+    /// Counts changes (local or merged), for anyone waiting on one.
+    changed: watch::Sender<u64>,
+}
+
+impl UserState {
+    /// Rebuild the views from the log.
+    pub(super) async fn load(
+        index: Arc<Index>,
+        client: mesh::Client,
+        tasks: Tasks,
+    ) -> Result<Arc<UserState>, NodeError> {
+        let ix = index.clone();
+        let (views, clock) = tasks
+            .blocking(move || -> Result<(Views, Clock), NodeError> {
+                let mut views = Views::default();
+                let mut clock = Clock::default();
+                for wire in ix.log_all()? {
+                    match mesh::decode_stored_op(&wire) {
+                        Ok(op) => {
+                            clock.observe(op.at);
+                            views.apply(&op);
+                        }
+                        Err(e) => tracing::error!("a stored user operation does not decode: {e}"),
+                    }
+                }
+                Ok((views, clock))
+            })
+            .await??;
+        tracing::info!(
+            ops = views.version_vector().0.values().sum::<u64>(),
+            "user state loaded"
+        );
+        Ok(Arc::new(UserState {
+            index,
+            me: client.device_id(),
+            client,
+            tasks,
+            views: RwLock::new(views),
+            clock: Mutex::new(clock),
+            write: tokio::sync::Mutex::new(()),
+            changed: watch::channel(0).0,
+        }))
+    }
+
+    /// Read the merged state.
+    pub(super) fn read<R>(&self, f: impl FnOnce(&Views) -> R) -> R {
+        f(&self.views.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A receiver that sees every change.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// What we hold, by device.
+    pub(super) fn version_vector(&self) -> VersionVector {
+        self.read(|v| v.version_vector().clone())
+    }
+
+    fn apply_all(&self, ops: &[SignedOp]) {
+        let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        for s in ops {
+            clock.observe(s.op.at);
+            views.apply(&s.op);
+        }
+        drop((views, clock));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    async fn store(&self, ops: &[SignedOp]) -> Result<(), NodeError> {
+        let rows: Vec<(Vec<u8>, u64, Vec<u8>)> = ops
+            .iter()
+            .map(|s| (s.op.id.device.to_bytes(), s.op.id.seq, s.wire.clone()))
+            .collect();
+        let ix = self.index.clone();
+        self.tasks
+            .blocking(move || {
+                let refs: Vec<_> = rows
+                    .iter()
+                    .map(|(d, n, w)| (d.as_slice(), *n, w.as_slice()))
+                    .collect();
+                ix.log_append(&refs)
+            })
+            .await??;
+        Ok(())
+    }
+
+    /// Make operations on this device: numbered, stamped, signed, stored
+    /// (durable), applied; then sent to the connected members. Returns them
+    /// once they are durable.
+    pub(super) async fn make(self: &Arc<Self>, bodies: Vec<Body>) -> Result<Vec<Op>, NodeError> {
+        for b in &bodies {
+            b.check().map_err(NodeError::BadRequest)?;
+        }
+        if bodies.is_empty() {
+            return Ok(vec![]);
+        }
+        let guard = self.write.lock().await;
+        let mut seq = self.read(|v| v.version_vector().get(&self.me));
+        let signed: Vec<SignedOp> = bodies
+            .into_iter()
+            .map(|body| {
+                seq += 1;
+                let at = self
+                    .clock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tick(now_ms());
+                self.client.seal_op(Op {
+                    id: OpId {
+                        device: self.me,
+                        seq,
+                    },
+                    at,
+                    body,
+                })
+            })
+            .collect();
+        self.store(&signed).await?;
+        self.apply_all(&signed);
+        drop(guard);
+        self.spread(None, signed.iter().map(|s| s.wire.clone()).collect());
+        Ok(signed.into_iter().map(|s| s.op).collect())
+    }
+
+    /// Take operations a member sent: each is checked (a refused one is
+    /// logged with its reason and the rest go on), those that continue
+    /// their device's run are stored and applied, and the new ones go on to
+    /// the other connected members. Returns how many were new.
+    pub(super) async fn merge(
+        self: &Arc<Self>,
+        from: DeviceId,
+        wires: Vec<Vec<u8>>,
+    ) -> Result<usize, NodeError> {
+        let mut opened: Vec<SignedOp> = Vec::with_capacity(wires.len());
+        for w in wires {
+            match self.client.open_op(w) {
+                Ok(s) => opened.push(s),
+                Err(why) => tracing::warn!(peer = %from, "user operation refused: {why}"),
+            }
+        }
+        opened.sort_by_key(|s| s.op.id);
+        let guard = self.write.lock().await;
+        let mut vv = self.version_vector();
+        let mut fresh = Vec::new();
+        for s in opened {
+            let have = vv.get(&s.op.id.device);
+            if s.op.id.seq == have + 1 {
+                vv.0.insert(s.op.id.device, s.op.id.seq);
+                fresh.push(s);
+            } else if s.op.id.seq > have + 1 {
+                tracing::debug!(peer = %from, "user operation {} of {} arrived before {}; asked again later", s.op.id.seq, s.op.id.device, have + 1);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        self.store(&fresh).await?;
+        self.apply_all(&fresh);
+        drop(guard);
+        let n = fresh.len();
+        self.spread(Some(from), fresh.into_iter().map(|s| s.wire).collect());
+        Ok(n)
+    }
+
+    /// Push `wires` to every connected member but `except`, each in a task.
+    fn spread(self: &Arc<Self>, except: Option<DeviceId>, wires: Vec<Vec<u8>>) {
+        for peer in self.client.connected_members() {
+            if Some(peer) == except || peer == self.me {
+                continue;
+            }
+            let me = self.clone();
+            let wires = wires.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = me.push(peer, wires).await {
+                    tracing::info!(%peer, "cannot send user operations: {e}");
+                }
+            });
+        }
+    }
+
+    /// Send operations to a member; while its answer shows it lacks more
+    /// of what we hold, send that too. If it holds what we lack, pull.
+    pub(super) async fn push(
+        self: &Arc<Self>,
+        peer: DeviceId,
+        mut wires: Vec<Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        for _ in 0..PUSH_ROUNDS {
+            let (resp, _) = self
+                .client
+                .request(&peer, Request::PushUserOps(wires))
+                .await?;
+            let have = match resp {
+                Response::UserOps { have, .. } => have,
+                Response::Error(e) => return Err(NodeError::Unavailable(e)),
+                _ => return Err(NodeError::Unavailable("unexpected answer".into())),
+            };
+            let ours = self.version_vector();
+            if have.has_beyond(&ours) {
+                let me = self.clone();
+                self.tasks.spawn(async move {
+                    if let Err(e) = me.pull(peer).await {
+                        tracing::info!(%peer, "cannot fetch user operations: {e}");
+                    }
+                });
+            }
+            let (more, _) = self.ops_beyond(have, PUSH_BYTES).await?;
+            if more.is_empty() {
+                return Ok(());
+            }
+            wires = more;
+        }
+        Ok(())
+    }
+
+    /// Fetch what a member holds beyond our version vector, until it has
+    /// nothing more.
+    pub(super) async fn pull(self: &Arc<Self>, peer: DeviceId) -> Result<usize, NodeError> {
+        let mut total = 0;
+        loop {
+            let have = self.version_vector();
+            let (resp, _) = self
+                .client
+                .request(&peer, Request::GetUserOps(have))
+                .await?;
+            let (ops, more) = match resp {
+                Response::UserOps { ops, more, .. } => (ops, more),
+                Response::Error(e) => return Err(NodeError::Unavailable(e)),
+                _ => return Err(NodeError::Unavailable("unexpected answer".into())),
+            };
+            let got = ops.len();
+            let new = self.merge(peer, ops).await?;
+            total += new;
+            if !more || new == 0 || got == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The operations we hold beyond `have`, each device's in order, up to
+    /// about `max_bytes`; and whether more remain.
+    async fn ops_beyond(
+        &self,
+        have: VersionVector,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), NodeError> {
+        let ours = self.version_vector();
+        let wanted: Vec<(Vec<u8>, u64, u64)> = ours
+            .0
+            .iter()
+            .filter(|(d, &n)| n > have.get(d))
+            .map(|(d, &n)| (d.to_bytes(), have.get(d) + 1, n))
+            .collect();
+        if wanted.is_empty() {
+            return Ok((vec![], false));
+        }
+        let ix = self.index.clone();
+        let r = self
+            .tasks
+            .blocking(move || -> Result<(Vec<Vec<u8>>, bool), NodeError> {
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for (device, from, to) in wanted {
+                    if bytes >= max_bytes {
+                        return Ok((out, true));
+                    }
+                    let got = ix.log_from(&device, from, max_bytes - bytes)?;
+                    let n = got.len() as u64;
+                    bytes += got.iter().map(Vec::len).sum::<usize>();
+                    out.extend(got);
+                    if from + n <= to {
+                        return Ok((out, true));
+                    }
+                }
+                Ok((out, false))
+            })
+            .await??;
+        Ok(r)
+    }
+
+    /// Answer a member's `GetUserOps` or `PushUserOps`.
+    pub(super) async fn answer(self: &Arc<Self>, from: DeviceId, req: Request) -> Response {
+        let r = match req {
+            Request::GetUserOps(have) => self.ops_beyond(have, PULL_BYTES).await,
+            Request::PushUserOps(ops) => self.merge(from, ops).await.map(|_| (vec![], false)),
+            _ => return Response::Error("not a user state request".into()),
+        };
+        match r {
+            Ok((ops, more)) => Response::UserOps {
+                ops,
+                more,
+                have: self.version_vector(),
+            },
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    /// Drop what revoked devices made beyond what their revocations keep
+    /// (operations that reached us before the revocation did), and rebuild
+    /// the views if anything went.
+    pub(super) async fn prune_revoked(&self) -> Result<(), NodeError> {
+        let vv = self.version_vector();
+        let cut: Vec<(Vec<u8>, u64)> =
+            vv.0.iter()
+                .filter_map(|(d, &n)| {
+                    let kept = self.client.user_ops_kept(d)?;
+                    (n > kept).then(|| (d.to_bytes(), kept))
+                })
+                .collect();
+        if cut.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write.lock().await;
+        let ix = self.index.clone();
+        let views = self
+            .tasks
+            .blocking(move || -> Result<Views, NodeError> {
+                for (d, kept) in &cut {
+                    let n = ix.log_truncate(d, *kept)?;
+                    tracing::warn!(dropped = n, "user operations of a revoked device dropped");
+                }
+                let mut views = Views::default();
+                for wire in ix.log_all()? {
+                    if let Ok(op) = mesh::decode_stored_op(&wire) {
+                        let _: Applied = views.apply(&op);
+                    }
+                }
+                Ok(views)
+            })
+            .await??;
+        *self.views.write().unwrap_or_else(|e| e.into_inner()) = views;
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
