@@ -393,6 +393,7 @@ impl Node {
         let n = node.clone();
         node.spawn(async move { n.event_loop(rx).await });
         node.prune_catalogs().await;
+        node.inner.user.start_anti_entropy();
         if node.inner.cfg.role == Role::Home {
             node.start_watcher()?;
         }
@@ -407,6 +408,11 @@ impl Node {
     /// This device's id.
     pub fn device_id(&self) -> DeviceId {
         self.inner.client.device_id()
+    }
+
+    /// The mesh client (membership, requests to members, signing).
+    pub fn mesh(&self) -> &mesh::Client {
+        &self.inner.client
     }
 
     /// Home or phone.

@@ -15,7 +15,9 @@ use crate::index::Index;
 use crate::mesh::{self, DeviceId, Request, Response};
 use crate::tasks::Tasks;
 use crate::userdata::{Applied, Body, Clock, Op, OpId, SignedOp, VersionVector, Views};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Most bytes of operations in one answer to a pull (the control reply
@@ -26,6 +28,12 @@ const PULL_BYTES: usize = 1 << 20;
 const PUSH_BYTES: usize = 192 << 10;
 /// Rounds of "you still lack something" per push, at most.
 const PUSH_ROUNDS: usize = 16;
+/// How often connected members are checked for what they lack (a push
+/// that failed while a link was down, say, is made good within this).
+const ANTI_ENTROPY_TICK: Duration = Duration::from_secs(5);
+/// Every this many ticks, members are asked even when we know of nothing
+/// they lack (so what *we* lack is found too, without a reconnect).
+const ANTI_ENTROPY_FULL: u64 = 12;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -47,6 +55,10 @@ pub(super) struct UserState {
     write: tokio::sync::Mutex<()>,
     /// Counts changes (local or merged), for anyone waiting on one.
     changed: watch::Sender<u64>,
+    /// What each member last said it holds.
+    known: Mutex<HashMap<DeviceId, VersionVector>>,
+    /// Members a background check is talking to now (one at a time each).
+    checking: Mutex<HashSet<DeviceId>>,
 }
 
 impl UserState {
@@ -86,6 +98,8 @@ impl UserState {
             clock: Mutex::new(clock),
             write: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
+            known: Mutex::new(HashMap::new()),
+            checking: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -227,6 +241,57 @@ impl UserState {
         }
     }
 
+    fn note(&self, peer: DeviceId, have: &VersionVector) {
+        let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        k.insert(peer, have.clone());
+    }
+
+    /// Check the connected members every few seconds: one that lacks what
+    /// we hold (as far as we know) gets it; every minute each is asked what
+    /// it holds, so what we lack comes too. A change made while a link was
+    /// down therefore arrives without waiting for a reconnect.
+    pub(super) fn start_anti_entropy(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(ANTI_ENTROPY_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            for n in 0u64.. {
+                tick.tick().await;
+                let ours = me.version_vector();
+                for peer in me.client.connected_members() {
+                    let known = me
+                        .known
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&peer)
+                        .cloned();
+                    let behind = known.is_none_or(|k| ours.has_beyond(&k));
+                    if peer == me.me || !(behind || n % ANTI_ENTROPY_FULL == 0) {
+                        continue;
+                    }
+                    if !me
+                        .checking
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(peer)
+                    {
+                        continue;
+                    }
+                    let m = me.clone();
+                    me.tasks.spawn(async move {
+                        if let Err(e) = m.push(peer, vec![]).await {
+                            tracing::debug!(%peer, "user state check: {e}");
+                        }
+                        m.checking
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&peer);
+                    });
+                }
+            }
+        });
+    }
+
     /// Send operations to a member; while its answer shows it lacks more
     /// of what we hold, send that too. If it holds what we lack, pull.
     pub(super) async fn push(
@@ -244,6 +309,7 @@ impl UserState {
                 Response::Error(e) => return Err(NodeError::Unavailable(e)),
                 _ => return Err(NodeError::Unavailable("unexpected answer".into())),
             };
+            self.note(peer, &have);
             let ours = self.version_vector();
             if have.has_beyond(&ours) {
                 let me = self.clone();
@@ -273,7 +339,10 @@ impl UserState {
                 .request(&peer, Request::GetUserOps(have))
                 .await?;
             let (ops, more) = match resp {
-                Response::UserOps { ops, more, .. } => (ops, more),
+                Response::UserOps { ops, more, have } => {
+                    self.note(peer, &have);
+                    (ops, more)
+                }
                 Response::Error(e) => return Err(NodeError::Unavailable(e)),
                 _ => return Err(NodeError::Unavailable("unexpected answer".into())),
             };
@@ -330,7 +399,10 @@ impl UserState {
     /// Answer a member's `GetUserOps` or `PushUserOps`.
     pub(super) async fn answer(self: &Arc<Self>, from: DeviceId, req: Request) -> Response {
         let r = match req {
-            Request::GetUserOps(have) => self.ops_beyond(have, PULL_BYTES).await,
+            Request::GetUserOps(have) => {
+                self.note(from, &have);
+                self.ops_beyond(have, PULL_BYTES).await
+            }
             Request::PushUserOps(ops) => self.merge(from, ops).await.map(|_| (vec![], false)),
             _ => return Response::Error("not a user state request".into()),
         };

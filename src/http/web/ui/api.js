@@ -5,6 +5,13 @@ export class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+/**
+ * Fires "back" when the node answers again after a call found it gone, so
+ * what waited for it (plays kept while offline) can go at once.
+ */
+export const link = new EventTarget();
+let unreachable = false;
+
 async function call(method, path, body) {
   const init = { method, credentials: "same-origin", headers: {} };
   if (body !== undefined) {
@@ -12,7 +19,8 @@ async function call(method, path, body) {
     init.body = JSON.stringify(body);
   }
   let r;
-  try { r = await fetch(path, init); } catch (e) { throw new ApiError(0, "the node does not answer"); }
+  try { r = await fetch(path, init); } catch (e) { unreachable = true; throw new ApiError(0, "the node does not answer"); }
+  if (unreachable) { unreachable = false; link.dispatchEvent(new Event("back")); }
   if (r.status === 204) return null;
   const text = await r.text();
   let data = null;
@@ -23,6 +31,9 @@ async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 export const post = (path, body) => call("POST", path, body ?? {});
+export const put = (path, body) => call("PUT", path, body ?? {});
+export const patch = (path, body) => call("PATCH", path, body ?? {});
+export const del = (path) => call("DELETE", path);
 
 /** Quote one query value. */
 export const q = encodeURIComponent;

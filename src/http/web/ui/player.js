@@ -3,10 +3,12 @@
 // over without a gap; seeks by reopening the stream at the new time
 // (`start=`), which works on a live encode that has no length yet; shows
 // the track's full duration from the catalog at once; and drives the
-// Media Session (lock screen, headset keys).
+// Media Session (lock screen, headset keys). Each playback is timed for
+// the node's play counts (scrobble.js).
 
 import { get } from "./api.js";
 import { coverUrl } from "./util.js";
+import { Scrobbler } from "./scrobble.js";
 
 /** Seconds a stream may stall before the player gives up on it. */
 const STALL_S = 20;
@@ -28,6 +30,7 @@ export class Player extends EventTarget {
     this.error = null;
     this.endedAt = null; // when the last track ended (performance.now())
     this.gaps = []; // ms from a track's end to the next one playing, as measured here
+    this.scrobbler = new Scrobbler();
     for (const [i, a] of this.els.entries()) this.wire(a, i);
     this.setVolume(this.volume);
     this.mediaSession();
@@ -40,6 +43,8 @@ export class Player extends EventTarget {
   get playing() { return !this.el.paused && !this.el.ended; }
   get position() { return this.loadedId ? this.offset + (this.el.currentTime || 0) : this.queue.position || 0; }
   get duration() { const t = this.queue.current; return t ? t.duration_ms / 1000 : 0; }
+  /** Plays the node has recorded from this page. */
+  get scrobbles() { return this.scrobbler.count; }
 
   async refreshPaths() {
     try {
@@ -69,12 +74,14 @@ export class Player extends EventTarget {
     a.addEventListener("timeupdate", () => {
       if (i !== this.active) return;
       this.queue.position = this.position;
+      this.scrobbler.tick(this.position);
       this.emit("time");
       this.maybePreload();
     });
     a.addEventListener("ended", () => {
       if (i !== this.active) return;
       this.endedAt = performance.now();
+      this.scrobbler.tick(this.position); // the last steps to the end count too
       this.advance();
     });
     a.addEventListener("playing", () => {
@@ -116,7 +123,7 @@ export class Player extends EventTarget {
     const t = this.queue.current;
     this.clearStall();
     this.error = null;
-    if (!t) { this.el.removeAttribute("src"); this.el.load(); this.loadedId = null; this.emit("track"); return; }
+    if (!t) { this.el.removeAttribute("src"); this.el.load(); this.loadedId = null; this.scrobbler.start(null); this.emit("track"); return; }
     if (this.preloaded && this.preloaded.id === t.id && start === 0) {
       // The next track is loaded already: switch elements, no gap.
       this.el.pause();
@@ -128,6 +135,7 @@ export class Player extends EventTarget {
     this.other.pause();
     this.offset = start;
     this.loadedId = t.id;
+    this.scrobbler.start(t, start);
     this.setVolume(this.volume);
     if (autoplay) this.el.play().catch(() => this.emit("state"));
     this.mediaMetadata(t);
@@ -161,8 +169,11 @@ export class Player extends EventTarget {
   next() { if (this.queue.next(true)) this.load(0); }
 
   prev() {
-    if (this.position > 3) this.seek(0);
-    else if (this.queue.prev()) this.load(0);
+    if (this.position > 3) {
+      // Back to the start is hearing it again: a new playback.
+      this.seek(0);
+      this.scrobbler.start(this.queue.current, 0);
+    } else if (this.queue.prev()) this.load(0);
   }
 
   /** Seek to `s` seconds: a new stream from there (the preloaded next stays). */
@@ -170,12 +181,14 @@ export class Player extends EventTarget {
     const t = this.queue.current;
     if (!t) return;
     s = Math.max(0, Math.min(s, this.duration - 0.25));
-    const wasPlaying = this.playing || this.loadedId !== t.id;
+    const fresh = this.loadedId !== t.id; // nothing loaded yet (after a reload): a new playback
+    const wasPlaying = this.playing || fresh;
     if (this.preloaded && this.preloaded.el === this.el) this.preloaded = null;
     this.el.src = this.url(t, s);
     this.offset = s;
     this.loadedId = t.id;
     this.queue.position = s;
+    if (fresh) this.scrobbler.start(t, s); else this.scrobbler.jumped(s);
     if (wasPlaying) this.el.play().catch(() => {});
     this.emit("time");
   }

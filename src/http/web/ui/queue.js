@@ -8,6 +8,7 @@ export function slim(t) {
   return {
     id: t.id, title: t.title, artist: t.artist, album: t.album, album_id: t.album_id,
     duration_ms: t.duration_ms, cover: t.cover, online: t.online,
+    starred_at_ms: t.starred_at_ms ?? null, rating: t.rating || 0,
     sources: (t.sources || []).map((s) => ({ device: s.device, name: s.name, local: s.local, online: s.online })),
   };
 }

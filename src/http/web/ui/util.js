@@ -41,3 +41,37 @@ export function debounce(f, ms) {
 export function coverUrl(cover, size = 300) {
   return cover ? `/api/cover/${cover}?size=${size}` : document.querySelector("link[rel=icon]").href;
 }
+
+/** An inline SVG icon (24×24 viewBox) from path data; `stroke` for line art. */
+export function icon(d, stroke = false) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", stroke ? "ic stroke" : "ic");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const p = document.createElementNS(ns, "path");
+  p.setAttribute("d", d);
+  svg.append(p);
+  return svg;
+}
+
+/** When, for humans: "just now", "5 min ago", "3 h ago", "yesterday 21:04", "Tue 09:12", "4 Mar 2023". */
+export function ago(ms, now = Date.now()) {
+  const s = (now - ms) / 1000;
+  if (s < 45) return "just now";
+  if (s < 3600) return `${Math.max(1, Math.round(s / 60))} min ago`;
+  const d = new Date(ms);
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  if (s < 6 * 3600) return `${Math.floor(s / 3600)} h ago`;
+  const midnight = new Date(now).setHours(0, 0, 0, 0);
+  if (ms >= midnight) return `today ${time}`;
+  if (ms >= midnight - 86400000) return `yesterday ${time}`;
+  if (ms >= midnight - 6 * 86400000) return `${d.toLocaleDateString(undefined, { weekday: "short" })} ${time}`;
+  const year = d.getFullYear() === new Date(now).getFullYear() ? undefined : "numeric";
+  return d.toLocaleDateString(undefined, { day: "numeric", month: "short", year });
+}
+
+/** A full date and time, for a title attribute. */
+export function when(ms) {
+  return new Date(ms).toLocaleString();
+}
