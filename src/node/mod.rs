@@ -18,6 +18,7 @@ mod user;
 mod userapi;
 mod watcher;
 
+pub use user::UserSyncStats;
 pub use userapi::Mine;
 
 use crate::cache::Cache;

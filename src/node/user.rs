@@ -16,6 +16,7 @@ use crate::mesh::{self, DeviceId, Request, Response};
 use crate::tasks::Tasks;
 use crate::userdata::{Applied, Body, Clock, Op, OpId, SignedOp, VersionVector, Views};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -59,6 +60,22 @@ pub(super) struct UserState {
     known: Mutex<HashMap<DeviceId, VersionVector>>,
     /// Members a background check is talking to now (one at a time each).
     checking: Mutex<HashSet<DeviceId>>,
+    /// Wire bytes of the exchanges this node started (both ways).
+    bytes: AtomicU64,
+    /// Operations received from members that were new here.
+    received: AtomicU64,
+}
+
+/// What this node's user state exchanges cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserSyncStats {
+    /// Wire bytes (frames, both ways) of the pulls and pushes this node
+    /// started; a member's exchanges with us count on its side.
+    pub bytes: u64,
+    /// Operations received that were new here.
+    pub received: u64,
+    /// Operations held, of every device.
+    pub held: u64,
 }
 
 impl UserState {
@@ -100,7 +117,18 @@ impl UserState {
             changed: watch::channel(0).0,
             known: Mutex::new(HashMap::new()),
             checking: Mutex::new(HashSet::new()),
+            bytes: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }))
+    }
+
+    /// What the exchanges cost so far.
+    pub(super) fn stats(&self) -> UserSyncStats {
+        UserSyncStats {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            held: self.read(|v| v.version_vector().0.values().sum()),
+        }
     }
 
     /// Read the merged state.
@@ -221,6 +249,7 @@ impl UserState {
         self.apply_all(&fresh);
         drop(guard);
         let n = fresh.len();
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
         self.spread(Some(from), fresh.into_iter().map(|s| s.wire).collect());
         Ok(n)
     }
@@ -300,10 +329,11 @@ impl UserState {
         mut wires: Vec<Vec<u8>>,
     ) -> Result<(), NodeError> {
         for _ in 0..PUSH_ROUNDS {
-            let (resp, _) = self
+            let (resp, bytes) = self
                 .client
                 .request(&peer, Request::PushUserOps(wires))
                 .await?;
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
             let have = match resp {
                 Response::UserOps { have, .. } => have,
                 Response::Error(e) => return Err(NodeError::Unavailable(e)),
@@ -334,10 +364,11 @@ impl UserState {
         let mut total = 0;
         loop {
             let have = self.version_vector();
-            let (resp, _) = self
+            let (resp, bytes) = self
                 .client
                 .request(&peer, Request::GetUserOps(have))
                 .await?;
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
             let (ops, more) = match resp {
                 Response::UserOps { ops, more, have } => {
                     self.note(peer, &have);

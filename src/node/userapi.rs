@@ -365,6 +365,11 @@ impl Node {
         self.user_state(|v| v.queue().map(|(s, q)| (s, q.clone())))
     }
 
+    /// What the owner's state exchanges with members cost so far.
+    pub fn user_sync_stats(&self) -> super::user::UserSyncStats {
+        self.inner.user.stats()
+    }
+
     /// Fetch what a member holds of the owner's state that we lack (also
     /// done by itself on connecting); returns how many operations came.
     pub async fn pull_user_state(&self, peer: crate::mesh::DeviceId) -> Result<usize, NodeError> {

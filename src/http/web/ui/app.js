@@ -1,11 +1,14 @@
 // The player's entry: logs in (a one-time code in the URL's fragment, or
 // an account's password), then routes `#/…` to the views and wires the
-// transport bar, the queue panel and the keyboard to the player.
+// transport bar (with a star for what plays), the queue panel and the
+// keyboard to the player.
 
 import { get, post } from "./api.js";
 import { Queue } from "./queue.js";
 import { Player } from "./player.js";
 import * as views from "./views.js";
+import * as playlists from "./playlists.js";
+import * as mine from "./mine.js";
 import { el, clock, debounce, coverUrl } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -53,6 +56,9 @@ function toast(msg, action) {
   toast.timer = setTimeout(() => { t.hidden = true; }, action ? 12000 : 3500);
 }
 
+/** Pages whose nav entry is another's: a playlist is under Playlists. */
+const NAV_OF = { playlist: "playlists", album: "albums", artist: "artists" };
+
 let cleanup = null;
 async function route() {
   const view = $("view");
@@ -61,7 +67,12 @@ async function route() {
   const [path, query] = (location.hash.slice(1) || "/albums").split("?");
   const params = new URLSearchParams(query || "");
   const [, kind, id] = path.split("/");
-  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("on", a.dataset.nav === kind);
+  mine.closePicker();
+  const nav = NAV_OF[kind] || kind || "albums";
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    a.classList.toggle("on", a.dataset.nav === nav);
+    if (a.dataset.nav === nav) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   view.dataset.view = kind || "albums";
   try {
     switch (kind) {
@@ -71,6 +82,11 @@ async function route() {
       case "tracks": cleanup = views.tracks(view); break;
       case "search": await views.search(view, params.get("q") || ""); break;
       case "devices": await views.devices(view); break;
+      case "playlists": await playlists.playlists(view); break;
+      case "playlist": await playlists.playlist(view, decodeURIComponent(id)); break;
+      case "starred": await views.starred(view); break;
+      case "recent": await views.recent(view); break;
+      case "most": await views.most(view); break;
       default: cleanup = views.albums(view, params);
     }
   } catch (e) {
@@ -94,6 +110,7 @@ function wire(queue, player) {
     $("now-title").textContent = t ? t.title : "Nothing playing";
     $("now-artist").textContent = t ? `${t.artist} · ${t.album}` : "";
     $("now-cover").src = coverUrl(t && t.cover, 96);
+    $("now-mark").replaceChildren(t ? mine.starButton(t.id, t, t.title) : "");
     document.title = t ? `${t.title} · ${t.artist} — tunemesh` : "tunemesh";
     renderTime();
     renderQueue();
@@ -144,6 +161,7 @@ function wire(queue, player) {
   $("queue-toggle").addEventListener("click", () => { $("queue").hidden = !$("queue").hidden; });
   $("queue-close").addEventListener("click", () => { $("queue").hidden = true; });
   $("queue-clear").addEventListener("click", () => { queue.clear(); player.load(0, false); });
+  $("queue-clear").before(mine.addToPlaylistButton(() => queue.items, "Save the queue to a playlist…"));
   const search = $("search");
   search.addEventListener("input", debounce(() => {
     const v = search.value.trim();
@@ -179,10 +197,13 @@ async function main() {
   document.body.dataset.user = me.user || "";
   const queue = new Queue();
   const player = new Player(queue);
-  views.setContext({
+  const ctx = {
     queue, player, toast,
     playList: (tracks, i) => { queue.playNow(tracks, i); player.load(0); },
-  });
+  };
+  views.setContext(ctx);
+  playlists.setContext(ctx);
+  mine.setContext(ctx);
   wire(queue, player);
   addEventListener("hashchange", route);
   addEventListener("beforeunload", () => queue.save());
