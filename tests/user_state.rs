@@ -248,3 +248,249 @@ async fn shared_state_spreads_and_refuses_forgeries_and_revoked_devices() {
             .expect("shutdown hangs");
     }
 }
+
+// ----- a daemon: the CLI, the HTTP API's guards, kill -9 -----------------------
+
+fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = agent
+        .run(req.body(body.unwrap_or("").as_bytes().to_vec()).unwrap())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.into_body().read_to_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn cli_and_api_of_the_shared_state_and_nothing_lost_to_kill_9() {
+    use common::daemon::Daemon;
+    use common::Tm;
+    let music = tempfile::tempdir().unwrap();
+    common::copy_tree(&common::fixtures(), music.path());
+    let d = Daemon::start(
+        Tm::new(),
+        &[music.path().to_str().unwrap(), "--role", "home"],
+    );
+    common::daemon::wait_until("the scan", 30, || {
+        d.json(&["ls", "--all", "--json"])
+            .as_array()
+            .is_some_and(|a| a.len() == 10)
+    });
+    let lib = d.json(&["ls", "--all", "--json"]);
+    let ids: Vec<String> = lib
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let short = |i: usize| ids[i][..8].to_string();
+
+    // Stars by prefix, an album by its kind, a rating.
+    d.tm.ok(&["star", &short(0), &short(1)]);
+    let album = lib[2]["album_id"].as_str().unwrap().to_string();
+    d.tm.ok(&["star", &format!("album:{}", &album[..6])]);
+    d.tm.ok(&["rate", &short(0), "4"]);
+    assert!(
+        !d.tm.run(&["rate", &short(0), "6"]).status.success(),
+        "a rating of 6 is refused"
+    );
+    let s = d.json(&["starred", "--json"]);
+    let starred: Vec<&str> = s["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(starred.len(), 2);
+    assert!(starred.contains(&ids[0].as_str()) && starred.contains(&ids[1].as_str()));
+    assert_eq!(s["albums"][0]["id"], album.as_str());
+    let t0 = s["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == ids[0].as_str())
+        .unwrap();
+    assert_eq!(t0["rating"], 4);
+    assert!(t0["starred_at_ms"].as_u64().is_some());
+    d.tm.ok(&["unstar", &short(1)]);
+    assert_eq!(
+        d.json(&["starred", "--json"])["tracks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Plays with their times; an older one never moves "last played" back.
+    d.tm.ok(&[
+        "plays",
+        "add",
+        &short(3),
+        "--at",
+        "2026-01-02T03:04:05Z",
+        "--ms",
+        "1500",
+    ]);
+    d.tm.ok(&[
+        "plays",
+        "add",
+        &short(3),
+        "--at",
+        "2025-01-01T00:00:00+01:00",
+    ]);
+    assert!(!d
+        .tm
+        .run(&["plays", "add", &short(3), "--at", "yesterday"])
+        .status
+        .success());
+    let p = d.json(&["plays", "--json"]);
+    assert_eq!(p["total"], 2);
+    assert_eq!(p["most"][0]["id"], ids[3].as_str());
+    assert_eq!(p["most"][0]["count"], 2);
+    assert_eq!(p["most"][0]["last_played_ms"], 1_767_323_045_000u64);
+    assert_eq!(p["recent"][1]["started_ms"], 1_735_686_000_000u64);
+    // The API's listings show each track's count.
+    let (url, token) = d.api();
+    let (st, body) = http(
+        "GET",
+        &format!("{url}/api/tracks?limit=100"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(st, 200);
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t3 = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == ids[3].as_str())
+        .unwrap();
+    assert_eq!(t3["play_count"], 2);
+
+    // Playlists: create, add, move, remove, rename, delete.
+    d.tm.ok(&["playlist", "create", "Mix", &short(4), &short(5)]);
+    d.tm.ok(&["playlist", "add", "Mix", &short(6), &short(7)]);
+    d.tm.ok(&["playlist", "add", "Mix", &short(8), "--at", "1"]);
+    d.tm.ok(&["playlist", "mv", "Mix", "5", "2"]);
+    d.tm.ok(&["playlist", "rm", "Mix", "3", "4"]);
+    let order = |v: &serde_json::Value| -> Vec<String> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // [4 5 6 7] → 8 first [8 4 5 6 7] → 5th to 2nd [8 7 4 5 6] → rm 3, 4 [8 7 6].
+    let m = d.json(&["playlist", "show", "Mix", "--json"]);
+    assert_eq!(
+        order(&m),
+        vec![ids[8].clone(), ids[7].clone(), ids[6].clone()]
+    );
+    assert!(
+        !d.tm
+            .run(&["playlist", "mv", "Mix", "9", "1"])
+            .status
+            .success(),
+        "no 9th entry"
+    );
+    d.tm.ok(&["playlist", "rename", "Mix", "Road trip"]);
+    let ls = d.json(&["playlist", "ls", "--json"]);
+    assert_eq!(ls[0]["name"], "Road trip");
+    assert_eq!(ls[0]["entry_count"], 3);
+
+    // The API: auth on every route, bad bodies refused, sizes bounded.
+    for (m, path) in [
+        ("GET", "/api/starred"),
+        ("POST", "/api/star"),
+        ("GET", "/api/plays"),
+        ("GET", "/api/playlists"),
+        ("PUT", "/api/queue"),
+    ] {
+        let (st, _) = http(m, &format!("{url}{path}"), None, Some("{\"ids\":[]}"));
+        assert_eq!(st, 401, "{m} {path} without auth");
+    }
+    let (st, _) = http(
+        "POST",
+        &format!("{url}/api/rate"),
+        Some(&token),
+        Some(&format!("{{\"id\":\"{}\",\"rating\":9}}", ids[0])),
+    );
+    assert_eq!(st, 400);
+    let (st, _) = http(
+        "POST",
+        &format!("{url}/api/star"),
+        Some(&token),
+        Some("{\"ids\":[\"zzzz\"]}"),
+    );
+    assert_eq!(st, 400);
+    let (st, _) = http(
+        "GET",
+        &format!("{url}/api/playlists/nope"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(st, 404);
+    let many = format!(
+        "{{\"ids\":[{}]}}",
+        vec![format!("\"{}\"", ids[0]); 5001].join(",")
+    );
+    let (st, _) = http(
+        "POST",
+        &format!("{url}/api/star"),
+        Some(&token),
+        Some(&many),
+    );
+    assert_eq!(st, 400, "over 5000 ids at once");
+    let (st, _) = http(
+        "PUT",
+        &format!("{url}/api/queue"),
+        Some(&token),
+        Some(&format!(
+            "{{\"ids\":[\"{}\"],\"current\":0,\"position_ms\":1234}}",
+            ids[2]
+        )),
+    );
+    assert_eq!(st, 204);
+    let (_, q) = http("GET", &format!("{url}/api/queue"), Some(&token), None);
+    let q: serde_json::Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(
+        (q["ids"][0].as_str(), q["position_ms"].as_u64()),
+        (Some(ids[2].as_str()), Some(1234))
+    );
+
+    // kill -9 right after acknowledged changes: none is lost.
+    for i in 0..5 {
+        d.tm.ok(&["star", &short(i)]);
+    }
+    d.tm.ok(&["playlist", "delete", "Road trip"]);
+    let mut d = d;
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+    let tm = std::mem::replace(&mut d.tm, Tm::new());
+    drop(d);
+    let _ = std::fs::remove_file(tm.data.path().join("api.json"));
+    let d = Daemon::start(tm, &["--role", "home"]);
+    let s = d.json(&["starred", "--json"]);
+    assert_eq!(s["tracks"].as_array().unwrap().len(), 5, "{s}");
+    assert!(d
+        .json(&["playlist", "ls", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(d.json(&["plays", "--json"])["total"], 2);
+    let tm = d.stop();
+    tm.verify();
+}
