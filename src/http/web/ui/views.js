@@ -64,7 +64,8 @@ export function albumCard(a) {
 }
 
 function artistItem(a) {
-  return el("li", {}, starButton(`artist:${a.id}`, a, a.name), el("a", { href: `#/artist/${a.id}` }, a.name),
+  const name = a.name || "Unknown artist";
+  return el("li", {}, starButton(`artist:${a.id}`, a, name), el("a", { href: `#/artist/${a.id}` }, name),
     a.album_count != null ? el("span", { class: "muted small" }, ` ${a.album_count} albums · ${a.track_count} tracks`) : null);
 }
 
