@@ -823,6 +823,15 @@ async fn mark_list_and_play(c: &fantoccini::Client, d: &Daemon) -> anyhow::Resul
         plays["recent"][0]["track"]["title"] == json!("Opening"),
         "{plays}"
     );
+    // The queue reaches the node's shared state (another device resumes it).
+    let q = api_until(d, "the queue saved", "/api/queue", |v| {
+        v["tracks"][0]["title"] == json!("Opening")
+    })
+    .await?;
+    anyhow::ensure!(
+        q["changed_by"].as_str().is_some_and(|s| !s.is_empty()),
+        "{q}"
+    );
     js(c, "location.hash = '#/recent'; return true").await?;
     until(c, "the play under Recently played", 10, "return [...document.querySelectorAll('.recent .t-title')].some(a => a.textContent === 'Opening')").await?;
 

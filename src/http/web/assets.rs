@@ -33,6 +33,7 @@ pub static FILES: &[Asset] = ui! {
     "api.js" => JS,
     "player.js" => JS,
     "queue.js" => JS,
+    "queuesync.js" => JS,
     "views.js" => JS,
     "mine.js" => JS,
     "playlists.js" => JS,

@@ -7,7 +7,9 @@ export class ApiError extends Error {
 
 /**
  * Fires "back" when the node answers again after a call found it gone, so
- * what waited for it (plays kept while offline) can go at once.
+ * what waited for it (plays kept while offline) can go at once; and
+ * "logged-out" when the session is no longer good (it expired, or the node
+ * restarted: sessions live in its memory), so the page can ask to log in.
  */
 export const link = new EventTarget();
 let unreachable = false;
@@ -25,6 +27,7 @@ async function call(method, path, body) {
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  if (r.status === 401 && !path.startsWith("/api/web/")) link.dispatchEvent(new Event("logged-out"));
   if (!r.ok) throw new ApiError(r.status, (data && data.error) || `${r.status} ${r.statusText}`);
   return data;
 }

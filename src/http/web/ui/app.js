@@ -3,12 +3,13 @@
 // transport bar (with a star for what plays), the queue panel and the
 // keyboard to the player.
 
-import { get, post } from "./api.js";
+import { get, post, link } from "./api.js";
 import { Queue } from "./queue.js";
 import { Player } from "./player.js";
 import * as views from "./views.js";
 import * as playlists from "./playlists.js";
 import * as mine from "./mine.js";
+import { startQueueSync } from "./queuesync.js";
 import { el, clock, debounce, coverUrl } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -196,6 +197,7 @@ async function main() {
   $("app").hidden = false;
   document.body.dataset.user = me.user || "";
   const queue = new Queue();
+  await startQueueSync(queue);
   const player = new Player(queue);
   const ctx = {
     queue, player, toast,
@@ -206,6 +208,9 @@ async function main() {
   mine.setContext(ctx);
   wire(queue, player);
   addEventListener("hashchange", route);
+  // A session that ended under an open page: save the queue, then start
+  // over at the login (the reload asks /api/web/me, which says who is in).
+  link.addEventListener("logged-out", () => { queue.save(); location.reload(); }, { once: true });
   addEventListener("beforeunload", () => queue.save());
   // Exposed for the end-to-end tests and the curious: read-only use.
   window.tunemesh = { queue, player };
