@@ -6,7 +6,8 @@
 //!    and time until it holds every operation;
 //! 2. one new play at the home: bytes until the other device has it (the
 //!    floor is 1 KiB), and the time it takes;
-//! 3. a star on one device until the other shows it (`--rounds` times).
+//! 3. a star on one device until the other shows it (`--rounds` times);
+//! 4. a restart of the new device: its views rebuilt from the log.
 
 mod common;
 
@@ -162,6 +163,18 @@ async fn run(a: Args) -> Res<()> {
         "  star → shown on the other      p50 {:.1} ms, max {max:.1} ms (of which durable on the phone: p50 {:.1} ms)",
         median(seen),
         median(acked)
+    );
+    section("4. a restart: the views rebuilt from the log");
+    let held_before = held(&phone);
+    phone.shutdown().await;
+    drop(phone);
+    let t = Instant::now();
+    let phone = Node::start(config(&tmp.path().join("phone"), "phone")).await?;
+    let took = t.elapsed();
+    println!(
+        "  node start with {held_before} operations logged   {:.0} ms (all held again: {})",
+        took.as_secs_f64() * 1e3,
+        held(&phone) == held_before
     );
     for n in [phone, home] {
         n.shutdown().await;

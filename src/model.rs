@@ -5,6 +5,7 @@
 //! vocabulary the other modules speak.
 
 pub mod prefix;
+pub mod time;
 
 use serde::Serialize;
 use std::fmt;

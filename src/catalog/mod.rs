@@ -159,6 +159,8 @@ pub struct AlbumInfo {
     pub duration_ms: u64,
     /// Every device holding at least one of its tracks.
     pub holders: Vec<DeviceId>,
+    /// When this device first saw it (UTC ms).
+    pub added_ms: u64,
 }
 
 /// An artist of the merged library (an album artist, or the artist of

@@ -514,6 +514,7 @@ impl State {
                 tracks: al.tracks.len(),
                 duration_ms: al.duration_ms,
                 holders: self.devices_of(mask),
+                added_ms: al.added,
             },
             None => AlbumInfo {
                 id: AlbumId([0; 16]),
@@ -526,6 +527,7 @@ impl State {
                 tracks: 0,
                 duration_ms: 0,
                 holders: vec![],
+                added_ms: 0,
             },
         }
     }
