@@ -499,7 +499,22 @@ impl Node {
 
     /// Join the mesh a ticket invites to; returns its members.
     pub async fn join(&self, ticket: &str) -> Result<Vec<Device>, NodeError> {
-        Ok(self.inner.client.join(ticket).await?)
+        let devices = self.inner.client.join(ticket).await?;
+        // Level the owner's state with the members now (the connection to
+        // the inviter was up before we were one of them).
+        let me = self.device_id();
+        for peer in self.inner.client.connected_members() {
+            if peer == me {
+                continue;
+            }
+            let user = self.inner.user.clone();
+            self.spawn(async move {
+                if let Err(e) = user.pull(peer).await {
+                    tracing::info!(%peer, "cannot fetch user state: {e}");
+                }
+            });
+        }
+        Ok(devices)
     }
 
     /// Revoke a member (signed, spread to every member) and forget its

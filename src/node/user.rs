@@ -393,6 +393,9 @@ impl UserState {
             let new = self.merge(peer, ops).await?;
             total += new;
             if !more || new == 0 || got == 0 {
+                // What it lacks it pulls itself (on connecting, on joining)
+                // or gets at the next check; pushing it here as well sent
+                // a new device everything twice.
                 return Ok(total);
             }
         }
