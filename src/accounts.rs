@@ -149,6 +149,10 @@ struct Stored {
     /// The password sealed under the key with the name as associated
     /// data, hex.
     sealed: String,
+    /// blake3 of the account's API key (Subsonic `apiKey`), hex; none
+    /// until `tunemesh user apikey` makes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
 }
 
 /// The accounts of one data dir.
@@ -212,7 +216,9 @@ impl Accounts {
                 .iter_mut()
                 .find(|u| u.name == name.0)
                 .ok_or_else(|| AccountError::NoSuchUser(name.0.clone()))?;
+            let api_key = u.api_key.take();
             *u = seal(key, name, password, u.created_unix_ms)?;
+            u.api_key = api_key;
             Ok(())
         })
     }
@@ -227,6 +233,39 @@ impl Accounts {
             }
             Ok(())
         })
+    }
+
+    /// Make a new API key for `name` (for Subsonic apps' `apiKey`), which
+    /// replaces the old one; only its hash is kept, so it is shown once.
+    pub fn new_api_key(&self, name: &UserName) -> Result<String, AccountError> {
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw)
+            .map_err(|e| AccountError::BadPassword(format!("no randomness for a key: {e}")))?;
+        let key = data_encoding::BASE32_NOPAD
+            .encode(&raw)
+            .to_ascii_lowercase();
+        let hash = blake3::hash(key.as_bytes()).to_hex().to_string();
+        self.change(|file, _| {
+            let u = file
+                .users
+                .iter_mut()
+                .find(|u| u.name == name.0)
+                .ok_or_else(|| AccountError::NoSuchUser(name.0.clone()))?;
+            u.api_key = Some(hash);
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    /// The account whose API key is `key`, if any.
+    pub fn user_of_api_key(&self, key: &str) -> Result<Option<UserName>, AccountError> {
+        let h = blake3::hash(key.trim().as_bytes()).to_hex().to_string();
+        Ok(self
+            .read()?
+            .users
+            .into_iter()
+            .find(|u| u.api_key.as_deref().is_some_and(|k| k == h))
+            .and_then(|u| u.name.parse().ok()))
     }
 
     /// The password of `name`, unsealed; `None` when there is no such
@@ -345,6 +384,7 @@ fn seal(key: &Key, name: &UserName, pw: &Password, created: u64) -> Result<Store
         created_unix_ms: created,
         nonce: data_encoding::HEXLOWER.encode(&nonce),
         sealed: data_encoding::HEXLOWER.encode(&sealed),
+        api_key: None,
     })
 }
 

@@ -516,6 +516,9 @@ pub enum UserCommand {
     Rm(UserNameArgs),
     /// Give an account a new password.
     Passwd(UserPasswordArgs),
+    /// Print a new API key for an account, for Subsonic apps that log in
+    /// with one (`apiKey`); it replaces the account's old key.
+    Apikey(UserNameArgs),
 }
 
 /// An account's name and where its password comes from.

@@ -69,6 +69,14 @@ pub fn user(dir: &Path, c: UserCommand) -> Result<()> {
             accounts.set_password(&name, &pw)?;
             eprintln!("password of {name} changed");
         }
+        UserCommand::Apikey(a) => {
+            let name: UserName = a.name.parse()?;
+            let key = accounts.new_api_key(&name)?;
+            println!("{key}");
+            eprintln!(
+                "a new API key for {name} (Subsonic apps: apiKey); the old one no longer works"
+            );
+        }
         UserCommand::Rm(a) => {
             let name: UserName = a.name.parse()?;
             accounts.remove(&name)?;

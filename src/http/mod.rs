@@ -31,6 +31,7 @@ mod listen;
 pub mod range;
 mod routes;
 mod stream;
+mod subsonic;
 mod user;
 pub mod web;
 
@@ -142,6 +143,8 @@ fn router(state: AppState) -> Router {
         .merge(owner)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .merge(web::public_routes())
+        // Subsonic apps carry their own credentials (checked per request).
+        .merge(subsonic::routes())
         .fallback(web::fallback)
         .layer(middleware::from_fn_with_state(
             state.listener.clone(),

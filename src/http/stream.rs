@@ -58,6 +58,18 @@ pub(super) async fn stream(
 ) -> ApiResult<Response> {
     let bitrate = q.bitrate()?;
     let start_ms = q.start_ms()?;
+    respond(&s.node, &id, bitrate, start_ms, &headers).await
+}
+
+/// Serve track `id` at `bitrate` from `start_ms`, honouring a `Range` in
+/// `headers` on a stream whose length is final (also `/rest/stream`).
+pub(super) async fn respond(
+    node: &crate::node::Node,
+    id: &str,
+    bitrate: Bitrate,
+    start_ms: u64,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     // Ranges apply to whole tracks whose length is final (originals and
     // finished transcodes); a live encode is sent whole, 200.
     let spec = headers
@@ -65,12 +77,12 @@ pub(super) async fn stream(
         .and_then(|v| v.to_str().ok())
         .filter(|_| start_ms == 0)
         .and_then(range::parse);
-    let mut ns = s.node.open_stream(&id, bitrate, start_ms, 0).await?;
+    let mut ns = node.open_stream(id, bitrate, start_ms, 0).await?;
     let total = ns.total_len.filter(|_| ns.complete);
     let answer = total.map_or(range::Answer::Whole, |len| range::resolve(spec, len));
     if let range::Answer::Part { first, .. } = answer {
         if first > 0 {
-            ns = s.node.open_stream(&id, bitrate, start_ms, first).await?;
+            ns = node.open_stream(id, bitrate, start_ms, first).await?;
         }
     }
     let mut resp = Response::builder()

@@ -57,6 +57,35 @@ fn find_playlist(views: &Views, r: &str) -> Result<PlaylistView, NodeError> {
     }
 }
 
+/// A longest common subsequence of `a` and `b`, as index pairs in order.
+fn lcs(a: &[TrackId], b: &[TrackId]) -> Vec<(usize, usize)> {
+    let (n, m) = (a.len(), b.len());
+    let mut t = vec![0u32; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[at(i, j)] = if a[i] == b[j] {
+                t[at(i + 1, j + 1)] + 1
+            } else {
+                t[at(i + 1, j)].max(t[at(i, j + 1)])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n && j < m {
+        if a[i] == b[j] {
+            out.push((i, j));
+            i += 1;
+            j += 1;
+        } else if t[at(i + 1, j)] >= t[at(i, j + 1)] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
 /// A 1-based position in a list of `len`, checked.
 fn index(pos: usize, len: usize) -> Result<usize, NodeError> {
     if pos == 0 || pos > len {
@@ -351,6 +380,68 @@ impl Node {
                 }])
                 .await?;
         }
+        self.playlist(&p.id.to_string())
+    }
+
+    /// Make a playlist hold exactly `tracks`, in that order, by the
+    /// smallest change: the entries of a longest common subsequence stay
+    /// (so a concurrent edit elsewhere to one of them survives), the rest
+    /// are removed, and the missing tracks are added between their
+    /// neighbours (what Subsonic's `createPlaylist` with an id asks).
+    pub async fn set_playlist_tracks(
+        &self,
+        r: &str,
+        tracks: Vec<TrackId>,
+    ) -> Result<PlaylistView, NodeError> {
+        let p = self.playlist(r)?;
+        let old: Vec<TrackId> = p.entries.iter().map(|e| e.track).collect();
+        if old.len().saturating_mul(tracks.len()) > 25_000_000 {
+            return Err(NodeError::BadRequest("playlist too long to compare".into()));
+        }
+        let keep = lcs(&old, &tracks);
+        let kept_old: std::collections::HashSet<usize> = keep.iter().map(|(i, _)| *i).collect();
+        let removed: Vec<EntryId> = p
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !kept_old.contains(i))
+            .map(|(_, e)| e.id)
+            .collect();
+        // New tracks go between the kept entries around them.
+        let mut bodies = Vec::new();
+        if !removed.is_empty() {
+            bodies.push(Body::RemoveEntries {
+                playlist: p.id,
+                entries: removed,
+            });
+        }
+        let mut k = 0; // next kept pair
+        let mut lo: Option<Position> = None;
+        let mut run: Vec<(TrackId, Position)> = Vec::new();
+        for (j, t) in tracks.iter().enumerate() {
+            if k < keep.len() && keep[k].1 == j {
+                if !run.is_empty() {
+                    bodies.push(Body::AddEntries {
+                        playlist: p.id,
+                        entries: std::mem::take(&mut run),
+                    });
+                }
+                lo = Some(p.entries[keep[k].0].position.clone());
+                k += 1;
+                continue;
+            }
+            let hi = keep.get(k).map(|(i, _)| &p.entries[*i].position);
+            let pos = Position::between(lo.as_ref(), hi);
+            run.push((*t, pos.clone()));
+            lo = Some(pos);
+        }
+        if !run.is_empty() {
+            bodies.push(Body::AddEntries {
+                playlist: p.id,
+                entries: run,
+            });
+        }
+        self.inner.user.make(bodies).await?;
         self.playlist(&p.id.to_string())
     }
 

@@ -52,7 +52,7 @@ impl Web {
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+    pub(in crate::http) fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         // A panic while holding it leaves plain data: keep going.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
