@@ -15,13 +15,12 @@
 
 mod common;
 
-use common::{median, section, Ctx, Res};
+use common::{cli, daemon, median, section, wait_tracks, Ctx, Proc, Res};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tunemesh");
 const SEED: u64 = 0x3E5B_0001;
 const TEMPLATE: &str = "tests/fixtures/lib/Alpha Artist/First Album/01 - Opening.mp3";
 
@@ -37,15 +36,6 @@ struct Args {
     /// Rounds of each small-library measurement.
     #[arg(long, default_value_t = 3, value_parser = common::args::at_least_one())]
     rounds: usize,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {
@@ -171,57 +161,6 @@ fn ffmpeg(input: &[&str], codec: &[&str], out: &Path, tags: &[(&str, &str)]) -> 
         return Err(format!("ffmpeg failed making {}", out.display()).into());
     }
     Ok(())
-}
-
-fn daemon(data: &Path, lib: &Path) -> Res<Proc> {
-    std::fs::create_dir_all(data)?;
-    let log = std::fs::File::create(data.with_extension("log"))?;
-    let child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("serve")
-        .arg(lib)
-        .args(["--api", "127.0.0.1:0", "--no-mdns", "--no-upnp"])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .ctx("starting the daemon")?;
-    let t = Instant::now();
-    while !data.join("api.json").exists() {
-        if t.elapsed() > Duration::from_secs(60) {
-            return Err("the daemon did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Proc(child))
-}
-
-fn cli(data: &Path, args: &[&str]) -> Res<String> {
-    let o = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .ctx("running tunemesh")?;
-    if !o.status.success() {
-        return Err(format!("tunemesh {args:?}: {}", String::from_utf8_lossy(&o.stderr)).into());
-    }
-    Ok(String::from_utf8(o.stdout)?)
-}
-
-fn wait_tracks(data: &Path, n: u64) -> Res<()> {
-    let t = Instant::now();
-    loop {
-        let st: Value = serde_json::from_str(&cli(data, &["status", "--json"])?)?;
-        if st["tracks"].as_u64() == Some(n) {
-            return Ok(());
-        }
-        if t.elapsed() > Duration::from_secs(1800) {
-            return Err(format!("the scan did not reach {n} tracks: {st}").into());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// A browser session through a fresh chromedriver (a new profile: cold

@@ -6,7 +6,9 @@ pub mod args;
 
 use std::error::Error;
 use std::fmt::Display;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -347,4 +349,68 @@ pub fn ensure_mesh_library(
     println!("{took:.1} s");
     std::fs::write(&marker, want).ctx(format!("writing {}", marker.display()))?;
     Ok((dir, format!("generated in {took:.1} s")))
+}
+
+// ---------------------------------------------------------------- daemons
+
+/// A child process killed (and reaped) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tunemesh serve LIB` on loopback with data dir `data`, once its API is up.
+pub fn daemon(data: &Path, lib: &Path) -> Res<Proc> {
+    std::fs::create_dir_all(data)?;
+    let log = std::fs::File::create(data.with_extension("log"))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_tunemesh"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("serve")
+        .arg(lib)
+        .args(["--api", "127.0.0.1:0", "--no-mdns", "--no-upnp"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .ctx("starting the daemon")?;
+    let t = Instant::now();
+    while !data.join("api.json").exists() {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err("the daemon did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Proc(child))
+}
+
+pub fn cli(data: &Path, args: &[&str]) -> Res<String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_tunemesh"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .ctx("running tunemesh")?;
+    if !o.status.success() {
+        return Err(format!("tunemesh {args:?}: {}", String::from_utf8_lossy(&o.stderr)).into());
+    }
+    Ok(String::from_utf8(o.stdout)?)
+}
+
+pub fn wait_tracks(data: &Path, n: u64) -> Res<()> {
+    let t = Instant::now();
+    loop {
+        let st: serde_json::Value = serde_json::from_str(&cli(data, &["status", "--json"])?)?;
+        if st["tracks"].as_u64() == Some(n) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(1800) {
+            return Err(format!("the scan did not reach {n} tracks: {st}").into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
