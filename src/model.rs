@@ -193,7 +193,14 @@ pub struct Tags {
     pub title_from_path: bool,
     /// The album was derived from the folder name (the file had no album tag).
     pub album_from_path: bool,
+    /// Lyrics as tagged (unsynchronised text, or LRC with `[mm:ss.xx]`
+    /// times); empty when none. At most [`MAX_LYRICS`] bytes are kept.
+    pub lyrics: String,
 }
+
+/// Longest lyrics kept from a tag (bytes; longer ones are cut at a
+/// character boundary).
+pub const MAX_LYRICS: usize = 64 << 10;
 
 impl Tags {
     /// All artists as one display string.

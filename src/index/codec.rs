@@ -57,6 +57,7 @@ pub fn track_to_proto(t: &Track) -> proto::TrackRecord {
             compilation: t.tags.compilation,
             title_from_path: t.tags.title_from_path,
             album_from_path: t.tags.album_from_path,
+            lyrics: t.tags.lyrics.clone(),
         }),
         audio: Some(proto::AudioProperties {
             codec: t.audio.codec.clone(),
@@ -93,6 +94,7 @@ pub fn track_from_proto(r: proto::TrackRecord) -> Option<Track> {
             compilation: tags.compilation,
             title_from_path: tags.title_from_path,
             album_from_path: tags.album_from_path,
+            lyrics: tags.lyrics,
         },
         audio: AudioInfo {
             codec: audio.codec,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Bumped whenever the scanner would read a file differently: every file read
 /// by an older scanner is read again on the next scan.
-pub const SCANNER_VERSION: u32 = 1;
+pub const SCANNER_VERSION: u32 = 2;
 
 /// Files up to this size are read into memory once, hashed and parsed from
 /// the same buffer; bigger ones are streamed.

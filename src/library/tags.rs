@@ -245,6 +245,7 @@ fn vorbis_names(key: &ItemKey) -> &'static [&'static str] {
         ItemKey::OriginalReleaseDate => &["ORIGINALDATE", "ORIGINALYEAR"],
         ItemKey::Genre => &["GENRE"],
         ItemKey::FlagCompilation => &["COMPILATION"],
+        ItemKey::Lyrics => &["LYRICS", "UNSYNCEDLYRICS"],
         _ => &[],
     }
 }
@@ -352,7 +353,19 @@ fn tags_from(tags: &Source<'_>) -> Tags {
         compilation,
         title_from_path: false,
         album_from_path: false,
+        lyrics: first(tags, ItemKey::Lyrics)
+            .map(cut_lyrics)
+            .unwrap_or_default(),
     }
+}
+
+/// Lyrics within [`crate::model::MAX_LYRICS`], cut at a character boundary.
+fn cut_lyrics(s: &str) -> String {
+    let mut end = s.len().min(crate::model::MAX_LYRICS);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 fn best_picture(tags: &[&Tag]) -> Option<(String, Vec<u8>)> {

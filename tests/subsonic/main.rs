@@ -24,7 +24,9 @@ use std::process::{Command, Stdio};
 const USER: &str = "ana";
 const PASSWORD: &str = "sésame";
 
-fn library() -> tempfile::TempDir {
+/// The fixtures, a 20 s tone to seek in, and (when ffmpeg is here to tag
+/// it) a song with LRC lyrics. Returns the library and its track count.
+fn library() -> (tempfile::TempDir, u64) {
     let lib = tempfile::tempdir().unwrap();
     copy_tree(&fixtures(), lib.path());
     let long = lib.path().join("Tone/Long Tone");
@@ -34,7 +36,49 @@ fn library() -> tempfile::TempDir {
         ..Wav::default()
     };
     std::fs::write(long.join("01 - Twenty Seconds.wav"), wav.bytes()).unwrap();
-    lib
+    let sung = lib.path().join("Singer/Sung");
+    std::fs::create_dir_all(&sung).unwrap();
+    let tagged = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(fixtures().join("Alpha Artist/First Album/03 - Vorbis.ogg"))
+        .args(["-c", "copy", "-map_metadata", "-1"])
+        .args([
+            "-metadata",
+            "title=Sung",
+            "-metadata",
+            "artist=Singer",
+            "-metadata",
+            "album=Sung",
+        ])
+        .args([
+            "-metadata",
+            "LYRICS=[ar:Singer]\n[00:00.50]Hello\n[00:01.00]World",
+        ])
+        .arg(sung.join("01 - Sung.ogg"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !tagged {
+        eprintln!("\n*** SKIPPED the lyrics checks of tests/subsonic: no ffmpeg to tag a file (CI has it) ***\n");
+        let _ = std::fs::remove_dir_all(&sung);
+    }
+    (lib, 11 + u64::from(tagged))
+}
+
+/// Lyrics from the tags: structured (synced, from LRC) and as text.
+fn lyrics(base: &str) {
+    let hit = json(base, "search3", "query=sung&albumCount=0&artistCount=0");
+    let id = hit["searchResult3"]["song"][0]["id"].as_str().expect("the tagged song");
+    let l = json(base, "getLyricsBySongId", &format!("id={id}"));
+    let s = &l["lyricsList"]["structuredLyrics"][0];
+    assert_eq!(s["synced"], true, "{l}");
+    let first = (
+        s["line"][0]["start"].as_u64(),
+        s["line"][0]["value"].as_str(),
+    );
+    assert_eq!(first, (Some(500), Some("Hello")));
+    assert_eq!(s["line"][1]["value"], "World");
+    let t = json(base, "getLyrics", "artist=Singer&title=Sung");
+    assert_eq!(t["lyrics"]["value"], "Hello\nWorld", "{t}");
 }
 
 /// An account on `tm`'s node, and a fresh API key for it.
@@ -167,7 +211,7 @@ fn python() -> Option<&'static str> {
     ok.then_some("python3")
 }
 
-fn with_client(d: &Daemon, key: &str) {
+fn with_client(d: &Daemon, key: &str, songs: u64) {
     let Some(py) = python() else {
         eprintln!("\n*** SKIPPED the py-opensonic client half of tests/subsonic: no python3 with libopensonic (pip install py-opensonic; CI does) ***\n");
         return;
@@ -224,7 +268,7 @@ fn with_client(d: &Daemon, key: &str) {
         );
     }
     assert_eq!(
-        found["songs_by_empty_search"], 11,
+        found["songs_by_empty_search"], songs,
         "every song by empty search: {found}"
     );
     // What the app did is the shared state's.
@@ -247,7 +291,7 @@ fn with_client(d: &Daemon, key: &str) {
 
 #[test]
 fn the_subsonic_api_answers_apps_and_a_real_client() {
-    let lib = library();
+    let (lib, n) = library();
     let tm = Tm::new();
     let key = account(&tm);
     let d = Daemon::start(
@@ -255,17 +299,20 @@ fn the_subsonic_api_answers_apps_and_a_real_client() {
         &[lib.path().to_str().unwrap(), "--role", "home", "--no-upnp"],
     );
     wait_until("the scan", 60, || {
-        d.json(&["status", "--json"])["tracks"].as_u64() == Some(11)
+        d.json(&["status", "--json"])["tracks"].as_u64() == Some(n)
     });
     let (base, _) = d.api();
     let base = base.trim_end_matches('/').to_string();
     by_hand(&base);
-    with_client(&d, &key);
+    if n == 12 {
+        lyrics(&base);
+    }
+    with_client(&d, &key, n);
 }
 
 #[test]
 fn a_phone_serves_the_homes_library_and_its_stars_reach_home() {
-    let lib = library();
+    let (lib, n) = library();
     let home = Daemon::start(
         Tm::new(),
         &[lib.path().to_str().unwrap(), "--role", "home", "--no-upnp"],
@@ -280,7 +327,7 @@ fn a_phone_serves_the_homes_library_and_its_stars_reach_home() {
     wait_until("the phone's /rest/ to list the home's songs", 60, || {
         json(&base, "search3", "query=&songCount=100")["searchResult3"]["song"]
             .as_array()
-            .is_some_and(|s| s.len() == 11)
+            .is_some_and(|s| s.len() as u64 == n)
     });
     let hit = json(&base, "search3", "query=sigur%20ros");
     let id = hit["searchResult3"]["song"][0]["id"]

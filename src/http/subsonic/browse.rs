@@ -15,10 +15,15 @@ const MAX_PAGE: usize = 500;
 
 /// Extensions we implement (`getOpenSubsonicExtensions`).
 pub(super) fn extensions() -> Vec<Elem> {
-    ["formPost", "apiKeyAuthentication", "transcodeOffset"]
-        .into_iter()
-        .map(|n| Elem::new().attr("name", n).ints("versions", vec![1]))
-        .collect()
+    [
+        "formPost",
+        "apiKeyAuthentication",
+        "transcodeOffset",
+        "songLyrics",
+    ]
+    .into_iter()
+    .map(|n| Elem::new().attr("name", n).ints("versions", vec![1]))
+    .collect()
 }
 
 /// What the file's container is called as a suffix.

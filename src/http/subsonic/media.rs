@@ -150,19 +150,153 @@ pub(super) async fn cover(c: &Ctx) -> Result<Reply, Failure> {
     ))
 }
 
-/// `getLyrics` (by artist and title): none are kept yet; a valid, empty
-/// answer.
-pub(super) fn lyrics(c: &Ctx) -> Reply {
-    let e = Elem::new()
-        .opt("artist", c.p.get("artist").map(str::to_string))
-        .opt("title", c.p.get("title").map(str::to_string));
-    Reply::Doc(vec![("lyrics", e)])
+/// `getLyrics` (by `artist` and `title`): the lyrics tag of the best
+/// matching song that has one, as text.
+pub(super) async fn lyrics(c: &Ctx) -> Result<Reply, Failure> {
+    let node = &c.s.node;
+    let (artist, title) = (
+        c.p.get("artist").unwrap_or(""),
+        c.p.get("title").unwrap_or(""),
+    );
+    let query = format!("{artist} {title}");
+    let found = node.catalog().search(query.trim(), 20).tracks;
+    let labelled = node.label(found).await?;
+    let hit = labelled.iter().find(|t| !t.track.tags.lyrics.is_empty());
+    let e = match hit {
+        Some(t) => Elem::new()
+            .attr("artist", t.track.tags.artist())
+            .attr("title", t.track.tags.title.as_str())
+            .text(
+                lines(&t.track.tags.lyrics)
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        None => Elem::new(),
+    };
+    Ok(Reply::Doc(vec![("lyrics", e)]))
 }
 
-/// `getLyricsBySongId` (the `songLyrics` extension): an empty list.
-pub(super) fn lyrics_by_song(_c: &Ctx) -> Reply {
-    Reply::Doc(vec![(
+/// `getLyricsBySongId` (the `songLyrics` extension): the song's lyrics
+/// tag as structured lyrics, synced when it is LRC.
+pub(super) async fn lyrics_by_song(c: &Ctx) -> Result<Reply, Failure> {
+    let node = &c.s.node;
+    let Some(Id::Song(t)) = ids::parse(c.p.need("id")?) else {
+        return Err(Failure::not_found("that song"));
+    };
+    let ct = node
+        .catalog()
+        .track(&t)
+        .ok_or_else(|| Failure::not_found("that song"))?;
+    let lt = node
+        .label(vec![ct])
+        .await?
+        .pop()
+        .ok_or_else(|| Failure::not_found("that song"))?;
+    let g = &lt.track.tags;
+    let mut list = Vec::new();
+    if !g.lyrics.is_empty() {
+        let ls = lines(&g.lyrics);
+        let synced = ls.iter().any(|(t, _)| t.is_some());
+        let line = ls
+            .into_iter()
+            .filter(|(t, _)| !synced || t.is_some())
+            .map(|(t, v)| Elem::new().opt("start", t).attr("value", v))
+            .collect();
+        list.push(
+            Elem::new()
+                .attr("displayArtist", g.artist())
+                .attr("displayTitle", g.title.as_str())
+                .attr("lang", "xxx")
+                .attr("synced", synced)
+                .list("line", line),
+        );
+    }
+    Ok(Reply::Doc(vec![(
         "lyricsList",
-        Elem::new().list("structuredLyrics", vec![]),
-    )])
+        Elem::new().list("structuredLyrics", list),
+    )]))
+}
+
+/// Lyrics as lines, each with its LRC start time in ms when it has one
+/// (`[mm:ss.xx]text`; tags like `[ar:…]` are dropped). Pure.
+pub(super) fn lines(text: &str) -> Vec<(Option<u64>, String)> {
+    let mut out = Vec::new();
+    for raw in text.lines() {
+        let mut rest = raw.trim_end_matches('\r');
+        let mut times = Vec::new();
+        let mut tag_only = false;
+        while let Some(after) = rest.strip_prefix('[') {
+            let Some(end) = after.find(']') else { break };
+            let inner = &after[..end];
+            match lrc_time(inner) {
+                Some(ms) => times.push(ms),
+                None if inner.contains(':') && times.is_empty() => tag_only = true,
+                None => break,
+            }
+            rest = &after[end + 1..];
+        }
+        if tag_only && times.is_empty() {
+            continue;
+        }
+        if times.is_empty() {
+            out.push((None, rest.to_string()));
+        }
+        for t in times {
+            out.push((Some(t), rest.trim().to_string()));
+        }
+    }
+    if out.iter().any(|(t, _)| t.is_some()) {
+        out.sort_by_key(|(t, _)| t.unwrap_or(u64::MAX));
+    }
+    out
+}
+
+/// `mm:ss`, `mm:ss.xx` or `mm:ss.xxx` in ms.
+fn lrc_time(s: &str) -> Option<u64> {
+    let (m, rest) = s.split_once(':')?;
+    let (sec, frac) = rest.split_once('.').unwrap_or((rest, ""));
+    if m.is_empty()
+        || !m.bytes().all(|b| b.is_ascii_digit())
+        || sec.len() != 2
+        || !sec.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 3
+    {
+        return None;
+    }
+    let mut f = frac.to_string();
+    while f.len() < 3 {
+        f.push('0');
+    }
+    Some(
+        m.parse::<u64>().ok()? * 60_000
+            + sec.parse::<u64>().ok()? * 1000
+            + f.parse::<u64>().ok()?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines;
+
+    #[test]
+    fn lrc_and_plain_lyrics() {
+        let l = lines("[ar:Someone]\n[00:01.50]Hello\n[00:00.20][00:03.00]Again\nnot timed");
+        assert_eq!(
+            l,
+            vec![
+                (Some(200), "Again".into()),
+                (Some(1500), "Hello".into()),
+                (Some(3000), "Again".into()),
+                (None, "not timed".into())
+            ]
+        );
+        assert_eq!(
+            lines("one\ntwo"),
+            vec![(None, "one".into()), (None, "two".into())]
+        );
+        assert_eq!(lines("[1:02.5]x")[0].0, Some(62_500));
+    }
 }

@@ -324,8 +324,8 @@ async fn dispatch(name: &str, c: &Ctx) -> Result<Reply, Failure> {
         "stream" => media::stream(c, media::Kind::Stream).await,
         "download" => media::stream(c, media::Kind::Download).await,
         "getCoverArt" => media::cover(c).await,
-        "getLyrics" => Ok(media::lyrics(c)),
-        "getLyricsBySongId" => Ok(media::lyrics_by_song(c)),
+        "getLyrics" => media::lyrics(c).await,
+        "getLyricsBySongId" => media::lyrics_by_song(c).await,
         other => Err(Failure::new(
             0,
             format!("{other} is not supported by this server"),
