@@ -67,7 +67,9 @@ fn library() -> (tempfile::TempDir, u64) {
 /// Lyrics from the tags: structured (synced, from LRC) and as text.
 fn lyrics(base: &str) {
     let hit = json(base, "search3", "query=sung&albumCount=0&artistCount=0");
-    let id = hit["searchResult3"]["song"][0]["id"].as_str().expect("the tagged song");
+    let id = hit["searchResult3"]["song"][0]["id"]
+        .as_str()
+        .expect("the tagged song");
     let l = json(base, "getLyricsBySongId", &format!("id={id}"));
     let s = &l["lyricsList"]["structuredLyrics"][0];
     assert_eq!(s["synced"], true, "{l}");
