@@ -18,6 +18,10 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+/// Longest wait for a transcode to finish so a resume range can be
+/// answered (a 10-minute track encodes in a few seconds here).
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Deserialize)]
 pub(super) struct StreamQuery {
     /// Opus kb/s, or "original" [default: 128].
@@ -58,7 +62,18 @@ pub(super) async fn stream(
 ) -> ApiResult<Response> {
     let bitrate = q.bitrate()?;
     let start_ms = q.start_ms()?;
-    respond(&s.node, &id, bitrate, start_ms, &headers).await
+    respond(&s.node, &id, bitrate, start_ms, &headers, Length::AsItComes).await
+}
+
+/// Whether the answer must say its length (`Content-Length`) even for a
+/// transcode still being encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Length {
+    /// Stream at once; the length only when it is already known.
+    AsItComes,
+    /// Wait (up to [`RESUME_WAIT`]) for the encode to finish, then answer
+    /// with the exact length (Subsonic's `estimateContentLength`).
+    Exact,
 }
 
 /// Serve track `id` at `bitrate` from `start_ms`, honouring a `Range` in
@@ -69,6 +84,7 @@ pub(super) async fn respond(
     bitrate: Bitrate,
     start_ms: u64,
     headers: &HeaderMap,
+    length: Length,
 ) -> ApiResult<Response> {
     // Ranges apply to whole tracks whose length is final (originals and
     // finished transcodes); a live encode is sent whole, 200.
@@ -78,6 +94,20 @@ pub(super) async fn respond(
         .filter(|_| start_ms == 0)
         .and_then(range::parse);
     let mut ns = node.open_stream(id, bitrate, start_ms, 0).await?;
+    // A resume into a transcode still being encoded (DSub asks
+    // `bytes=N-` for the rest of a cached file): encodes run many times
+    // faster than real time, so wait for this one to finish and answer the
+    // range exactly, rather than send it whole from byte 0. `bytes=0-`
+    // (every browser's first request) never waits.
+    let resumes = matches!(spec, Some(range::Spec::From { first, .. }) if first > 0)
+        || matches!(spec, Some(range::Spec::Suffix(_)));
+    if (resumes || length == Length::Exact) && !ns.complete {
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        while !ns.complete && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            ns = node.open_stream(id, bitrate, start_ms, 0).await?;
+        }
+    }
     let total = ns.total_len.filter(|_| ns.complete);
     let answer = total.map_or(range::Answer::Whole, |len| range::resolve(spec, len));
     if let range::Answer::Part { first, .. } = answer {

@@ -204,6 +204,75 @@ fn by_hand(base: &str) {
     assert_ne!(r.status().as_u16(), 200);
 }
 
+/// DSub resumes a cached download with `Range: bytes=N-`: on a transcode
+/// still being encoded, the answer waits for the encode and is exactly the
+/// rest (206), not the whole stream again.
+fn resume_a_transcode(base: &str) {
+    let hit = json(
+        base,
+        "search3",
+        "query=twenty%20seconds&albumCount=0&artistCount=0",
+    );
+    let id = hit["searchResult3"]["song"][0]["id"]
+        .as_str()
+        .expect("the tone")
+        .to_string();
+    let pw = data_encoding::HEXLOWER.encode(PASSWORD.as_bytes());
+    let url = format!("{base}/rest/stream?u={USER}&p=enc:{pw}&v=1.16.1&c=t&id={id}&maxBitRate=64");
+    // Cold: nothing of this transcode exists yet.
+    let r = agent()
+        .get(&url)
+        .header("range", "bytes=1000-")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 206, "a resume into a live encode");
+    let cr = r
+        .headers()
+        .get("content-range")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let tail = r.into_body().read_to_vec().unwrap();
+    let whole = agent()
+        .get(&url)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(
+        cr,
+        format!("bytes 1000-{}/{}", whole.len() - 1, whole.len())
+    );
+    assert_eq!(tail, whole[1000..]);
+}
+
+/// `estimateContentLength`: the exact length, on a cold transcode.
+fn content_length(base: &str) {
+    let hit = json(
+        base,
+        "search3",
+        "query=twenty%20seconds&albumCount=0&artistCount=0",
+    );
+    let id = hit["searchResult3"]["song"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pw = data_encoding::HEXLOWER.encode(PASSWORD.as_bytes());
+    let url = format!("{base}/rest/stream?u={USER}&p=enc:{pw}&v=1.16.1&c=t&id={id}&maxBitRate=48&estimateContentLength=true");
+    let r = agent().get(&url).call().unwrap();
+    let len: usize = r
+        .headers()
+        .get("content-length")
+        .expect("a length")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(r.into_body().read_to_vec().unwrap().len(), len);
+}
+
 /// Where python3 with py-opensonic is, if it is.
 fn python() -> Option<&'static str> {
     let ok = Command::new("python3")
@@ -306,6 +375,8 @@ fn the_subsonic_api_answers_apps_and_a_real_client() {
     let (base, _) = d.api();
     let base = base.trim_end_matches('/').to_string();
     by_hand(&base);
+    resume_a_transcode(&base);
+    content_length(&base);
     if n == 12 {
         lyrics(&base);
     }

@@ -81,7 +81,14 @@ pub(super) async fn stream(c: &Ctx, kind: Kind) -> Result<Reply, Failure> {
         (Bitrate::Original, ms) if ms > 0 && kind == Kind::Stream => (Bitrate::DEFAULT, ms),
         (b, ms) => (b, ms),
     };
-    match crate::http::stream::respond(node, &t.to_hex(), br, start_ms, &c.headers).await {
+    // `estimateContentLength`: we give the exact length instead (an encode
+    // is many times faster than real time, so waiting for it costs little).
+    let length = if c.p.flag("estimateContentLength", false) {
+        crate::http::stream::Length::Exact
+    } else {
+        crate::http::stream::Length::AsItComes
+    };
+    match crate::http::stream::respond(node, &t.to_hex(), br, start_ms, &c.headers, length).await {
         Ok(mut r) => {
             if kind == Kind::Download {
                 let name = format!(
