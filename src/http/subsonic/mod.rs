@@ -336,6 +336,18 @@ async fn dispatch(name: &str, c: &Ctx) -> Result<Reply, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes at all: parsed without a panic, every value text.
+        #[test]
+        fn any_query_or_form_parses(q in proptest::collection::vec(any::<u8>(), 0..300), f in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let qs = String::from_utf8_lossy(&q).into_owned();
+            let p = Params::parse(Some(&qs), &f);
+            let _ = (p.get("id"), p.all("id"), p.num("size", 0usize), p.flag("x", false));
+            let _ = auth::credentials(|k| p.get(k));
+        }
+    }
 
     #[test]
     fn parameters_from_query_and_form() {
