@@ -163,6 +163,7 @@ check(c.unstar(album_ids=[album.id]), "unstar")
 ids = [s.id for s in album.song]
 check(c.create_playlist(name="Trip", song_ids=ids), "createPlaylist")
 pl = next(p for p in c.get_playlists() if p.name == "Trip")
+check(pl.song_count == 3 and pl.duration >= 2, f"playlist listing {pl}")
 got = c.get_playlist(pl.id)
 check([e.id for e in got.entry] == ids, f"playlist {got}")
 # Remove two at once (indices against one view), add one.

@@ -314,7 +314,7 @@ async fn dispatch(name: &str, c: &Ctx) -> Result<Reply, Failure> {
         "unstar" => state::star(c, false).await,
         "setRating" => state::rate(c).await,
         "scrobble" => state::scrobble(c).await,
-        "getPlaylists" => state::playlists(c),
+        "getPlaylists" => state::playlists(c).await,
         "getPlaylist" => state::playlist(c).await,
         "createPlaylist" => state::create_playlist(c).await,
         "updatePlaylist" => state::update_playlist(c).await,

@@ -160,15 +160,31 @@ fn playlist_elem(c: &Ctx, p: &PlaylistView, duration_s: u64) -> Elem {
         .list("allowedUser", vec![])
 }
 
-/// `getPlaylists`. (`duration` is 0 here: it would need every entry's
-/// record; `getPlaylist` has it.)
-pub(super) fn playlists(c: &Ctx) -> Result<Reply, Failure> {
-    let list =
-        c.s.node
-            .playlists()
-            .iter()
-            .map(|p| playlist_elem(c, p, 0))
-            .collect();
+/// `getPlaylists`, each with its songs' total time (one pass over the
+/// records of every song in any playlist).
+pub(super) async fn playlists(c: &Ctx) -> Result<Reply, Failure> {
+    let node = &c.s.node;
+    let lists = node.playlists();
+    let mut ids: Vec<TrackId> = lists
+        .iter()
+        .flat_map(|p| p.entries.iter().map(|e| e.track))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let held: Vec<_> = ids.iter().filter_map(|t| node.catalog().track(t)).collect();
+    let secs: std::collections::HashMap<TrackId, u64> = node
+        .label(held)
+        .await?
+        .iter()
+        .map(|t| (t.track.id, t.track.audio.duration_ms / 1000))
+        .collect();
+    let list = lists
+        .iter()
+        .map(|p| {
+            let d = p.entries.iter().filter_map(|e| secs.get(&e.track)).sum();
+            playlist_elem(c, p, d)
+        })
+        .collect();
     Ok(Reply::Doc(vec![(
         "playlists",
         Elem::new().list("playlist", list),
