@@ -221,3 +221,24 @@ pub async fn api_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A browser test: skip (loudly) without a browser, else start the daemon
+/// `setup` makes, open a session, run `body`, and fail with the daemon's
+/// log if it fails.
+pub async fn browser_test(
+    what: &str,
+    setup: impl FnOnce() -> Daemon,
+    body: impl AsyncFnOnce(&fantoccini::Client, &Daemon) -> anyhow::Result<()>,
+) {
+    let Some((chrome, driver)) = browser_or_skip(what) else {
+        return;
+    };
+    let d = setup();
+    let (_driver, c) = session(&chrome, &driver).await;
+    let r = body(&c, &d).await;
+    let _ = c.close().await;
+    if let Err(e) = r {
+        panic!("{e:#}\ndaemon log:\n{}", d.logs());
+    }
+    d.stop();
+}

@@ -194,18 +194,8 @@ fn logins_sessions_and_the_guards_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_searches_plays_seeks_and_reloads() {
-    let Some((chrome, driver)) = browser_or_skip("web player browser test") else {
-        return;
-    };
     let lib = library();
-    let d = start(lib.path(), &[]);
-    let (_driver, c) = session(&chrome, &driver).await;
-    let r = browse(&c, &d).await;
-    let _ = c.close().await;
-    if let Err(e) = r {
-        panic!("{e:#}\ndaemon log:\n{}", d.logs());
-    }
-    d.stop();
+    browser_test("web player browser test", || start(lib.path(), &[]), browse).await;
 }
 
 async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {

@@ -8,18 +8,9 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_stars_makes_a_playlist_reorders_it_and_plays_count() {
-    let Some((chrome, driver)) = browser_or_skip("web player shared-state test") else {
-        return;
-    };
     let lib = library();
-    let d = start(lib.path(), &[]);
-    let (_driver, c) = session(&chrome, &driver).await;
-    let r = mark_list_and_play(&c, &d).await;
-    let _ = c.close().await;
-    if let Err(e) = r {
-        panic!("{e:#}\ndaemon log:\n{}", d.logs());
-    }
-    d.stop();
+    let setup = || start(lib.path(), &[]);
+    browser_test("web player shared-state test", setup, mark_list_and_play).await;
 }
 
 /// Titles of a playlist's entries, as the node has them.

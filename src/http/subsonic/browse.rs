@@ -305,8 +305,8 @@ pub(super) async fn album_page(c: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::Doc(vec![("album", e)]))
 }
 
-/// `getSong`.
-pub(super) async fn song_page(c: &Ctx) -> Result<Reply, Failure> {
+/// The song the request's `id` names, labelled (its record read).
+pub(super) async fn song_of(c: &Ctx) -> Result<LibraryTrack, Failure> {
     let Id::Song(t) = need_id(c)? else {
         return Err(Failure::not_found("that song"));
     };
@@ -315,9 +315,15 @@ pub(super) async fn song_page(c: &Ctx) -> Result<Reply, Failure> {
         .catalog()
         .track(&t)
         .ok_or_else(|| Failure::not_found("that song"))?;
-    let mut s = songs(node, vec![ct]).await?;
-    let e = s.pop().ok_or_else(|| Failure::not_found("that song"))?;
-    Ok(Reply::Doc(vec![("song", e)]))
+    node.label(vec![ct])
+        .await?
+        .pop()
+        .ok_or_else(|| Failure::not_found("that song"))
+}
+
+/// `getSong`.
+pub(super) async fn song_page(c: &Ctx) -> Result<Reply, Failure> {
+    Ok(Reply::Doc(vec![("song", song(&song_of(c).await?))]))
 }
 
 /// `getMusicDirectory`: the folder view (artist → albums → songs).

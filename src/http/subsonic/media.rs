@@ -53,20 +53,8 @@ fn bitrate(c: &Ctx, source_kbps: Option<u32>) -> Result<Bitrate, Failure> {
 
 /// `stream` / `download`.
 pub(super) async fn stream(c: &Ctx, kind: Kind) -> Result<Reply, Failure> {
-    let id = c.p.need("id")?;
-    let Some(Id::Song(t)) = ids::parse(id) else {
-        return Err(Failure::not_found("that song"));
-    };
-    let node = &c.s.node;
-    let ct = node
-        .catalog()
-        .track(&t)
-        .ok_or_else(|| Failure::not_found("that song"))?;
-    let lt = node
-        .label(vec![ct])
-        .await?
-        .pop()
-        .ok_or_else(|| Failure::not_found("that song"))?;
+    let lt = super::browse::song_of(c).await?;
+    let (node, t) = (&c.s.node, lt.track.id);
     let br = match kind {
         Kind::Download => Bitrate::Original,
         Kind::Stream => bitrate(c, lt.track.audio.bitrate_kbps)?,
@@ -188,19 +176,7 @@ pub(super) async fn lyrics(c: &Ctx) -> Result<Reply, Failure> {
 /// `getLyricsBySongId` (the `songLyrics` extension): the song's lyrics
 /// tag as structured lyrics, synced when it is LRC.
 pub(super) async fn lyrics_by_song(c: &Ctx) -> Result<Reply, Failure> {
-    let node = &c.s.node;
-    let Some(Id::Song(t)) = ids::parse(c.p.need("id")?) else {
-        return Err(Failure::not_found("that song"));
-    };
-    let ct = node
-        .catalog()
-        .track(&t)
-        .ok_or_else(|| Failure::not_found("that song"))?;
-    let lt = node
-        .label(vec![ct])
-        .await?
-        .pop()
-        .ok_or_else(|| Failure::not_found("that song"))?;
+    let lt = super::browse::song_of(c).await?;
     let g = &lt.track.tags;
     let mut list = Vec::new();
     if !g.lyrics.is_empty() {
