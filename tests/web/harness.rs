@@ -242,3 +242,21 @@ pub async fn browser_test(
     }
     d.stop();
 }
+
+/// Open the fixture album from the albums grid and wait for its tracks.
+pub async fn open_first_album(c: &fantoccini::Client) -> anyhow::Result<()> {
+    use fantoccini::Locator;
+    c.find(Locator::XPath(
+        "//a[contains(@class,'card')][.//div[text()='First Album']]",
+    ))
+    .await?
+    .click()
+    .await?;
+    until(
+        c,
+        "the album page",
+        10,
+        "return document.querySelectorAll('.tracks .track').length === 3",
+    )
+    .await
+}

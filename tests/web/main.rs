@@ -249,19 +249,7 @@ async fn browse(c: &fantoccini::Client, d: &Daemon) -> anyhow::Result<()> {
         "return document.querySelectorAll('.grid .card').length >= 2",
     )
     .await?;
-    c.find(Locator::XPath(
-        "//a[contains(@class,'card')][.//div[text()='First Album']]",
-    ))
-    .await?
-    .click()
-    .await?;
-    until(
-        c,
-        "the album page",
-        10,
-        "return document.querySelectorAll('.tracks .track').length === 3",
-    )
-    .await?;
+    open_first_album(c).await?;
     c.find(Locator::XPath("//button[contains(., 'Play')]"))
         .await?
         .click()

@@ -37,19 +37,7 @@ async fn mark_list_and_play(c: &fantoccini::Client, d: &Daemon) -> anyhow::Resul
     js(c, "window.errors = []; addEventListener('error', (e) => errors.push(e.message)); addEventListener('unhandledrejection', (e) => errors.push(String(e.reason))); return true").await?;
 
     // A star on an album's track: pressed at once, and the node lists it.
-    c.find(Locator::XPath(
-        "//a[contains(@class,'card')][.//div[text()='First Album']]",
-    ))
-    .await?
-    .click()
-    .await?;
-    until(
-        c,
-        "the album page",
-        10,
-        "return document.querySelectorAll('.tracks .track').length === 3",
-    )
-    .await?;
+    open_first_album(c).await?;
     let star = c.find(Locator::Css(".tracks .track button.star")).await?;
     anyhow::ensure!(star.attr("aria-pressed").await?.as_deref() == Some("false"));
     let id = star.attr("data-id").await?.unwrap_or_default();
