@@ -115,6 +115,19 @@ async fn shared_state_spreads_and_refuses_forgeries_and_revoked_devices() {
         phone.user_state(|v| v.play_stats(&track(2)).last_ms),
         hour_ago
     );
+    // A batch bigger than one request (3000 plays, ~600 KB) arrives whole.
+    let batch = (0..3000)
+        .map(|i| Play {
+            track: track(20 + (i % 50) as u8),
+            started_ms: hour_ago + i,
+            ms_played: 1000,
+        })
+        .collect();
+    laptop.record_plays(batch).await.unwrap();
+    wait_for("the 3000 plays at the phone", 30, || {
+        phone.user_state(|v| v.play_count()) == 3001
+    })
+    .await;
 
     // A playlist built on two devices at once keeps both appends.
     let pl = home

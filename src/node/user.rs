@@ -27,6 +27,8 @@ const PULL_BYTES: usize = 1 << 20;
 /// Most bytes of operations in one push (the control request limit is
 /// 256 KiB).
 const PUSH_BYTES: usize = 192 << 10;
+/// Most operations in one push (the receiver takes 4096 at most).
+const PUSH_OPS: usize = 4096;
 /// Rounds of "you still lack something" per push, at most.
 const PUSH_ROUNDS: usize = 16;
 /// How often connected members are checked for what they lack (a push
@@ -267,7 +269,19 @@ impl UserState {
     }
 
     /// Push `wires` to every connected member but `except`, each in a task.
-    fn spread(self: &Arc<Self>, except: Option<DeviceId>, wires: Vec<Vec<u8>>) {
+    fn spread(self: &Arc<Self>, except: Option<DeviceId>, mut wires: Vec<Vec<u8>>) {
+        // One request's worth; `push` sends the rest when the answer shows
+        // the member lacks it (a batch of thousands of plays, say).
+        let mut bytes = 0;
+        let fit = wires
+            .iter()
+            .take(PUSH_OPS)
+            .take_while(|w| {
+                bytes += w.len();
+                bytes <= PUSH_BYTES
+            })
+            .count();
+        wires.truncate(fit.max(1));
         for peer in self.client.connected_members() {
             if Some(peer) == except || peer == self.me {
                 continue;
