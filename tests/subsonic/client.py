@@ -114,6 +114,10 @@ while True:
 found["songs_by_empty_search"] = len({s.id for s in everything})
 check(c.get_music_directory(alpha.id).child, "getMusicDirectory")
 check(c.get_artist_info2(alpha.id) is not None, "artist info")
+# What apps ask at start: valid, empty where nothing is kept.
+for call in [c.get_now_playing, c.get_bookmarks, c.get_internet_radio_stations, c.get_podcasts, c.get_shares]:
+    call()
+check(c.get_similar_songs2(alpha.id) == [], "no similar songs (nothing is looked up online)")
 
 # ----- streams: a transcode, an original, timeOffset, Range ---------------------
 target = album.song[1]
@@ -157,6 +161,8 @@ check(c.scrobble(target.id, submission=False), "now playing")
 # The library takes seconds and sends the spec's milliseconds.
 check(c.scrobble(target.id, listen_time=1_700_000_000), "scrobble with a time")
 found["play_count"] = c.get_song(target.id).play_count
+top = c.get_top_songs("alpha artist")
+check([s.id for s in top] == [target.id], f"top songs by plays {top}")
 check(c.unstar(album_ids=[album.id]), "unstar")
 
 # ----- playlists ------------------------------------------------------------

@@ -357,6 +357,41 @@ pub(super) async fn directory(c: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::Doc(vec![("directory", dir)]))
 }
 
+/// `getTopSongs` (`artist` by name, `count`): the artist's most played
+/// songs here (the shared state's play counts; no online charts).
+pub(super) async fn top_songs(c: &Ctx) -> Result<Reply, Failure> {
+    let node = &c.s.node;
+    let artist = crate::index::search::normalize(c.p.need("artist")?);
+    let count = c.p.num("count", 50usize)?.min(MAX_PAGE);
+    let most = node.user_state(|v| v.most_played(usize::MAX));
+    let held: Vec<CatalogTrack> = most
+        .iter()
+        .filter_map(|(t, _)| node.catalog().track(t))
+        .collect();
+    let list: Vec<Elem> = node
+        .label(held)
+        .await?
+        .iter()
+        .filter(|t| crate::index::search::normalize(&t.track.tags.artist()) == artist)
+        .take(count)
+        .map(song)
+        .collect();
+    Ok(Reply::Doc(vec![(
+        "topSongs",
+        Elem::new().list("song", list),
+    )]))
+}
+
+/// `getSimilarSongs[2]`: none (no online lookups).
+pub(super) fn similar(name: &str) -> Reply {
+    let tag = if name == "getSimilarSongs2" {
+        "similarSongs2"
+    } else {
+        "similarSongs"
+    };
+    Reply::Doc(vec![(tag, Elem::new().list("song", vec![]))])
+}
+
 /// `getArtistInfo[2]`: what is known here (nothing is looked up online).
 pub(super) fn artist_info(name: &str) -> Reply {
     let tag = if name == "getArtistInfo2" {

@@ -284,6 +284,11 @@ async fn check(s: &AppState, p: &Params, from: std::net::IpAddr) -> Result<UserN
     }
 }
 
+/// An empty list `item` under `tag`.
+fn empty(tag: &'static str, item: &'static str) -> Reply {
+    Reply::Doc(vec![(tag, Elem::new().list(item, vec![]))])
+}
+
 async fn dispatch(name: &str, c: &Ctx) -> Result<Reply, Failure> {
     match name {
         "ping" => Ok(Reply::Doc(vec![])),
@@ -326,6 +331,18 @@ async fn dispatch(name: &str, c: &Ctx) -> Result<Reply, Failure> {
         "getCoverArt" => media::cover(c).await,
         "getLyrics" => media::lyrics(c).await,
         "getLyricsBySongId" => media::lyrics_by_song(c).await,
+        "getTopSongs" => browse::top_songs(c).await,
+        "getSimilarSongs" | "getSimilarSongs2" => Ok(browse::similar(name)),
+        // What this server does not keep, answered empty and valid: apps ask
+        // for these at start and some stop at an error.
+        "getNowPlaying" => Ok(empty("nowPlaying", "entry")),
+        "getBookmarks" => Ok(empty("bookmarks", "bookmark")),
+        "getInternetRadioStations" => Ok(empty("internetRadioStations", "internetRadioStation")),
+        "getPodcasts" => Ok(empty("podcasts", "channel")),
+        "getNewestPodcasts" => Ok(empty("newestPodcasts", "episode")),
+        "getShares" => Ok(empty("shares", "share")),
+        "getChatMessages" => Ok(empty("chatMessages", "chatMessage")),
+        "getVideos" => Ok(empty("videos", "video")),
         other => Err(Failure::new(
             0,
             format!("{other} is not supported by this server"),
