@@ -65,8 +65,8 @@ pub enum Command {
     /// Open the web player of the running node in this desktop's browser,
     /// logged in by a one-time code (good for 2 minutes, once).
     Open(OpenArgs),
-    /// Accounts for the web player on other PCs (`serve --web`) and, next,
-    /// Subsonic apps.
+    /// Accounts for the web player on other PCs (`serve --web`) and for
+    /// Subsonic apps (`/rest/`: password, token or `user apikey`).
     #[command(subcommand)]
     User(UserCommand),
     /// Transcode a file or an indexed track to Ogg Opus, as the home node
