@@ -15,6 +15,7 @@
 mod input;
 mod kbps;
 mod mix;
+pub mod mp3;
 pub mod mp4;
 mod oggopus;
 pub mod opus;

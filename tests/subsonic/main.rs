@@ -273,6 +273,71 @@ fn content_length(base: &str) {
     assert_eq!(r.into_body().read_to_vec().unwrap().len(), len);
 }
 
+/// `format=mp3`: made from the Opus stream for a FLAC and a seek into
+/// the tone; an MP3 source within the limit goes as it is.
+fn mp3(base: &str) {
+    let pw = data_encoding::HEXLOWER.encode(PASSWORD.as_bytes());
+    let song = |q: &str| -> String {
+        let hit = json(
+            base,
+            "search3",
+            &format!("query={q}&albumCount=0&artistCount=0"),
+        );
+        hit["searchResult3"]["song"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let get = |id: &str, extra: &str| -> (String, Vec<u8>) {
+        let url = format!(
+            "{base}/rest/stream?u={USER}&p=enc:{pw}&v=1.16.1&c=t&id={id}&format=mp3{extra}"
+        );
+        let r = agent().get(&url).call().unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        (ct, r.into_body().read_to_vec().unwrap())
+    };
+    let out = tempfile::tempdir().unwrap();
+    for (q, extra, secs) in [
+        ("sigur", "&maxBitRate=128", 1.0),
+        ("twenty", "&maxBitRate=96&timeOffset=5", 15.0),
+    ] {
+        let (ct, bytes) = get(&song(q), extra);
+        assert_eq!(ct, "audio/mpeg");
+        let f = out.path().join(format!("{q}.mp3"));
+        std::fs::write(&f, &bytes).unwrap();
+        if common::proc::have_ffprobe() {
+            let o = Command::new("ffprobe")
+                .args([
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_name",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "mp3", "{q}");
+            let got = common::proc::ffprobe_seconds(&f).unwrap();
+            assert!((got - secs).abs() < 0.2, "{q}: {got} s, not {secs}");
+        }
+    }
+    let id = song("opening");
+    let (_, bytes) = get(&id, "");
+    assert_eq!(
+        blake3::hash(&bytes).to_hex().as_str(),
+        id,
+        "an MP3 source as it is"
+    );
+}
+
 /// Where python3 with py-opensonic is, if it is.
 fn python() -> Option<&'static str> {
     let ok = Command::new("python3")
@@ -376,6 +441,7 @@ fn the_subsonic_api_answers_apps_and_a_real_client() {
     let base = base.trim_end_matches('/').to_string();
     by_hand(&base);
     resume_a_transcode(&base);
+    mp3(&base);
     content_length(&base);
     if n == 12 {
         lyrics(&base);

@@ -28,16 +28,13 @@ fn bitrate(c: &Ctx, source_kbps: Option<u32>) -> Result<Bitrate, Failure> {
     match c.p.get("format") {
         Some("raw") => return Ok(Bitrate::Original),
         None | Some("") | Some("opus") | Some("ogg") => {}
-        Some("mp3") => {
-            return Err(Failure::new(
-                0,
-                "mp3 output is not available on this server yet; ask for format=opus or raw",
-            ))
-        }
+        // An MP3 source at or below the limit goes as it is; others are
+        // made by `mp3_stream`.
+        Some("mp3") => return Ok(Bitrate::Original),
         Some(f) => {
             return Err(Failure::new(
                 0,
-                format!("unknown format {f:?}: raw or opus"),
+                format!("unknown format {f:?}: raw, opus or mp3"),
             ))
         }
     }
@@ -55,6 +52,16 @@ fn bitrate(c: &Ctx, source_kbps: Option<u32>) -> Result<Bitrate, Failure> {
 pub(super) async fn stream(c: &Ctx, kind: Kind) -> Result<Reply, Failure> {
     let lt = super::browse::song_of(c).await?;
     let (node, t) = (&c.s.node, lt.track.id);
+    if kind == Kind::Stream && c.p.get("format") == Some("mp3") {
+        let max: u32 = c.p.num("maxBitRate", 0u32)?;
+        let is_mp3 = lt.track.audio.codec == "mp3";
+        let fits = max == 0 || lt.track.audio.bitrate_kbps.is_some_and(|k| k <= max);
+        if !(is_mp3 && fits) {
+            let kbps = if max == 0 { 192 } else { max };
+            let offset_s: f64 = c.p.num("timeOffset", 0.0f64)?;
+            return mp3_stream(c, &t.to_hex(), kbps, (offset_s.max(0.0) * 1000.0) as u64).await;
+        }
+    }
     let br = match kind {
         Kind::Download => Bitrate::Original,
         Kind::Stream => bitrate(c, lt.track.audio.bitrate_kbps)?,
@@ -99,6 +106,80 @@ pub(super) async fn stream(c: &Ctx, kind: Kind) -> Result<Reply, Failure> {
             e.1,
         )),
     }
+}
+
+/// An MP3 made here from the Opus stream any holder serves (see
+/// `transcode::mp3`): a pump task reads the stream, converts a chunk per
+/// blocking job, and feeds a bounded channel the body reads from.
+async fn mp3_stream(c: &Ctx, id: &str, kbps: u32, start_ms: u64) -> Result<Reply, Failure> {
+    use crate::transcode::mp3::{OpusToMp3, SOURCE_KBPS};
+    use tokio::io::AsyncReadExt;
+    let mut ns =
+        c.s.node
+            .open_stream(id, Bitrate::from_wire(SOURCE_KBPS), start_ms, 0)
+            .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let tasks = c.s.web.tasks.clone();
+    let jobs = tasks.clone();
+    tasks.spawn(async move {
+        let mut conv = Some(OpusToMp3::new(kbps));
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match ns.reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let chunk = buf[..n].to_vec();
+            let Some(mut cv) = conv.take() else { return };
+            let r = jobs
+                .blocking(move || {
+                    let out = if n == 0 { cv.finish() } else { cv.push(&chunk) };
+                    (cv, out)
+                })
+                .await;
+            let (cv, out) = match r {
+                Ok(x) => x,
+                Err(_) => return,
+            };
+            conv = Some(cv);
+            match out {
+                Ok(bytes) if !bytes.is_empty() => {
+                    if tx.send(Ok(bytes.into())).await.is_err() {
+                        return; // the player went away
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream_of(rx));
+    Ok(Reply::Raw(
+        (
+            [
+                (header::CONTENT_TYPE, "audio/mpeg"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+    ))
+}
+
+/// A receiver as a stream of body chunks.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// `getCoverArt` (`id`: a cover, an album, a song or an artist; `size`).
