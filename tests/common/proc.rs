@@ -60,6 +60,24 @@ pub fn have_ffprobe() -> bool {
     ok
 }
 
+/// The codec of a file's first stream as ffprobe names it (`opus`,
+/// `mp3`…); empty when ffprobe cannot read it.
+pub fn ffprobe_codec(path: &Path) -> String {
+    Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Duration of an output as ffprobe reads it (decoding it whole).
 pub fn ffprobe_seconds(path: &Path) -> Result<f64, String> {
     let out = Command::new("ffprobe")

@@ -312,19 +312,7 @@ fn mp3(base: &str) {
         let f = out.path().join(format!("{q}.mp3"));
         std::fs::write(&f, &bytes).unwrap();
         if common::proc::have_ffprobe() {
-            let o = Command::new("ffprobe")
-                .args([
-                    "-v",
-                    "error",
-                    "-show_entries",
-                    "stream=codec_name",
-                    "-of",
-                    "csv=p=0",
-                ])
-                .arg(&f)
-                .output()
-                .unwrap();
-            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "mp3", "{q}");
+            assert_eq!(common::proc::ffprobe_codec(&f), "mp3", "{q}");
             let got = common::proc::ffprobe_seconds(&f).unwrap();
             assert!((got - secs).abs() < 0.2, "{q}: {got} s, not {secs}");
         }
@@ -383,19 +371,11 @@ fn with_client(d: &Daemon, key: &str, songs: u64) {
     );
     if common::proc::have_ffprobe() {
         for f in ["transcode.opus", "offset.opus"] {
-            let o = Command::new("ffprobe")
-                .args([
-                    "-v",
-                    "error",
-                    "-show_entries",
-                    "stream=codec_name",
-                    "-of",
-                    "csv=p=0",
-                ])
-                .arg(out.path().join(f))
-                .output()
-                .unwrap();
-            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "opus", "{f}");
+            assert_eq!(
+                common::proc::ffprobe_codec(&out.path().join(f)),
+                "opus",
+                "{f}"
+            );
         }
         let secs = common::proc::ffprobe_seconds(&out.path().join("offset.opus")).unwrap();
         assert!(
