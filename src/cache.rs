@@ -199,6 +199,18 @@ struct Shared {
     part_seq: AtomicU64,
 }
 
+/// How urgently an encode is wanted: a listener waiting, or a batch (the
+/// offline mirror) that must never slow one down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// Someone is listening: the encode runs at the process's priority.
+    #[default]
+    Live,
+    /// A batch: the encode thread lowers its own scheduling priority
+    /// (nice 10), so live encodes and streams get the cores first.
+    Background,
+}
+
 /// A source of bytes to cache: the pages of a transcode.
 pub trait Producer: Send + 'static {
     /// The next bytes of the output; `Ok(None)` after the last chunk, `Err`
@@ -299,6 +311,7 @@ impl Cache {
         &self,
         key: Key,
         producer: impl FnOnce() -> Result<P, String>,
+        priority: Priority,
     ) -> Result<CacheReader, CacheError> {
         let sh = &self.shared;
         let mut inner = sh.inner.lock().unwrap();
@@ -336,7 +349,12 @@ impl Cache {
         };
         let handle = std::thread::Builder::new()
             .name("tunemesh-encode".into())
-            .spawn(move || job.run(producer))
+            .spawn(move || {
+                if priority == Priority::Background {
+                    lower_this_threads_priority();
+                }
+                job.run(producer)
+            })
             .map_err(io_err(&part))?;
         inner.workers.push(handle);
         drop(inner);
@@ -457,6 +475,18 @@ impl Shared {
 impl Drop for Cache {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Nice 10 for the calling thread (Linux schedules threads one by one);
+/// a failure only means the batch competes as an equal.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            tracing::debug!("cannot lower an encode's priority: {e}");
+        }
     }
 }
 
@@ -642,12 +672,21 @@ mod tests {
         let cache = Cache::open(dir.path(), 1 << 20).unwrap();
         for (n, whole) in [(1u8, true), (2, false)] {
             let mut r = cache
-                .get_or_start(key(n), || {
-                    Ok(Chunks {
-                        left: vec![b"some ".to_vec(), b"bytes ".to_vec(), b"end".to_vec()],
-                        whole,
-                    })
-                })
+                .get_or_start(
+                    key(n),
+                    || {
+                        Ok(Chunks {
+                            left: vec![b"some ".to_vec(), b"bytes ".to_vec(), b"end".to_vec()],
+                            whole,
+                        })
+                    },
+                    // A batch encode publishes its entry like any other.
+                    if whole {
+                        Priority::Background
+                    } else {
+                        Priority::Live
+                    },
+                )
                 .unwrap();
             let mut got = Vec::new();
             let read = r.read_to_end(&mut got);

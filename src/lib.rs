@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod artwork;
+pub mod blob;
 pub mod cache;
 pub mod catalog;
 pub mod fsutil;
@@ -17,6 +18,7 @@ pub mod index;
 pub mod library;
 pub mod limits;
 pub mod mesh;
+pub mod mirror;
 pub mod model;
 pub mod node;
 pub mod playback;

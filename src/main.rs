@@ -7,7 +7,7 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use cli::args::{Cli, Command};
-use cli::{mine, remote, scan, serve, transcode, web};
+use cli::{mine, offline, remote, scan, serve, transcode, web};
 
 /// sled and the scanner allocate many small short-lived buffers; mimalloc
 /// handles that pattern markedly better than glibc's allocator (a 10k-file
@@ -71,6 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rate(a) => mine::rate(&dir, a),
         Command::Plays(a) => mine::plays(&dir, a),
         Command::Playlist(c) => mine::playlist(&dir, c),
+        Command::Offline(c) => offline::offline(&dir, c),
     }
 }
 

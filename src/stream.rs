@@ -11,7 +11,7 @@
 //! decode audio itself (that is [`crate::transcode`]) nor manage cache files
 //! (that is [`crate::cache`]).
 
-use crate::cache::{Cache, CacheError, CacheReader, Key, Producer};
+use crate::cache::{Cache, CacheError, CacheReader, Key, Priority, Producer};
 use crate::model::Track;
 use crate::transcode::{self, Kbps, Output, Request, Transcode, TranscodeError};
 use std::fmt;
@@ -176,6 +176,9 @@ pub struct StreamRequest {
     /// range). Transcodes are deterministic, so a skipped encode gives the
     /// same bytes as the first one did.
     pub offset: u64,
+    /// How urgently a new encode is wanted (the offline mirror's batch
+    /// encodes yield to listeners).
+    pub priority: Priority,
 }
 
 impl StreamRequest {
@@ -188,6 +191,7 @@ impl StreamRequest {
             duration: None,
             passthrough: true,
             offset: 0,
+            priority: Priority::Live,
         }
     }
 }
@@ -454,7 +458,8 @@ impl Streamer {
         };
         if let (Some(cache), true) = (&self.cache, whole) {
             let mut t = Some(t);
-            match cache.get_or_start(key, || Ok(Pages(t.take().expect("called once")))) {
+            let producer = || Ok(Pages(t.take().expect("called once")));
+            match cache.get_or_start(key, producer, req.priority) {
                 Ok(r) => {
                     let redo = Redo { path, req: treq };
                     return Ok(cached(r, Some(redo)));

@@ -88,6 +88,76 @@ pub enum Command {
     /// Playlists, shared by every device (edits made apart are merged).
     #[command(subcommand)]
     Playlist(PlaylistCommand),
+    /// The offline mirror of this device: pinned music kept here,
+    /// compressed (Opus 96 kb/s by default), within a byte budget, playable
+    /// when no other device is reachable.
+    #[command(subcommand)]
+    Offline(OfflineCommand),
+}
+
+/// `tunemesh offline …`.
+#[derive(Subcommand)]
+pub enum OfflineCommand {
+    /// Pin KIND [ID]: track, album, artist or playlist with an ID (any
+    /// unique prefix; a playlist's name), or `starred`, `library`. Pins
+    /// follow their source: tracks added to a pinned album or playlist are
+    /// fetched, removed ones dropped.
+    Add(OfflineAddArgs),
+    /// Unpin KIND [ID]; its copies go unless another pin needs them.
+    Rm(OfflinePinArgs),
+    /// List the pins, oldest first (the order the budget is filled in).
+    Ls(JsonArgs),
+    /// Set the space pinned copies may take (e.g. 4GiB, 500MB).
+    Budget(OfflineBudgetArgs),
+    /// Which paths downloads may use: lan, direct (the default: no relay)
+    /// or any.
+    Policy(OfflinePolicyArgs),
+    /// Where the mirror stands: space, tracks done, queued, failed (with
+    /// reasons), downloads in progress, why it waits.
+    Status(JsonArgs),
+}
+
+/// What a pin names.
+#[derive(Args)]
+pub struct OfflinePinArgs {
+    /// track, album, artist, playlist, starred or library.
+    pub kind: String,
+    /// The id (unique prefix) or playlist name; none for starred, library.
+    pub id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tunemesh offline add`.
+#[derive(Args)]
+pub struct OfflineAddArgs {
+    #[command(flatten)]
+    /// What to pin.
+    pub pin: OfflinePinArgs,
+    /// Opus kb/s of the copies, or `original` for the files as they are.
+    #[arg(long, default_value = "96")]
+    pub bitrate: String,
+}
+
+/// `tunemesh offline budget`.
+#[derive(Args)]
+pub struct OfflineBudgetArgs {
+    /// A size: 4GiB, 500MB, 2G, or bytes.
+    pub size: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tunemesh offline policy`.
+#[derive(Args)]
+pub struct OfflinePolicyArgs {
+    /// lan, direct or any.
+    pub policy: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Just `--json`.

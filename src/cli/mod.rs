@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod mine;
+pub mod offline;
 pub mod output;
 pub mod remote;
 pub mod scan;

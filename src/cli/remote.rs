@@ -134,6 +134,17 @@ impl ApiClient {
         answer(resp)
     }
 
+    /// PUT `path` with `body` as JSON.
+    pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
+        let resp = self
+            .agent
+            .put(self.url(path))
+            .header("authorization", &self.auth())
+            .send_json(body)
+            .map_err(|e| self.unreachable(e))?;
+        answer(resp)
+    }
+
     /// DELETE `path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self

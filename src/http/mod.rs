@@ -28,6 +28,7 @@ mod catalog;
 pub mod dto;
 pub mod guard;
 mod listen;
+mod offline;
 pub mod range;
 mod routes;
 mod stream;
@@ -140,6 +141,7 @@ fn router(state: AppState) -> Router {
         .route("/stream/{id}", get(stream::stream))
         .merge(catalog::routes())
         .merge(user::routes())
+        .merge(offline::routes())
         .merge(owner)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .merge(web::public_routes())

@@ -21,6 +21,8 @@
 //! | `P`    | peer · track id  | a member's track record, as received (`remote.rs`) |
 //! | `F`    | album id (16)    | when this device first saw the album (`first_seen.rs`) |
 //! | `L`    | device · seq     | a signed user operation (`userlog.rs`)           |
+//! | `B`    | track id · kbps  | an offline copy's blob: hash, length, outboard (`mirror.rs`) |
+//! | `Y`    | —                | the offline mirror's pins, budget, policy (`mirror.rs`) |
 //!
 //! Write cost is what shapes this layout: a new file costs one track insert
 //! plus its share of one folder record and one album record, because sled
@@ -36,6 +38,7 @@
 
 mod codec;
 mod first_seen;
+mod mirror;
 mod remote;
 pub mod search;
 pub mod snapshot;
@@ -48,6 +51,7 @@ use crate::model::{
 };
 use crate::proto;
 pub use codec::{path_bytes, path_from_bytes};
+pub use mirror::BlobRecord;
 use prost::Message;
 pub use remote::decode_record;
 use rustc_hash::{FxHashMap, FxHashSet};

@@ -9,10 +9,10 @@
 //! Must never: hand a reader the end of a stream that lacked its end
 //! marker, or wait on a silent server longer than [`STALL`].
 
-use super::types::{StreamHead, StreamOpen};
+use super::types::{BlobWant, StreamHead, StreamOpen};
 use super::wire;
 use super::MeshError;
-use crate::model::TrackId;
+use crate::model::{Hash32, TrackId};
 use crate::proto;
 use bytes::Bytes;
 use futures::{AsyncWriteExt, SinkExt, StreamExt};
@@ -29,6 +29,9 @@ pub(super) const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1
 pub const MAX_CHUNK: usize = 128 << 10;
 /// A stream that sends nothing for this long has failed.
 pub const STALL: Duration = Duration::from_secs(30);
+/// Most group ranges one blob request may name (the request frame is
+/// 4 KiB: 16 bytes a range at most).
+pub const MAX_GROUP_RANGES: usize = 200;
 /// Longest wait for the head after asking.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a peer may take to send its request on a new substream.
@@ -149,6 +152,16 @@ pub(super) async fn open(
         kbps: open.kbps,
         start_ms: open.start_ms,
         offset: open.offset,
+        blob: open
+            .blob
+            .as_ref()
+            .map(|b| b.hash.0.to_vec())
+            .unwrap_or_default(),
+        groups: open
+            .blob
+            .iter()
+            .flat_map(|b| b.groups.iter().flat_map(|r| [r.start, r.end]))
+            .collect(),
     };
     let perr = |reason: String| MeshError::Protocol {
         peer: device,
@@ -220,13 +233,49 @@ pub(super) async fn accept(
         let _ = s.close().await;
         return None;
     };
+    let blob = match blob_want(&open) {
+        Ok(b) => b,
+        Err(why) => {
+            tracing::warn!(%peer, "bad blob request: {why}");
+            let head = proto::StreamHead {
+                error: why.into(),
+                ..Default::default()
+            };
+            let _ = wire::write(&mut s, &head, wire::MAX_STREAM_HEAD).await;
+            let _ = s.close().await;
+            return None;
+        }
+    };
     let open = StreamOpen {
         track,
         kbps: open.kbps,
         start_ms: open.start_ms,
         offset: open.offset,
+        blob,
     };
     Some((open, MeshStream(s.compat())))
+}
+
+/// The blob part of a stream request: a hash and sorted, disjoint,
+/// non-empty group ranges (at most [`MAX_GROUP_RANGES`]).
+fn blob_want(open: &proto::StreamOpen) -> Result<Option<BlobWant>, &'static str> {
+    if open.blob.is_empty() {
+        return Ok(None);
+    }
+    let hash = Hash32::from_slice(&open.blob).ok_or("bad blob hash")?;
+    if !open.groups.len().is_multiple_of(2) || open.groups.len() / 2 > MAX_GROUP_RANGES {
+        return Err("bad group ranges");
+    }
+    let mut groups = Vec::with_capacity(open.groups.len() / 2);
+    let mut end = 0;
+    for p in open.groups.chunks_exact(2) {
+        if p[0] >= p[1] || p[0] < end {
+            return Err("group ranges must be sorted, disjoint and non-empty");
+        }
+        end = p[1];
+        groups.push(p[0]..p[1]);
+    }
+    Ok(Some(BlobWant { hash, groups }))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use super::client::Client;
 use super::event_loop::Command;
 use super::ticket::Ticket;
-use super::types::{DeviceId, Event, NodeReply, Request, Response};
+use super::types::{BlobAnswer, DeviceId, Event, NodeReply, Recipe, Request, Response};
 use super::{now_ms, userops, wire, MeshError, CTL_TIMEOUT, REQUEST_TIMEOUT};
 use crate::model::{CoverId, Hash32, TrackId};
 use crate::proto;
@@ -25,6 +25,13 @@ const MAX_DEVICES: usize = 1024;
 /// Most user operations one push may carry (each is small; the request
 /// frame limit bounds the bytes).
 const MAX_PUSHED_OPS: usize = 4096;
+/// Most recipes one blob record request may name. Each ready answer
+/// carries an outboard (32 bytes per 16 KiB); the answering node answers
+/// "pending" past [`MAX_OUTBOARD_REPLY`] bytes, so the reply stays under
+/// the response limit.
+pub const MAX_RECIPES: usize = 256;
+/// Outboard bytes one blob record reply carries at most.
+pub const MAX_OUTBOARD_REPLY: usize = 6 << 20;
 
 /// The protocol name.
 pub(super) const CTL: StreamProtocol = StreamProtocol::new("/tunemesh/ctl/1");
@@ -54,6 +61,17 @@ fn request_to_proto(req: Request) -> proto::CtlRequest {
             }),
             Request::PushUserOps(ops) => {
                 proto::ctl_request::Kind::PushUserOps(proto::PushUserOps { ops })
+            }
+            Request::GetBlobRecords(recipes) => {
+                proto::ctl_request::Kind::GetBlobRecords(proto::GetBlobRecords {
+                    recipes: recipes
+                        .iter()
+                        .map(|r| proto::Recipe {
+                            track: r.track.as_bytes().to_vec(),
+                            kbps: r.kbps,
+                        })
+                        .collect(),
+                })
             }
         }),
     }
@@ -102,6 +120,22 @@ fn response_from_proto(peer: &DeviceId, resp: proto::CtlResponse) -> Result<Resp
             more: u.more,
             have: userops::vv_from_proto(u.have),
         },
+        Some(proto::ctl_response::Kind::BlobRecords(b)) => {
+            let mut out = Vec::with_capacity(b.records.len());
+            for r in b.records {
+                use proto::blob_record::State;
+                out.push(match State::try_from(r.state) {
+                    Ok(State::Ready) => BlobAnswer::Ready {
+                        hash: Hash32::from_slice(&r.hash).ok_or_else(|| bad("bad blob hash"))?,
+                        len: r.len,
+                        outboard: r.outboard,
+                    },
+                    Ok(State::Pending) => BlobAnswer::Pending,
+                    _ => BlobAnswer::Absent(r.error),
+                });
+            }
+            Response::BlobRecords(out)
+        }
         Some(proto::ctl_response::Kind::Error(e)) => Response::Error(e),
         _ => return Err(bad("unexpected answer")),
     })
@@ -122,6 +156,34 @@ fn response_to_proto(resp: Response) -> proto::ctl_response::Kind {
                 more,
                 have: userops::vv_to_proto(&have),
             })
+        }
+        Response::BlobRecords(b) => {
+            use proto::blob_record::State;
+            let records = b
+                .into_iter()
+                .map(|a| match a {
+                    BlobAnswer::Ready {
+                        hash,
+                        len,
+                        outboard,
+                    } => proto::BlobRecord {
+                        state: State::Ready.into(),
+                        hash: hash.0.to_vec(),
+                        len,
+                        outboard,
+                        error: String::new(),
+                    },
+                    BlobAnswer::Pending => proto::BlobRecord {
+                        state: State::Pending.into(),
+                        ..Default::default()
+                    },
+                    BlobAnswer::Absent(error) => proto::BlobRecord {
+                        error,
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            proto::ctl_response::Kind::BlobRecords(proto::BlobRecordsReply { records })
         }
         Response::Node(n) => proto::ctl_response::Kind::Node(proto::NodeReply {
             root: n.root.0.to_vec(),
@@ -446,6 +508,24 @@ async fn answer(
         Some(
             proto::ctl_request::Kind::GetUserOps(_) | proto::ctl_request::Kind::PushUserOps(_),
         ) => R::Error("too many devices or operations in one request".into()),
+        Some(proto::ctl_request::Kind::GetBlobRecords(g)) => {
+            let recipes: Option<Vec<Recipe>> = g
+                .recipes
+                .iter()
+                .map(|r| {
+                    Some(Recipe {
+                        track: TrackId::from_slice(&r.track)?,
+                        kbps: r.kbps,
+                    })
+                })
+                .collect();
+            match recipes {
+                Some(r) if r.len() <= MAX_RECIPES => {
+                    ask_node(c, peer, Request::GetBlobRecords(r)).await
+                }
+                _ => R::Error("bad or too many recipes".into()),
+            }
+        }
         None => R::Error("unknown request (a newer tunemesh?)".into()),
     })
 }

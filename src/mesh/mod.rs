@@ -65,14 +65,16 @@ mod types;
 mod userops;
 mod wire;
 
+pub use audio::MAX_GROUP_RANGES;
 pub use audio::{ChunkReader, ChunkWriter, MeshStream};
 pub use client::Client;
+pub use ctl::{MAX_OUTBOARD_REPLY, MAX_RECIPES};
 pub use members::{Device, MembersError};
 pub use relay::{Relay, RelayConfig};
 pub use ticket::TicketError;
 pub use types::{
-    Announcement, DeviceId, Event, NodeReply, PathKind, PeerInfo, Reachability, RelayInfo, Request,
-    Response, StreamHead, StreamOpen,
+    Announcement, BlobAnswer, BlobWant, DeviceId, Event, NodeReply, PathKind, PeerInfo,
+    Reachability, Recipe, RelayInfo, Request, Response, StreamHead, StreamOpen,
 };
 pub use userops::decode_stored as decode_stored_op;
 

@@ -151,6 +151,46 @@ pub enum Request {
     /// New user operations (signed envelopes, unchecked: the node opens
     /// them with [`Client::open_op`](super::Client::open_op)).
     PushUserOps(Vec<Vec<u8>>),
+    /// The offline mirror asks what the bytes of these recipes are.
+    GetBlobRecords(Vec<Recipe>),
+}
+
+/// What an offline copy is made of: a track at a bitrate (kb/s, 0 for the
+/// original file, as in [`StreamOpen::kbps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Recipe {
+    /// The source track.
+    pub track: TrackId,
+    /// Opus kb/s; 0 for the original.
+    pub kbps: u32,
+}
+
+/// A member's answer for one [`Recipe`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlobAnswer {
+    /// It holds the bytes whole.
+    Ready {
+        /// blake3 of the bytes.
+        hash: Hash32,
+        /// Their length.
+        len: u64,
+        /// The chaining values of the 16 KiB groups (unchecked: the asker
+        /// checks them against `hash`).
+        outboard: Vec<u8>,
+    },
+    /// It is making them: ask again.
+    Pending,
+    /// It neither holds nor can make them (why).
+    Absent(String),
+}
+
+/// A blob asked for instead of a stream: which groups of which bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobWant {
+    /// blake3 of the whole blob.
+    pub hash: Hash32,
+    /// Group ranges (16 KiB groups, half-open), in order.
+    pub groups: Vec<std::ops::Range<u64>>,
 }
 
 /// Part of a snapshot trie: the children's hashes, or every entry below.
@@ -190,6 +230,8 @@ pub enum Response {
         /// The answering node's version vector.
         have: VersionVector,
     },
+    /// One answer per recipe asked, in order.
+    BlobRecords(Vec<BlobAnswer>),
     /// Why it cannot answer.
     Error(String),
 }
@@ -205,6 +247,9 @@ pub struct StreamOpen {
     pub start_ms: u64,
     /// Bytes of the stream to skip (a resume, a range).
     pub offset: u64,
+    /// Groups of a blob made from `track` at `kbps` instead of a stream
+    /// (the offline mirror).
+    pub blob: Option<BlobWant>,
 }
 
 /// The serving side's answer, before the bytes.

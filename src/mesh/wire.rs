@@ -105,6 +105,7 @@ mod tests {
             kbps: 96,
             start_ms: 1500,
             offset: 10,
+            ..Default::default()
         };
         let mut buf = Vec::new();
         run(write(&mut buf, &msg, MAX_STREAM_HEAD)).unwrap();

@@ -41,6 +41,9 @@ impl Node {
                     self.spawn(async move {
                         let r = match request {
                             Request::GetCover(id) => n.answer_cover(id).await,
+                            Request::GetBlobRecords(r) => {
+                                Response::BlobRecords(n.inner.mirror.answer_records(r).await)
+                            }
                             r @ (Request::GetUserOps(_) | Request::PushUserOps(_)) => {
                                 n.inner.user.answer(from, r).await
                             }
@@ -51,6 +54,14 @@ impl Node {
                         }
                         let _ = reply.send(r);
                     });
+                }
+                Event::Stream { from, open, stream } if open.blob.is_some() => {
+                    let n = self.clone();
+                    let span = tracing::info_span!("blob", peer = %from, track = %open.track.to_hex()[..12].to_string());
+                    self.spawn(
+                        async move { n.inner.mirror.serve_blob(open, stream).await }
+                            .instrument(span),
+                    );
                 }
                 Event::Stream { from, open, stream } => {
                     let n = self.clone();

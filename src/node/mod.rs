@@ -13,11 +13,13 @@
 
 mod covers;
 mod dispatch;
+mod offline;
 pub mod state;
 mod user;
 mod userapi;
 mod watcher;
 
+pub use offline::PinView;
 pub use user::UserSyncStats;
 pub use userapi::Mine;
 
@@ -27,6 +29,7 @@ use crate::index::snapshot;
 use crate::index::{self, Index, Snapshot};
 use crate::library::ScanOptions;
 use crate::mesh::{self, Announcement, Device, DeviceId, Mesh, MeshError, PeerInfo};
+use crate::mirror::{Fallback, Mirror};
 use crate::model::Track;
 use crate::playback::{self, PlayStream, Playback, PlaybackError};
 use crate::stream::{Bitrate, Streamer};
@@ -203,6 +206,8 @@ pub struct LibraryTrack {
     pub sources: Vec<Source>,
     /// What the owner's state says of it (star, rating, plays).
     pub mine: Mine,
+    /// A whole offline copy of it is on this device.
+    pub offline: bool,
 }
 
 pub use crate::sync::SyncStats;
@@ -266,6 +271,7 @@ impl Holders {
     fn label(&self, t: CatalogTrack, track: Arc<Track>) -> LibraryTrack {
         LibraryTrack {
             mine: Mine::default(),
+            offline: false,
             sources: t.holders.iter().map(|d| self.source(*d)).collect(),
             album: t.album,
             track,
@@ -286,6 +292,8 @@ struct Inner {
     snap: RwLock<Arc<Snapshot>>,
     syncer: Arc<Syncer>,
     user: Arc<user::UserState>,
+    mirror: Mirror,
+    sizes: offline::Sizes,
     tasks: Tasks,
     watch_stop: Arc<AtomicBool>,
     mesh: tokio::sync::Mutex<Option<Mesh>>,
@@ -374,8 +382,19 @@ impl Node {
             streamer.clone(),
             tasks.clone(),
         );
+        let mirror = Mirror::start(
+            &cfg.data_dir.join("offline"),
+            index.clone(),
+            client.clone(),
+            streamer.clone(),
+            tasks.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Unavailable(e.to_string()))?;
         let node = Node {
             inner: Arc::new(Inner {
+                mirror,
+                sizes: Default::default(),
                 client,
                 catalog,
                 syncer,
@@ -395,6 +414,7 @@ impl Node {
         node.spawn(async move { n.event_loop(rx).await });
         node.prune_catalogs().await;
         node.inner.user.start_anti_entropy();
+        node.start_offline_planner();
         if node.inner.cfg.role == Role::Home {
             node.start_watcher()?;
         }
@@ -666,6 +686,7 @@ impl Node {
                 },
             )
             .await??;
+        let held = self.inner.mirror.tracks_held();
         Ok(self.user_state(|views| {
             records
                 .into_iter()
@@ -676,6 +697,7 @@ impl Node {
                     }
                     let mut lt = h.label(t, Arc::new(r));
                     lt.mine = Mine::of(views, &crate::userdata::Item::Track(lt.track.id));
+                    lt.offline = held.contains(&lt.track.id);
                     lt
                 })
                 .collect()
@@ -724,10 +746,12 @@ impl Node {
 
     // ----- streaming ---------------------------------------------------------------
 
-    /// Open a track for the local player: from this device if it holds it,
-    /// else from the online member with the lowest round trip. The
-    /// original file ([`Bitrate::Original`]) is checked against the track
-    /// id as it arrives (the reader fails at the end if it does not match).
+    /// Open a track for the local player: from this device if it holds it
+    /// (its files, or an offline copy at or above the asked bitrate), else
+    /// from the online member with the lowest round trip, else from any
+    /// offline copy here. The original file ([`Bitrate::Original`]) is
+    /// checked against the track id as it arrives (the reader fails at the
+    /// end if it does not match).
     pub async fn open_stream(
         &self,
         id: &str,
@@ -739,6 +763,13 @@ impl Node {
         let pb = &self.inner.playback;
         if lt.sources.iter().any(|s| s.local) && lt.track.paths.iter().any(|p| p.is_file()) {
             return Ok(pb.open_local(lt.track, bitrate, start_ms, offset).await?);
+        }
+        let at_least = Fallback::AtLeastAsked;
+        if let Some(s) = self
+            .open_offline(&lt, bitrate, at_least, start_ms, offset)
+            .await?
+        {
+            return Ok(s);
         }
         let rtts: HashMap<DeviceId, f64> = self
             .peers()
@@ -752,9 +783,19 @@ impl Node {
             .filter_map(|s| s.device.parse().ok())
             .collect();
         let holders = playback::by_round_trip(online, &rtts);
-        Ok(pb
-            .fetch(lt.track, holders, bitrate, start_ms, offset)
-            .await?)
+        match pb
+            .fetch(lt.track.clone(), holders, bitrate, start_ms, offset)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(e) => match self
+                .open_offline(&lt, bitrate, Fallback::Any, start_ms, offset)
+                .await?
+            {
+                Some(s) => Ok(s),
+                None => Err(e.into()),
+            },
+        }
     }
 }
 

@@ -45,6 +45,7 @@ impl Playback {
             kbps: bitrate.wire(),
             start_ms,
             offset,
+            blob: None,
         };
         let mut errors = vec![];
         for &d in &holders {

@@ -101,7 +101,10 @@ impl Syncer {
                         "{peer} refused a sync request: {e}"
                     )))
                 }
-                Response::Records(_) | Response::Cover { .. } | Response::UserOps { .. } => {
+                Response::Records(_)
+                | Response::Cover { .. }
+                | Response::UserOps { .. }
+                | Response::BlobRecords(_) => {
                     return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                 }
             };
@@ -164,7 +167,10 @@ impl Syncer {
                 match reply {
                     Response::Records(r) => got.extend(r),
                     Response::Error(e) => return Err(SyncError::Peer(e)),
-                    Response::Node(_) | Response::Cover { .. } | Response::UserOps { .. } => {
+                    Response::Node(_)
+                    | Response::Cover { .. }
+                    | Response::UserOps { .. }
+                    | Response::BlobRecords(_) => {
                         return Err(SyncError::Peer(format!("{peer} answered out of turn")))
                     }
                 }

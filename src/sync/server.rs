@@ -62,9 +62,10 @@ pub fn answer(ix: &Index, snap: &Snapshot, req: Request) -> Response {
                 records,
             })
         }
-        Request::GetCover(_) | Request::GetUserOps(_) | Request::PushUserOps(_) => {
-            Response::Error("not a sync request".into())
-        }
+        Request::GetCover(_)
+        | Request::GetUserOps(_)
+        | Request::PushUserOps(_)
+        | Request::GetBlobRecords(_) => Response::Error("not a sync request".into()),
         Request::GetRecords(ids) => {
             let mut out = vec![];
             let mut budget = REPLY_BUDGET;

@@ -8,7 +8,9 @@
 //! Must never: do I/O, or hold more than the answer needs (a track view
 //! borrows from the library it shows).
 
+mod offline;
 mod user;
+pub use offline::*;
 pub use user::*;
 
 use crate::catalog::{AlbumId, AlbumInfo, ArtistId, ArtistInfo};
@@ -80,7 +82,8 @@ pub struct TrackView<'a> {
     pub paths: Vec<Cow<'a, str>>,
     /// The devices that hold it.
     pub sources: Vec<SourceView<'a>>,
-    /// One of them is this device or online now: it can be played.
+    /// One of them is this device or online now, or an offline copy is
+    /// here: it can be played.
     pub online: bool,
     /// When the owner starred it (UTC ms), if they did.
     #[serde(default)]
@@ -94,6 +97,10 @@ pub struct TrackView<'a> {
     /// When the latest play started (UTC ms).
     #[serde(default)]
     pub last_played_ms: Option<i64>,
+    /// A whole offline copy is on this device (it plays with no holder
+    /// online).
+    #[serde(default)]
+    pub offline: bool,
 }
 
 impl<'a> TrackView<'a> {
@@ -138,6 +145,7 @@ impl<'a> TrackView<'a> {
             rating: 0,
             play_count: 0,
             last_played_ms: None,
+            offline: false,
         }
     }
 
@@ -148,6 +156,8 @@ impl<'a> TrackView<'a> {
         v.rating = t.mine.rating;
         v.play_count = t.mine.plays.count;
         v.last_played_ms = (t.mine.plays.count > 0).then_some(t.mine.plays.last_ms);
+        v.offline = t.offline;
+        v.online |= t.offline;
         v
     }
 }

@@ -1,0 +1,365 @@
+//! The mirror's loop: plan, evict, ask members for the records of what is
+//! missing, start downloads (a few at a time), wait. It says why when it
+//! cannot move (no member reachable, only a relayed path that the policy
+//! forbids, a full disk) and goes on by itself when that changes.
+
+use super::fetch::Failed;
+use super::plan::{self, Known};
+use super::{Mirror, Rec};
+use crate::blob::Outboard;
+use crate::mesh::{BlobAnswer, DeviceId, Recipe, Request, Response, MAX_RECIPES};
+use crate::playback::by_round_trip;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Downloads at once.
+const PARALLEL: usize = 3;
+/// Recipes asked about in one round (the home encodes them meanwhile).
+const RECORD_BATCH: usize = 32;
+/// A track every holder failed waits this long before it is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+/// A cut download waits this long.
+const RETRY_CUT: Duration = Duration::from_secs(2);
+/// After a disk error, downloads pause this long.
+const RETRY_DISK: Duration = Duration::from_secs(15);
+/// A round runs at least this often.
+const TICK: Duration = Duration::from_secs(1);
+
+impl Mirror {
+    /// The loop, until the node stops.
+    pub(super) async fn run(&self) {
+        loop {
+            self.round().await;
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    async fn round(&self) {
+        let s = self.settings();
+        let p = {
+            let st = self.inner.state.lock().unwrap();
+            if !st.wants_set {
+                return; // the node has not said what it wants yet: keep all
+            }
+            let store = &self.inner.store;
+            let known = |r: &Recipe| {
+                st.records.get(r).map(|rec| Known {
+                    hash: rec.hash,
+                    len: rec.outboard.len(),
+                    done: store.has(&rec.hash),
+                })
+            };
+            plan::plan(&st.wants, known, s.budget, s.prefetch_budget)
+        };
+        self.evict(&p, s.prefetch_budget).await;
+        let Some(todo) = self.todo(p) else { return };
+        let (eligible, blocked) = self.eligible(s.policy);
+        if eligible.is_empty() {
+            let why = if blocked {
+                format!(
+                    "waiting: members are reachable only through a relay, and the offline policy is {} (`tunemesh offline policy any` allows relayed downloads)",
+                    s.policy.as_str()
+                )
+            } else {
+                "waiting: no member is reachable".into()
+            };
+            self.inner.state.lock().unwrap().waiting = Some(why);
+            return;
+        }
+        self.inner.state.lock().unwrap().waiting = None;
+        self.ask_records(&todo, &eligible).await;
+        self.start_downloads(&todo, &eligible);
+    }
+
+    /// Store the plan; what to fetch now (`None`: nothing, or paused).
+    fn todo(&self, p: plan::Plan) -> Option<Vec<Recipe>> {
+        let now = Instant::now();
+        let mut st = self.inner.state.lock().unwrap();
+        st.backoff.retain(|_, until| *until > now);
+        st.failed.retain(|_, (_, until)| *until > now);
+        let todo: Vec<Recipe> = p
+            .fetch
+            .iter()
+            .map(|w| w.recipe)
+            .filter(|r| !st.downloading.contains_key(r))
+            .filter(|r| !st.backoff.contains_key(r) && !st.failed.contains_key(r))
+            .collect();
+        st.plan = p;
+        if let Some((why, until)) = &st.disk_error {
+            if *until > now {
+                st.waiting = Some(format!("paused: {why}"));
+                return None;
+            }
+        }
+        st.disk_error = None;
+        if todo.is_empty() {
+            st.waiting = None;
+            return None;
+        }
+        Some(todo)
+    }
+
+    /// Connected members whose path the policy allows (best first), and
+    /// whether some connected member was left out by the policy.
+    fn eligible(&self, policy: super::Policy) -> (Vec<DeviceId>, bool) {
+        let mut ok = vec![];
+        let mut rtt = HashMap::new();
+        let mut blocked = false;
+        for p in self.inner.client.peers() {
+            let (Some(path), true, true) = (p.path, p.connected, p.member) else {
+                continue;
+            };
+            let Ok(d) = p.id.parse::<DeviceId>() else {
+                continue;
+            };
+            if policy.allows(path) {
+                if let Some(r) = p.rtt_ms {
+                    rtt.insert(d, r);
+                }
+                ok.push(d);
+            } else {
+                blocked = true;
+            }
+        }
+        (by_round_trip(ok, &rtt), blocked)
+    }
+
+    /// Learn the records and holders of the first recipes that have no
+    /// holder among `eligible`.
+    async fn ask_records(&self, todo: &[Recipe], eligible: &[DeviceId]) {
+        let ask: Vec<Recipe> = {
+            let st = self.inner.state.lock().unwrap();
+            todo.iter()
+                .filter(|r| {
+                    let held = st.records.get(r).and_then(|rec| st.holders.get(&rec.hash));
+                    !held.is_some_and(|h| h.iter().any(|d| eligible.contains(d)))
+                })
+                .take(RECORD_BATCH.min(MAX_RECIPES))
+                .copied()
+                .collect()
+        };
+        if ask.is_empty() {
+            return;
+        }
+        let replies = futures::future::join_all(eligible.iter().map(|d| {
+            let req = Request::GetBlobRecords(ask.clone());
+            async move { (*d, self.inner.client.request(d, req).await) }
+        }))
+        .await;
+        let mut found: HashMap<Recipe, Vec<(DeviceId, Rec)>> = HashMap::new();
+        let mut pending: HashSet<Recipe> = HashSet::new();
+        let mut absent: HashMap<Recipe, Vec<String>> = HashMap::new();
+        for (d, reply) in replies {
+            let answers = match reply {
+                Ok((Response::BlobRecords(a), _)) if a.len() == ask.len() => a,
+                Ok((Response::Error(e), _)) => {
+                    tracing::info!(peer = %d, "no blob records: {e}");
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::info!(peer = %d, "cannot ask for blob records: {e}");
+                    continue;
+                }
+            };
+            for (r, a) in ask.iter().zip(answers) {
+                match a {
+                    BlobAnswer::Ready {
+                        hash,
+                        len,
+                        outboard,
+                    } => match Outboard::from_bytes(&hash, len, &outboard) {
+                        Ok(ob) => found.entry(*r).or_default().push((
+                            d,
+                            Rec {
+                                hash,
+                                outboard: Arc::new(ob),
+                            },
+                        )),
+                        Err(e) => tracing::warn!(peer = %d, "refused a blob record: {e}"),
+                    },
+                    BlobAnswer::Pending => {
+                        pending.insert(*r);
+                    }
+                    BlobAnswer::Absent(e) => {
+                        absent.entry(*r).or_default().push(format!("{d}: {e}"))
+                    }
+                }
+            }
+        }
+        for r in &ask {
+            if let Some(offers) = found.remove(r) {
+                self.adopt(*r, offers).await;
+            } else if !pending.contains(r) {
+                let why = absent
+                    .remove(r)
+                    .map(|v| v.join("; "))
+                    .unwrap_or_else(|| "no member answered".into());
+                let until = Instant::now() + RETRY_FAILED;
+                self.inner
+                    .state
+                    .lock()
+                    .unwrap()
+                    .failed
+                    .insert(*r, (why, until));
+            }
+        }
+        self.inner.state.lock().unwrap().pending = pending;
+    }
+
+    /// Take a recipe's record from the members that offer it: ours if one
+    /// still has it (a part may be under way), else the most offered.
+    async fn adopt(&self, r: Recipe, offers: Vec<(DeviceId, Rec)>) {
+        let ours = self.record_of(&r).map(|rec| rec.hash);
+        let mut by_hash: HashMap<_, (Rec, Vec<DeviceId>)> = HashMap::new();
+        for (d, rec) in offers {
+            by_hash
+                .entry(rec.hash)
+                .or_insert_with(|| (rec, vec![]))
+                .1
+                .push(d);
+        }
+        let pick = ours
+            .filter(|h| by_hash.contains_key(h))
+            .or_else(|| {
+                by_hash
+                    .iter()
+                    .max_by_key(|(_, (_, ds))| ds.len())
+                    .map(|(h, _)| *h)
+            })
+            .expect("at least one offer");
+        let (rec, ds) = by_hash.remove(&pick).expect("picked");
+        if ours != Some(pick) {
+            if let Some(old) = ours {
+                let m = self.clone();
+                let _ = self
+                    .inner
+                    .tasks
+                    .blocking(move || m.inner.store.remove(&old))
+                    .await;
+            }
+            if let Err(e) = self.put_record(r, rec).await {
+                tracing::warn!("cannot store a blob record: {e}");
+                return;
+            }
+        }
+        self.inner.state.lock().unwrap().holders.insert(pick, ds);
+    }
+
+    /// Start downloads of `todo` (in order) with a known holder, up to
+    /// [`PARALLEL`] at once, one per blob.
+    fn start_downloads(&self, todo: &[Recipe], eligible: &[DeviceId]) {
+        let mut st = self.inner.state.lock().unwrap();
+        let mut busy: HashSet<_> = st
+            .downloading
+            .keys()
+            .filter_map(|r| st.records.get(r).map(|rec| rec.hash))
+            .collect();
+        for r in todo {
+            if st.downloading.len() >= PARALLEL {
+                break;
+            }
+            let Some(rec) = st.records.get(r).cloned() else {
+                continue;
+            };
+            let holders: Vec<DeviceId> = eligible
+                .iter()
+                .filter(|d| st.holders.get(&rec.hash).is_some_and(|h| h.contains(d)))
+                .copied()
+                .collect();
+            if holders.is_empty() || !busy.insert(rec.hash) {
+                continue;
+            }
+            st.downloading.insert(
+                *r,
+                super::Progress {
+                    recipe: *r,
+                    have: 0,
+                    len: rec.outboard.len(),
+                    from: None,
+                },
+            );
+            let (m, r) = (self.clone(), *r);
+            self.inner.tasks.spawn(async move {
+                let result = m.download(r, rec.clone(), holders.clone()).await;
+                m.finished(r, &rec, &holders, result);
+            });
+        }
+    }
+
+    fn finished(&self, r: Recipe, rec: &Rec, holders: &[DeviceId], result: Result<(), Failed>) {
+        let now = Instant::now();
+        let mut st = self.inner.state.lock().unwrap();
+        st.downloading.remove(&r);
+        match result {
+            Ok(()) => {
+                st.failed.remove(&r);
+            }
+            Err(Failed::Retry(why)) => {
+                tracing::info!(track = %r.track, "offline download cut, resuming soon: {why}");
+                st.backoff.insert(r, now + RETRY_CUT);
+            }
+            Err(Failed::Holders(why)) => {
+                tracing::warn!(track = %r.track, "offline download failed: {why}");
+                // Forget these holders for these bytes: ask again later.
+                if let Some(h) = st.holders.get_mut(&rec.hash) {
+                    h.retain(|d| !holders.contains(d));
+                }
+                st.failed.insert(r, (why, now + RETRY_FAILED));
+            }
+            Err(Failed::Disk(why)) => {
+                tracing::error!("offline store: {why}; downloads paused");
+                st.disk_error = Some((
+                    format!("the offline store cannot be written: {why}"),
+                    now + RETRY_DISK,
+                ));
+            }
+        }
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    /// Drop what the plan no longer keeps, and parts nobody fetches.
+    async fn evict(&self, p: &plan::Plan, prefetch_budget: u64) {
+        let held: Vec<_> = self
+            .inner
+            .store
+            .held()
+            .into_iter()
+            .map(|(h, x)| (h, x.len, x.used))
+            .collect();
+        let mut drop_ = plan::evict(&held, p, prefetch_budget);
+        let wanted: HashSet<_> = {
+            let st = self.inner.state.lock().unwrap();
+            p.fetch
+                .iter()
+                .filter_map(|w| st.records.get(&w.recipe).map(|r| r.hash))
+                .collect()
+        };
+        let m = self.clone();
+        let _ = self
+            .inner
+            .tasks
+            .blocking(move || {
+                drop_.extend(
+                    m.inner
+                        .store
+                        .parts()
+                        .into_iter()
+                        .map(|(h, _)| h)
+                        .filter(|h| !wanted.contains(h)),
+                );
+                for h in drop_ {
+                    match m.inner.store.remove(&h) {
+                        Ok(()) => tracing::info!(hash = %h, "offline copy dropped"),
+                        Err(e) => tracing::warn!(hash = %h, "cannot drop an offline copy: {e}"),
+                    }
+                }
+            })
+            .await;
+    }
+}
