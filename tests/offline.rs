@@ -184,3 +184,247 @@ fn a_pinned_album_plays_on_the_phone_with_the_home_gone() {
     assert_eq!(st["used_bytes"], bytes_under(&data.join("offline")));
     let _ = json!({});
 }
+
+#[test]
+fn the_budget_refuses_what_does_not_fit_and_evicts_down_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    copy_tree(&fixtures(), &lib);
+    let (_home, phone) = home_and_phone(&lib, Tm::new());
+    let data = phone.tm.data.path().to_owned();
+    phone.tm.ok(&["offline", "budget", "1KB"]);
+    let album = album_id(&phone, "First Album");
+    phone.tm.ok(&["offline", "add", "album", &album]);
+    wait_until("the plan to see the album", 20, || {
+        status(&phone)["tracks_over_budget"] == 3
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let s = status(&phone);
+    assert_eq!(
+        (s["tracks_done"].as_u64(), s["used_bytes"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert!(s["short_bytes"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(bytes_under(&data.join("offline")), 0);
+    let text = phone.tm.ok(&["offline", "status"]);
+    assert!(text.contains("wait for space"), "{text}");
+    // Room for all: done, and within the budget.
+    phone.tm.ok(&["offline", "budget", "10MB"]);
+    wait_until("the album to fit", 60, || {
+        status(&phone)["tracks_done"] == 3
+    });
+    let s = status(&phone);
+    assert!(s["used_bytes"].as_u64().unwrap() <= 10_000_000);
+    assert_eq!(s["short_bytes"], 0);
+    // Room for none again: the copies go (nothing beyond the budget).
+    phone.tm.ok(&["offline", "budget", "1"]);
+    wait_until("the copies to be dropped", 20, || {
+        bytes_under(&data.join("offline")) == 0
+    });
+    assert_eq!(status(&phone)["tracks_over_budget"], 3);
+    // Bad sizes are refused with a reason.
+    let out = phone.tm.run(&["offline", "budget", "lots"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a size"));
+}
+
+#[test]
+fn pins_follow_their_source_and_share_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    copy_tree(&fixtures(), &lib);
+    let (_home, phone) = home_and_phone(&lib, Tm::new());
+    let tracks = ok(
+        &phone,
+        &format!("/api/albums/{}", album_id(&phone, "Lossless")),
+    )["tracks"]
+        .clone();
+    let t: Vec<String> = (0..2)
+        .map(|i| tracks[i]["id"].as_str().unwrap().to_string())
+        .collect();
+    phone.tm.ok(&["playlist", "create", "Trip", &t[0]]);
+    phone.tm.ok(&["offline", "add", "playlist", "Trip"]);
+    phone.tm.ok(&["offline", "add", "track", &t[1][..10]]);
+    let held = |id: &str| {
+        ok(&phone, &format!("/api/tracks?offset=0&limit=100"))["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id && x["offline"] == true)
+    };
+    wait_until("both pins done", 60, || held(&t[0]) && held(&t[1]));
+    // A track added to the pinned playlist is fetched; one removed goes
+    // unless another pin still needs it.
+    let third = tracks[2]["id"].as_str().unwrap().to_string();
+    phone.tm.ok(&["playlist", "add", "Trip", &third, &t[1]]);
+    wait_until("the added track offline", 60, || held(&third));
+    let ls = phone.json(&["offline", "ls", "--json"]);
+    assert_eq!(ls["pins"][0]["tracks"], 3, "{ls}");
+    assert_eq!(ls["pins"][0]["name"], "Trip");
+    phone.tm.ok(&["playlist", "rm", "Trip", "1", "3"]); // t[0] and t[1]
+    wait_until("the removed track dropped", 20, || !held(&t[0]));
+    assert!(held(&t[1]) && held(&third), "the track pin keeps t[1]");
+    phone.tm.ok(&["offline", "rm", "track", &t[1]]);
+    wait_until("the unpinned track dropped", 20, || !held(&t[1]));
+    assert!(held(&third));
+    let out = phone.tm.run(&["offline", "rm", "album", &t[1]]);
+    assert!(!out.status.success());
+}
+
+/// A library of `n` distinct tones of about `secs` seconds each (WAV, so
+/// every copy is a real encode at the home).
+fn tones(dir: &Path, n: u32, secs: u32) {
+    let album = dir.join("Tones/Long Tones");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 0..n {
+        let wav = common::hostile::Wav {
+            frames: 44_100 * secs + i * 441,
+            ..Default::default()
+        };
+        std::fs::write(album.join(format!("{i:02} Tone.wav")), wav.bytes()).unwrap();
+    }
+}
+
+fn kill_9(d: Daemon) -> Tm {
+    let mut d = d;
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+    let tm = std::mem::replace(&mut d.tm, Tm::new());
+    drop(d);
+    let _ = std::fs::remove_file(tm.data.path().join("api.json"));
+    tm
+}
+
+/// Every whole copy re-verifies: its blake3 is its name.
+fn verify_store(data: &Path) -> usize {
+    let blobs = data.join("offline/blobs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().as_str(),
+            e.file_name().to_str().unwrap(),
+            "a stored copy does not match its name"
+        );
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_phone_killed_mid_download_resumes_without_fetching_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    tones(&lib, 16, 40);
+    let home = Daemon::start(
+        Tm::new(),
+        &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"],
+    );
+    let mut phone = Daemon::start(Tm::new(), &["--role", "phone"]);
+    let ticket = home.tm.ok(&["invite", "--quiet"]);
+    phone.tm.ok(&["join", ticket.trim()]);
+    wait_until("the phone to list the tones", 30, || {
+        ok(&phone, "/api/tracks")["total"] == 16
+    });
+    let album = album_id(&phone, "Long Tones");
+    phone.tm.ok(&["offline", "add", "album", &album]);
+    // Cut at pseudo-random points while the copies arrive.
+    let mut seed = 0x9e37_79b9_u32;
+    for cut in 0..3 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let wait = 300 + u64::from(seed % 900);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        let done = status(&phone)["tracks_done"].as_u64().unwrap();
+        eprintln!("cut {cut} after {wait} ms, {done} done");
+        let tm = kill_9(phone);
+        phone = Daemon::start(tm, &["--role", "phone"]);
+    }
+    wait_until("the album offline after the cuts", 120, || {
+        let s = status(&phone);
+        s["done"] == true && s["tracks_done"] == 16
+    });
+    let data = phone.tm.data.path().to_owned();
+    assert_eq!(verify_store(&data), 16);
+    assert!(std::fs::read_dir(data.join("offline/part"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(
+        status(&phone)["used_bytes"],
+        bytes_under(&data.join("offline"))
+    );
+    // What the home sent, against what the copies hold: at most the groups
+    // in flight at each cut (3 downloads × 4 groups of 16 KiB) again.
+    let served = status(&home)["bytes_served"].as_u64().unwrap();
+    let stored = bytes_under(&data.join("offline/blobs"));
+    assert!(served >= stored, "{served} < {stored}");
+    assert!(
+        served - stored <= 3 * 3 * 4 * 16384,
+        "fetched twice: {} of {stored}",
+        served - stored
+    );
+}
+
+#[test]
+fn a_holder_whose_bytes_do_not_match_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    tones(&lib, 2, 8);
+    let home = Daemon::start(
+        Tm::new(),
+        &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"],
+    );
+    let join = |name: &str| {
+        let d = Daemon::start(Tm::new(), &["--role", "phone", "--name", name]);
+        let ticket = home.tm.ok(&["invite", "--quiet"]);
+        d.tm.ok(&["join", ticket.trim()]);
+        wait_until("a device to list the tones", 30, || {
+            ok(&d, "/api/tracks")["total"] == 2
+        });
+        d
+    };
+    let laptop = join("laptop");
+    let album = album_id(&laptop, "Long Tones");
+    laptop.tm.ok(&["offline", "add", "album", &album]);
+    wait_until("the laptop's copies", 60, || {
+        status(&laptop)["tracks_done"] == 2
+    });
+    // Rot on the laptop's disk: one byte of each copy flipped.
+    for e in std::fs::read_dir(laptop.tm.data.path().join("offline/blobs"))
+        .unwrap()
+        .flatten()
+    {
+        let mut b = std::fs::read(e.path()).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 0x40;
+        std::fs::write(e.path(), b).unwrap();
+    }
+    let phone = join("phone");
+    let htm = home.stop();
+    phone.tm.ok(&["offline", "add", "album", &album]);
+    wait_until("the laptop's bytes refused", 30, || {
+        let s = status(&phone);
+        s["tracks_failed"].as_array().unwrap().len() == 2
+    });
+    let s = status(&phone);
+    assert!(s["groups_refused"].as_u64().unwrap() >= 2, "{s}");
+    let why = s["tracks_failed"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("does not match"), "{why}");
+    assert_eq!(s["tracks_done"], 0);
+    // Nothing of the bad bytes is kept or served.
+    assert!(
+        std::fs::read_dir(phone.tm.data.path().join("offline/blobs"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // The home is back: the copies come from it, whole.
+    let _home = Daemon::start(htm, &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"]);
+    wait_until("the copies from the home", 90, || {
+        status(&phone)["tracks_done"] == 2
+    });
+    assert_eq!(verify_store(phone.tm.data.path()), 2);
+}

@@ -11,9 +11,6 @@ use crate::blob;
 use crate::mesh::{BlobWant, DeviceId, Recipe, StreamOpen, MAX_GROUP_RANGES};
 use futures::StreamExt;
 
-/// Checked bytes gathered before one write.
-const WRITE_BATCH: usize = 256 << 10;
-
 /// Why a download stopped short.
 #[derive(Debug)]
 pub(super) enum Failed {
@@ -159,7 +156,6 @@ impl Mirror {
         let mut next = order.into_iter().peekable();
         let mut cur: Vec<u8> = Vec::with_capacity(blob::GROUP as usize);
         let mut batch: Vec<(u64, Vec<u8>)> = vec![];
-        let mut batch_bytes = 0;
         let mut outcome = Outcome::Sent;
         'read: while next.peek().is_some() {
             let chunk = match chunks.next().await {
@@ -196,13 +192,13 @@ impl Mirror {
                     outcome = Outcome::Bad(format!("sent group {i}, which does not match"));
                     break 'read;
                 }
-                batch_bytes += group.len();
                 batch.push((i, group));
-                if batch_bytes >= WRITE_BATCH {
-                    self.write(part, &mut batch, present).await?;
-                    batch_bytes = 0;
-                    self.progress(recipe, rec, present, Some(d));
-                }
+            }
+            // What a chunk completed is written before the next is read,
+            // so a cut (or kill -9) loses at most the groups in flight.
+            if !batch.is_empty() {
+                self.write(part, &mut batch, present).await?;
+                self.progress(recipe, rec, present, Some(d));
             }
         }
         self.write(part, &mut batch, present).await?;

@@ -265,6 +265,8 @@ struct RunState {
     failed: HashMap<Recipe, (String, Instant)>,
     backoff: HashMap<Recipe, Instant>,
     pending: std::collections::HashSet<Recipe>,
+    /// Blobs fetched for the queue: kept as a cache (prefetch budget).
+    cached: std::collections::HashSet<Hash32>,
     downloading: HashMap<Recipe, Progress>,
     waiting: Option<String>,
     disk_error: Option<(String, Instant)>,

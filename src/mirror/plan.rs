@@ -7,8 +7,9 @@
 //! recipes counted once) stays within the budget; the first that does not
 //! fit and every one after it wait ("over budget"), so a pin is never
 //! silently half kept. Prefetched recipes have their own small budget.
-//! Whatever no kept recipe needs is evicted, least recently used first,
-//! down to the prefetch budget.
+//! A copy no pin keeps is dropped, unless it was fetched for the queue:
+//! those stay as a cache, least recently used evicted first, down to the
+//! prefetch budget.
 
 use crate::mesh::Recipe;
 use crate::model::Hash32;
@@ -138,18 +139,29 @@ pub fn plan(
     p
 }
 
-/// The blobs to drop: every held one the plan does not keep, least
-/// recently used first, until what remains unkept fits
-/// `prefetch_budget` next to the prefetch wants (those go last).
-pub fn evict(held: &[(Hash32, u64, SystemTime)], plan: &Plan, prefetch_budget: u64) -> Vec<Hash32> {
+/// The blobs to drop: every held one no pin keeps that was not fetched
+/// for the queue (`cached`), and of those that were, the least recently
+/// used until the rest fit `prefetch_budget` (the queue's current wants
+/// go last).
+pub fn evict(
+    held: &[(Hash32, u64, SystemTime)],
+    plan: &Plan,
+    cached: &HashSet<Hash32>,
+    prefetch_budget: u64,
+) -> Vec<Hash32> {
+    let queued = |h: &Hash32| plan.prefetch.contains(h) || cached.contains(h);
+    let mut out: Vec<Hash32> = held
+        .iter()
+        .map(|(h, _, _)| *h)
+        .filter(|h| !plan.pinned.contains(h) && !queued(h))
+        .collect();
     let mut loose: Vec<&(Hash32, u64, SystemTime)> = held
         .iter()
-        .filter(|(h, _, _)| !plan.pinned.contains(h))
+        .filter(|(h, _, _)| !plan.pinned.contains(h) && queued(h))
         .collect();
     // Newest first; the queue's own before anything else.
     loose.sort_by_key(|(h, _, used)| (!plan.prefetch.contains(h), std::cmp::Reverse(*used)));
     let mut total = 0u64;
-    let mut out = vec![];
     for (h, len, _) in loose {
         total += len;
         if total > prefetch_budget {

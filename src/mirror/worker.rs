@@ -332,13 +332,20 @@ impl Mirror {
             .into_iter()
             .map(|(h, x)| (h, x.len, x.used))
             .collect();
-        let mut drop_ = plan::evict(&held, p, prefetch_budget);
-        let wanted: HashSet<_> = {
-            let st = self.inner.state.lock().unwrap();
-            p.fetch
+        let (mut drop_, wanted) = {
+            let mut st = self.inner.state.lock().unwrap();
+            // What the queue wanted stays a cache after the queue moves on.
+            st.cached.extend(p.prefetch.iter().copied());
+            let drop_ = plan::evict(&held, p, &st.cached, prefetch_budget);
+            for h in &drop_ {
+                st.cached.remove(h);
+            }
+            let wanted: HashSet<_> = p
+                .fetch
                 .iter()
                 .filter_map(|w| st.records.get(&w.recipe).map(|r| r.hash))
-                .collect()
+                .collect();
+            (drop_, wanted)
         };
         let m = self.clone();
         let _ = self
