@@ -155,3 +155,83 @@ fn a_full_disk_is_survived_and_recovered_from() {
     tm.verify();
     assert_eq!(tm.ls().len(), n0 + ADDED, "after a restart");
 }
+
+fn offline_status(d: &Daemon) -> Value {
+    d.json(&["offline", "status", "--json"])
+}
+
+/// The phone's offline store on a disk that fills: the status says why
+/// downloads pause, no partial copy is ever kept as whole or served, and
+/// once there is room again the downloads go on by themselves.
+#[test]
+fn a_full_offline_store_pauses_downloads_until_there_is_room() {
+    if !is_root() {
+        eprintln!("SKIPPED offline disk-full test: needs root to mount a small tmpfs (CI runs it as root)");
+        return;
+    }
+    let lib = tempfile::tempdir().unwrap();
+    let album = lib.path().join("Tones/Long Tones");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 0..3u32 {
+        let wav = common::hostile::Wav {
+            frames: 44_100 * 20 + i * 441,
+            ..Default::default()
+        };
+        std::fs::write(album.join(format!("{i:02} Tone.wav")), wav.bytes()).unwrap();
+    }
+    let home = Daemon::start(Tm::new(), &[lib.path().to_str().unwrap(), "--no-upnp"]);
+    let ptm = Tm::new();
+    let store = ptm.data.path().join("offline");
+    std::fs::create_dir_all(&store).unwrap();
+    // Room for the folders and one ~250 KB copy, not three.
+    let Some(fs) = Tmpfs::mount(&store, "400k") else {
+        eprintln!("SKIPPED offline disk-full test: cannot mount a tmpfs here");
+        return;
+    };
+    let phone = Daemon::start(ptm, &["--role", "phone"]);
+    let ticket = home.tm.ok(&["invite", "--quiet"]);
+    phone.tm.ok(&["join", ticket.trim()]);
+    wait_until("the phone to list the tones", 30, || {
+        phone
+            .json(&["ls", "--all", "--json"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 3
+    });
+    let id = phone.json(&["ls", "--all", "--json"])[0]["album_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    phone.tm.ok(&["offline", "add", "album", &id]);
+    wait_until("the status to say the store is full", 60, || {
+        offline_status(&phone)["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("cannot be written"))
+    });
+    let s = offline_status(&phone);
+    assert!(s["tracks_done"].as_u64().unwrap() < 3, "{s}");
+    // Every whole copy is whole; parts are never listed as copies.
+    for e in std::fs::read_dir(store.join("blobs")).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().as_str(),
+            e.file_name().to_str().unwrap()
+        );
+    }
+    // Room again: the downloads resume by themselves.
+    let ok = Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&fs.0)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "cannot grow the tmpfs");
+    wait_until("the copies after the disk has room", 90, || {
+        let s = offline_status(&phone);
+        s["done"] == true && s["tracks_done"] == 3
+    });
+    assert!(offline_status(&phone)["waiting"].is_null());
+    let logs = phone.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    drop(phone);
+}

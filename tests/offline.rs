@@ -182,7 +182,6 @@ fn a_pinned_album_plays_on_the_phone_with_the_home_gone() {
     // Nothing partial is left, and the copies re-verify at restart.
     let st = status(&phone);
     assert_eq!(st["used_bytes"], bytes_under(&data.join("offline")));
-    let _ = json!({});
 }
 
 #[test]
@@ -247,7 +246,7 @@ fn pins_follow_their_source_and_share_copies() {
     phone.tm.ok(&["offline", "add", "playlist", "Trip"]);
     phone.tm.ok(&["offline", "add", "track", &t[1][..10]]);
     let held = |id: &str| {
-        ok(&phone, &format!("/api/tracks?offset=0&limit=100"))["items"]
+        ok(&phone, "/api/tracks?offset=0&limit=100")["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -427,4 +426,79 @@ fn a_holder_whose_bytes_do_not_match_is_refused() {
         status(&phone)["tracks_done"] == 2
     });
     assert_eq!(verify_store(phone.tm.data.path()), 2);
+}
+
+#[test]
+fn downloads_wait_for_an_unreachable_home_and_the_queue_is_prefetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    copy_tree(&fixtures(), &lib);
+    let (home, phone) = home_and_phone(&lib, Tm::new());
+    let album = album_id(&phone, "Lossless");
+    let lossless = ok(&phone, &format!("/api/albums/{album}"))["tracks"].clone();
+    let htm = home.stop();
+    wait_until("the phone to see the home gone", 30, || {
+        ok(&phone, "/api/peers")
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["connected"] != true)
+    });
+    phone.tm.ok(&["offline", "add", "album", &album]);
+    wait_until("the status to say why it waits", 20, || {
+        status(&phone)["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("no member is reachable"))
+    });
+    let text = phone.tm.ok(&["offline", "status"]);
+    assert!(text.contains("no member is reachable"), "{text}");
+    let home = Daemon::start(htm, &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"]);
+    wait_until("the album once the home is back", 90, || {
+        let s = status(&phone);
+        s["done"] == true && s["tracks_done"] == 3
+    });
+    assert!(status(&phone)["waiting"].is_null());
+
+    // The play queue: the tracks after the current one are fetched ahead,
+    // at the streaming bitrate, besides the pins.
+    let first = ok(
+        &phone,
+        &format!("/api/albums/{}", album_id(&phone, "First Album")),
+    )["tracks"]
+        .clone();
+    let ids: Vec<String> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(lossless.as_array().unwrap())
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let q = json!({"ids": ids[..3], "current": 0, "position_ms": 0});
+    let (code, body) = call(&phone, "PUT", "/api/queue", Some(q));
+    assert_eq!(code, 204, "{}", String::from_utf8_lossy(&body));
+    let offline = |id: &str| {
+        ok(&phone, "/api/tracks?offset=0&limit=100")["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id && t["offline"] == true)
+    };
+    wait_until("the queue's next tracks prefetched", 60, || {
+        status(&phone)["prefetched"] == 2 && offline(&ids[1]) && offline(&ids[2])
+    });
+    assert!(!offline(&ids[0]), "the current track is not fetched ahead");
+    // They play with the home gone, and the pins were not touched.
+    home.stop();
+    wait_until("the phone to see the home gone", 30, || {
+        ok(&phone, "/api/peers")
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["connected"] != true)
+    });
+    for id in &ids[1..3] {
+        let (code, _) = call(&phone, "GET", &format!("/stream/{id}"), None);
+        assert_eq!(code, 200, "a prefetched track plays offline");
+    }
+    assert_eq!(status(&phone)["tracks_done"], 3);
 }

@@ -22,6 +22,21 @@ pub(super) enum Failed {
     Disk(String),
 }
 
+/// A failed file operation of the store: the disk's fault (full,
+/// read-only, failing: pause every download) or this download's (retry).
+fn storage(what: &str, e: std::io::Error) -> Failed {
+    use std::io::ErrorKind::*;
+    // ENOSPC 28, EROFS 30, EIO 5, EDQUOT 122 (Linux), as the kinds above
+    // them may not name them on every platform.
+    let disk = matches!(e.kind(), StorageFull | ReadOnlyFilesystem | QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(5 | 28 | 30 | 122));
+    if disk {
+        Failed::Disk(format!("{what}: {e}"))
+    } else {
+        Failed::Retry(format!("{what}: {e}"))
+    }
+}
+
 /// What one holder's stream gave.
 enum Outcome {
     /// It sent every group asked (some may remain past the ranges cap).
@@ -40,7 +55,7 @@ impl Mirror {
         rec: Rec,
         holders: Vec<DeviceId>,
     ) -> Result<(), Failed> {
-        let disk = |e: std::io::Error| Failed::Disk(e.to_string());
+        let disk = |what: &'static str| move |e: std::io::Error| storage(what, e);
         let (m, r) = (self.clone(), rec.clone());
         let (part, mut present) = self
             .inner
@@ -48,7 +63,7 @@ impl Mirror {
             .blocking(move || m.inner.store.open_part(&r.hash, &r.outboard))
             .await
             .map_err(|e| Failed::Retry(e.to_string()))?
-            .map_err(disk)?;
+            .map_err(disk("opening the part"))?;
         let mut part = Some(part);
         let mut errors = vec![];
         let mut bad = 0;
@@ -88,7 +103,7 @@ impl Mirror {
             .blocking(move || m.inner.store.finish(&hash, part))
             .await
             .map_err(|e| Failed::Retry(e.to_string()))?
-            .map_err(disk)?;
+            .map_err(disk("storing the copy"))?;
         tracing::info!(track = %recipe.track, kbps = recipe.kbps, hash = %rec.hash, "offline copy stored");
         Ok(())
     }
@@ -230,7 +245,7 @@ impl Mirror {
             .await
             .map_err(|e| Failed::Retry(e.to_string()))?;
         *part = Some(p);
-        r.map_err(|e| Failed::Disk(e.to_string()))?;
+        r.map_err(|e| storage("writing", e))?;
         for (i, _) in groups {
             present[i as usize] = true;
         }

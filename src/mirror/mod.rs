@@ -354,6 +354,16 @@ impl Mirror {
             }),
         };
         m.start_encoders();
+        // Every copy is hashed again once per start (rot, a hand-edited
+        // file): what fails is dropped and fetched again.
+        let s = m.clone();
+        m.inner.tasks.spawn(async move {
+            let st = s.clone();
+            if let Ok(n @ 1..) = s.inner.tasks.blocking(move || st.inner.store.scrub()).await {
+                tracing::warn!("{n} offline copies failed their check and will be fetched again");
+                s.inner.wake.notify_one();
+            }
+        });
         let w = m.clone();
         m.inner.tasks.spawn(async move { w.run().await });
         Ok(m)
@@ -464,12 +474,18 @@ impl Mirror {
                 Fallback::Any => copies.first(),
                 Fallback::AtLeastAsked => None,
             })?;
-        let path = self.inner.store.open_blob(&pick.1)?;
+        let path = self.inner.store.blob_path(&pick.1)?;
         Some(LocalCopy {
             kbps: pick.0,
             hash: pick.1,
             path,
         })
+    }
+
+    /// Mark a copy as played now (least recently played eviction).
+    /// Blocking.
+    pub fn touch(&self, hash: &Hash32) {
+        self.inner.store.touch(hash);
     }
 
     /// The tracks with a whole copy here.

@@ -257,10 +257,15 @@ mod tests {
         let held = vec![
             (hash(1), 100, t(1)), // pinned: kept whatever its age
             (hash(2), 100, t(2)), // the queue's: kept first
-            (hash(7), 40, t(50)), // unkept, newest: fits beside it
-            (hash(8), 40, t(40)), // unkept, older: over the budget
+            (hash(7), 40, t(50)), // prefetched before, newest: fits beside it
+            (hash(8), 40, t(40)), // prefetched before, older: over the budget
+            (hash(9), 10, t(60)), // unpinned, never prefetched: dropped
         ];
-        assert_eq!(evict(&held, &p, 150), vec![hash(8)]);
-        assert_eq!(evict(&held, &p, 0), vec![hash(2), hash(7), hash(8)]);
+        let cached = HashSet::from([hash(7), hash(8)]);
+        assert_eq!(evict(&held, &p, &cached, 150), vec![hash(9), hash(8)]);
+        assert_eq!(
+            evict(&held, &p, &cached, 0),
+            vec![hash(9), hash(2), hash(7), hash(8)]
+        );
     }
 }

@@ -32,6 +32,9 @@ use tokio::sync::Notify;
 const MAX_QUEUED: usize = 4096;
 /// Bytes per chunk sent.
 const CHUNK: usize = 64 << 10;
+/// A failed batch encode is tried again when asked after this long (the
+/// cache's disk may have had room again).
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The batch encode queue.
 pub(super) struct Encoder {
@@ -43,7 +46,7 @@ pub(super) struct Encoder {
 struct Queue {
     waiting: VecDeque<Recipe>,
     queued: HashSet<Recipe>,
-    failed: HashMap<Recipe, String>,
+    failed: HashMap<Recipe, (String, std::time::Instant)>,
 }
 
 impl Encoder {
@@ -57,8 +60,12 @@ impl Encoder {
     /// Queue `r` unless it is queued or failed; the failure if it failed.
     fn enqueue(&self, r: Recipe) -> Result<(), String> {
         let mut q = self.q.lock().unwrap();
-        if let Some(e) = q.failed.get(&r) {
-            return Err(e.clone());
+        match q.failed.get(&r) {
+            Some((_, at)) if at.elapsed() > RETRY_FAILED => {
+                q.failed.remove(&r);
+            }
+            Some((e, _)) => return Err(e.clone()),
+            None => {}
         }
         if q.queued.len() < MAX_QUEUED && q.queued.insert(r) {
             q.waiting.push_back(r);
@@ -95,7 +102,7 @@ impl Mirror {
                     q.queued.remove(&r);
                     if let Err(e) = result {
                         tracing::warn!(track = %r.track, kbps = r.kbps, "batch encode failed: {e}");
-                        q.failed.insert(r, e);
+                        q.failed.insert(r, (e, std::time::Instant::now()));
                     }
                 }
             });

@@ -32,6 +32,8 @@ pub struct Store {
     blobs: PathBuf,
     parts: PathBuf,
     held: Mutex<HashMap<Hash32, Held>>,
+    /// Parts on disk and their lengths (so the status reads no folder).
+    partial: Mutex<HashMap<Hash32, u64>>,
 }
 
 impl Store {
@@ -53,10 +55,22 @@ impl Store {
             let used = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             held.insert(h, Held { len: m.len(), used });
         }
+        let mut partial = HashMap::new();
+        for e in fs::read_dir(&parts)?.flatten() {
+            let Some(h) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Hash32>().ok())
+            else {
+                continue;
+            };
+            partial.insert(h, e.metadata().map_or(0, |m| m.len()));
+        }
         Ok(Store {
             blobs,
             parts,
             held: Mutex::new(held),
+            partial: Mutex::new(partial),
         })
     }
 
@@ -70,18 +84,19 @@ impl Store {
         self.held.lock().unwrap().contains_key(hash)
     }
 
-    /// The file of a whole blob, marked as used now (for least recently
-    /// played eviction); `None` unless it is here whole.
-    pub fn open_blob(&self, hash: &Hash32) -> Option<PathBuf> {
-        let mut held = self.held.lock().unwrap();
-        let h = held.get_mut(hash)?;
-        let path = self.blobs.join(hash.to_hex());
+    /// Mark a whole blob as used now (for least recently played
+    /// eviction; its mtime, so the order survives restarts). Blocking.
+    pub fn touch(&self, hash: &Hash32) {
         let now = SystemTime::now();
-        if let Ok(f) = File::options().append(true).open(&path) {
+        if let Some(h) = self.held.lock().unwrap().get_mut(hash) {
+            h.used = now;
+        }
+        if let Ok(f) = File::options()
+            .append(true)
+            .open(self.blobs.join(hash.to_hex()))
+        {
             let _ = f.set_modified(now);
         }
-        h.used = now;
-        Some(path)
     }
 
     /// The path of a whole blob, without marking it used.
@@ -144,6 +159,7 @@ impl Store {
             file.set_len(0)?;
             file.set_len(len)?;
         }
+        self.partial.lock().unwrap().insert(*hash, len);
         Ok((Part { file, path }, present))
     }
 
@@ -154,6 +170,7 @@ impl Store {
         drop(part.file);
         let dest = self.blobs.join(hash.to_hex());
         fs::rename(&part.path, &dest)?;
+        self.partial.lock().unwrap().remove(hash);
         crate::fsutil::sync_parent(&dest)?;
         self.held.lock().unwrap().insert(
             *hash,
@@ -165,9 +182,35 @@ impl Store {
         Ok(())
     }
 
+    /// Hash every whole blob again and drop those whose bytes are not
+    /// their name (rot, a hand-edited file); the number dropped. Blocking,
+    /// reads the whole store: run once after start, off the runtime.
+    pub fn scrub(&self) -> usize {
+        let hashes: Vec<Hash32> = self.held.lock().unwrap().keys().copied().collect();
+        let mut dropped = 0;
+        for h in hashes {
+            let path = self.blobs.join(h.to_hex());
+            let ok = File::open(&path)
+                .and_then(|f| {
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update_reader(f)?;
+                    Ok(Hash32::from(hasher.finalize()) == h)
+                })
+                .unwrap_or(false);
+            if !ok {
+                tracing::warn!(hash = %h, "an offline copy no longer matches its hash: dropped (it will be fetched again)");
+                if self.remove(&h).is_ok() {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
     /// Drop a blob or a part (whichever exists).
     pub fn remove(&self, hash: &Hash32) -> io::Result<()> {
         self.held.lock().unwrap().remove(hash);
+        self.partial.lock().unwrap().remove(hash);
         for p in [
             self.blobs.join(hash.to_hex()),
             self.parts.join(hash.to_hex()),
@@ -228,11 +271,17 @@ mod tests {
         store.finish(&hash, part).unwrap();
         assert!(store.has(&hash));
         assert!(store.parts().is_empty());
-        let path = store.open_blob(&hash).unwrap();
+        let path = store.blob_path(&hash).unwrap();
         assert_eq!(fs::read(path).unwrap(), data);
         assert_eq!(store.used_bytes(), data.len() as u64);
         let again = Store::open(dir.path()).unwrap();
         assert!(again.has(&hash));
+        assert_eq!(again.scrub(), 0);
+        let mut rotten = fs::read(again.blob_path(&hash).unwrap()).unwrap();
+        rotten[100] ^= 1;
+        fs::write(again.blob_path(&hash).unwrap(), rotten).unwrap();
+        assert_eq!(again.scrub(), 1);
+        assert!(!again.has(&hash));
         again.remove(&hash).unwrap();
         assert!(!again.has(&hash) && again.used_bytes() == 0);
     }

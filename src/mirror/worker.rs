@@ -59,13 +59,12 @@ impl Mirror {
         let Some(todo) = self.todo(p) else { return };
         let (eligible, blocked) = self.eligible(s.policy);
         if eligible.is_empty() {
-            let why = if blocked {
-                format!(
-                    "waiting: members are reachable only through a relay, and the offline policy is {} (`tunemesh offline policy any` allows relayed downloads)",
+            let why = match blocked {
+                Some(path) => format!(
+                    "waiting: members are reachable only over a {path} path, and the offline policy is {} (`tunemesh offline policy any` allows it)",
                     s.policy.as_str()
-                )
-            } else {
-                "waiting: no member is reachable".into()
+                ),
+                None => "waiting: no member is reachable".into(),
             };
             self.inner.state.lock().unwrap().waiting = Some(why);
             return;
@@ -104,11 +103,11 @@ impl Mirror {
     }
 
     /// Connected members whose path the policy allows (best first), and
-    /// whether some connected member was left out by the policy.
-    fn eligible(&self, policy: super::Policy) -> (Vec<DeviceId>, bool) {
+    /// the path of one the policy left out, if any.
+    fn eligible(&self, policy: super::Policy) -> (Vec<DeviceId>, Option<crate::mesh::PathKind>) {
         let mut ok = vec![];
         let mut rtt = HashMap::new();
-        let mut blocked = false;
+        let mut blocked = None;
         for p in self.inner.client.peers() {
             let (Some(path), true, true) = (p.path, p.connected, p.member) else {
                 continue;
@@ -122,7 +121,7 @@ impl Mirror {
                 }
                 ok.push(d);
             } else {
-                blocked = true;
+                blocked = Some(path);
             }
         }
         (by_round_trip(ok, &rtt), blocked)

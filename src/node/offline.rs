@@ -372,6 +372,8 @@ impl Node {
         else {
             return Ok(None);
         };
+        let (m, hash) = (self.inner.mirror.clone(), copy.hash);
+        self.inner.tasks.blocking(move || m.touch(&hash)).await?;
         let orig = &lt.track;
         // A recipe whose bytes are the original (an Opus or MP3 file
         // already within the bitrate: a passthrough) is the original.

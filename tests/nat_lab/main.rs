@@ -834,9 +834,20 @@ fn offline_over_3g(m: &Mesh) {
         .and_then(|t| t["album_id"].as_str())
         .unwrap_or_else(|| m.lab.fail("no First Album in the phone's library"))
         .to_string();
+    // `lan` forbids the phone's path to the home (through NATs: direct
+    // or relayed): the downloads wait, saying why.
+    m.lab.cli_ok(m.phone, &["offline", "policy", "lan"]);
+    m.lab.cli_ok(m.phone, &["offline", "add", "album", &album]);
+    m.lab
+        .wait_for("the policy's reason", Duration::from_secs(30), || {
+            let s = m.lab.try_json(m.phone, &["offline", "status", "--json"])?;
+            match s["waiting"].as_str() {
+                Some(w) if w.contains("policy is lan") => Ok(()),
+                _ => Err(s.to_string()),
+            }
+        });
     let t0 = Instant::now();
     m.lab.cli_ok(m.phone, &["offline", "policy", "any"]);
-    m.lab.cli_ok(m.phone, &["offline", "add", "album", &album]);
     let s = m.lab.wait_for(
         "the album offline over 3G",
         Duration::from_secs(180),
