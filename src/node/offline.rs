@@ -191,7 +191,10 @@ impl Node {
                 .parse::<AlbumId>()
                 .ok()
                 .and_then(|a| cat.album(&a))
-                .map(|(a, _)| format!("{} – {}", a.artist, a.name)),
+                .map(|(a, _)| match a.artist.is_empty() {
+                    true => a.name,
+                    false => format!("{} – {}", a.artist, a.name),
+                }),
             PinKind::Artist => pin
                 .id
                 .parse::<ArtistId>()

@@ -260,3 +260,35 @@ pub async fn open_first_album(c: &fantoccini::Client) -> anyhow::Result<()> {
     )
     .await
 }
+
+/// From now on, collect what the page throws (errors, unhandled
+/// rejections, `console.error`) in `window.errors`, for `no_page_errors`.
+/// It lasts until the page reloads; moves between views keep it.
+pub async fn catch_page_errors(c: &fantoccini::Client) -> anyhow::Result<()> {
+    js(c, "window.errors = []; addEventListener('error', (e) => errors.push(e.message)); addEventListener('unhandledrejection', (e) => errors.push(String(e.reason))); const ce = console.error; console.error = (...a) => { errors.push(a.map(String).join(' ')); ce(...a); }; return true").await?;
+    Ok(())
+}
+
+/// Fail if the page threw since `catch_page_errors`.
+pub async fn no_page_errors(c: &fantoccini::Client) -> anyhow::Result<()> {
+    let errors = js(c, "return window.errors").await?;
+    anyhow::ensure!(errors == json!([]), "the page threw: {errors}");
+    Ok(())
+}
+
+/// A home with `lib` and a phone joined to it (through the CLI: `invite
+/// --quiet`, `join`), once the phone lists the home's tracks.
+pub fn home_and_phone(lib: &Path) -> (Daemon, Daemon) {
+    let home = start(lib, &["--name", "home"]);
+    let phone = Daemon::start(Tm::new(), &["--role", "phone", "--name", "phone"]);
+    let ticket = home.tm.ok(&["invite", "--quiet"]);
+    phone.tm.ok(&["join", ticket.trim()]);
+    wait_until("the phone to list the home's tracks", 30, || {
+        phone
+            .json(&["ls", "--all", "--json"])
+            .as_array()
+            .map(Vec::len)
+            == Some(4)
+    });
+    (home, phone)
+}

@@ -8,9 +8,11 @@
 //! (CI installs both, and there it fails instead of skipping).
 //!
 //! `shared_state.rs`: stars, ratings, playlists and plays through the page.
+//! `downloads.rs`: the offline mirror's toggles and Downloads page on a phone.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod downloads;
 mod harness;
 mod shared_state;
 

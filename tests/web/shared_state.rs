@@ -34,7 +34,7 @@ async fn mark_list_and_play(c: &fantoccini::Client, d: &Daemon) -> anyhow::Resul
     )
     .await?;
     // Anything the page throws from here on fails the test.
-    js(c, "window.errors = []; addEventListener('error', (e) => errors.push(e.message)); addEventListener('unhandledrejection', (e) => errors.push(String(e.reason))); return true").await?;
+    catch_page_errors(c).await?;
 
     // A star on an album's track: pressed at once, and the node lists it.
     open_first_album(c).await?;
@@ -187,9 +187,7 @@ async fn mark_list_and_play(c: &fantoccini::Client, d: &Daemon) -> anyhow::Resul
     js(c, "location.hash = '#/recent'; return true").await?;
     until(c, "the play under Recently played", 10, "return [...document.querySelectorAll('.recent .t-title')].some(a => a.textContent === 'Opening')").await?;
 
-    let errors = js(c, "return window.errors").await?;
-    anyhow::ensure!(errors == json!([]), "the page threw: {errors}");
-    Ok(())
+    no_page_errors(c).await
 }
 
 /// Percent-encode a path segment.

@@ -37,6 +37,7 @@ pub static FILES: &[Asset] = ui! {
     "views.js" => JS,
     "mine.js" => JS,
     "playlists.js" => JS,
+    "offline.js" => JS,
     "scrobble.js" => JS,
     "util.js" => JS,
     "style.css" => "text/css; charset=utf-8",

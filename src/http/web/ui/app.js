@@ -9,6 +9,7 @@ import { Player } from "./player.js";
 import * as views from "./views.js";
 import * as playlists from "./playlists.js";
 import * as mine from "./mine.js";
+import * as offline from "./offline.js";
 import { startQueueSync } from "./queuesync.js";
 import { el, clock, debounce, coverUrl } from "./util.js";
 
@@ -88,6 +89,7 @@ async function route() {
       case "starred": await views.starred(view); break;
       case "recent": await views.recent(view); break;
       case "most": await views.most(view); break;
+      case "downloads": cleanup = offline.downloads(view); break;
       default: cleanup = views.albums(view, params);
     }
   } catch (e) {
@@ -206,6 +208,8 @@ async function main() {
   views.setContext(ctx);
   playlists.setContext(ctx);
   mine.setContext(ctx);
+  offline.setContext(ctx);
+  offline.loadPins();
   wire(queue, player);
   addEventListener("hashchange", route);
   // A session that ended under an open page: save the queue, then start

@@ -8,6 +8,7 @@ import { get, post, patch, del, q } from "./api.js";
 import { el, span, ago, when, coverUrl } from "./util.js";
 import { trackRow, goneRow } from "./views.js";
 import { addToPlaylistButton } from "./mine.js";
+import { downloadToggle } from "./offline.js";
 
 /** Shared with the views: the queue and player, and the toast. */
 let ctx;
@@ -202,6 +203,7 @@ export async function playlist(view, id) {
           el("button", { disabled: !playable.length, onclick: () => { ctx.queue.setShuffle(true); ctx.playList(playable, Math.floor(Math.random() * playable.length)); } }, "⤮ Shuffle"),
           el("button", { disabled: !playable.length, onclick: () => { ctx.queue.add(playable); ctx.toast("Playlist added to the queue"); } }, "+ Queue"),
           addToPlaylistButton(playable, "Add these tracks to another playlist…", "Playlist"),
+          downloadToggle("playlist", page.id, page.name),
           el("button", { class: "rename", onclick: rename }, "Rename"),
           el("button", { class: "delete", onclick: deleteIt }, "Delete"))));
     let k = 0;

@@ -1,5 +1,5 @@
-// Small helpers shared by the player's modules: DOM building, time
-// formatting, debouncing.
+// Small helpers shared by the player's modules: DOM building, time and
+// size formatting, debouncing.
 
 /** Build an element: el("div", {class: "x", onclick: f}, child, "text"). */
 export function el(tag, attrs = {}, ...children) {
@@ -74,4 +74,13 @@ export function ago(ms, now = Date.now()) {
 /** A full date and time, for a title attribute. */
 export function when(ms) {
   return new Date(ms).toLocaleString();
+}
+
+/** Bytes for humans, in the units budgets are written in: "512 B", "3.4 MiB", "4 GiB". */
+export function size(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  const v = i === 0 || n >= 100 || Number.isInteger(n) ? String(Math.round(n)) : n.toFixed(1).replace(/\.0$/, "");
+  return `${v} ${units[i]}`;
 }

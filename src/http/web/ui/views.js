@@ -8,6 +8,7 @@
 import { get, q } from "./api.js";
 import { el, clock, span, coverUrl, ago, when } from "./util.js";
 import { starButton, ratingControl, addToPlaylistButton } from "./mine.js";
+import { downloadToggle, trackDownload, offlineMark } from "./offline.js";
 
 /** Shared by the views: the queue and player, and the toast. */
 let ctx;
@@ -16,6 +17,7 @@ export function setContext(c) { ctx = c; }
 function holders(t) {
   const on = (t.sources || []).filter((s) => s.online).map((s) => (s.local ? "this device" : s.name));
   const all = (t.sources || []).map((s) => (s.local ? "this device" : s.name));
+  if (!on.length && t.offline) return "downloaded to this device";
   return on.length ? on.join(", ") : `offline (${all.join(", ") || "no device"})`;
 }
 
@@ -31,7 +33,7 @@ export function trackRow(t, i, list, opts = {}) {
     el("button", { class: "num ghost", onclick: play, "aria-label": `Play ${t.title}` }, opts.number ?? (t.track ?? "")),
     el("div", { class: "t-main", ondblclick: play },
       el("a", { class: "t-title", href: "#", draggable: "false", onclick: (e) => { e.preventDefault(); play(); } }, t.title),
-      el("div", { class: "muted small" }, opts.album ? [t.artist, t.album].filter(Boolean).join(" · ") : t.artist)),
+      el("div", { class: "muted small" }, offlineMark(t), opts.album ? [t.artist, t.album].filter(Boolean).join(" · ") : t.artist)),
     el("span", { class: "muted small holder" }, opts.note ?? holders(t)),
     el("span", { class: "muted time" }, clock(t.duration_ms / 1000)),
     el("span", { class: "actions" },
@@ -40,6 +42,7 @@ export function trackRow(t, i, list, opts = {}) {
       el("button", { class: "ghost opt", title: "Play next", "aria-label": `Play ${t.title} next`, onclick: () => ctx.queue.playNext([t]) || ctx.toast(`“${t.title}” plays next`) }, "⤵"),
       el("button", { class: "ghost opt", title: "Add to queue", "aria-label": `Add ${t.title} to the queue`, onclick: () => ctx.queue.add([t]) || ctx.toast(`“${t.title}” added to the queue`) }, "+"),
       addToPlaylistButton([t]),
+      trackDownload(t),
       opts.extra || null));
 }
 
@@ -127,7 +130,8 @@ export async function album(view, id) {
           el("button", { class: "primary", onclick: () => ctx.playList(tracks, 0) }, "▶ Play"),
           el("button", { onclick: () => { ctx.queue.setShuffle(true); ctx.playList(tracks, Math.floor(Math.random() * tracks.length)); } }, "⤮ Shuffle"),
           el("button", { onclick: () => { ctx.queue.add(tracks); ctx.toast("Album added to the queue"); } }, "+ Queue"),
-          addToPlaylistButton(tracks, "Add the album to a playlist…", "Playlist")))),
+          addToPlaylistButton(tracks, "Add the album to a playlist…", "Playlist"),
+          downloadToggle("album", a.id, a.name)))),
     list);
 }
 
