@@ -329,6 +329,7 @@ fn a_phone_killed_mid_download_resumes_without_fetching_twice() {
     let album = album_id(&phone, "Long Tones");
     phone.tm.ok(&["offline", "add", "album", &album]);
     // Cut at pseudo-random points while the copies arrive.
+    let mut logs = String::new();
     let mut seed = 0x9e37_79b9_u32;
     for cut in 0..3 {
         seed ^= seed << 13;
@@ -338,6 +339,7 @@ fn a_phone_killed_mid_download_resumes_without_fetching_twice() {
         std::thread::sleep(std::time::Duration::from_millis(wait));
         let done = status(&phone)["tracks_done"].as_u64().unwrap();
         eprintln!("cut {cut} after {wait} ms, {done} done");
+        logs.push_str(&phone.logs());
         let tm = kill_9(phone);
         phone = Daemon::start(tm, &["--role", "phone"]);
     }
@@ -360,9 +362,10 @@ fn a_phone_killed_mid_download_resumes_without_fetching_twice() {
     let served = status(&home)["bytes_served"].as_u64().unwrap();
     let stored = bytes_under(&data.join("offline/blobs"));
     assert!(served >= stored, "{served} < {stored}");
+    logs.push_str(&phone.logs());
     assert!(
         served - stored <= 3 * 3 * 4 * 16384,
-        "fetched twice: {} of {stored}",
+        "fetched twice: {} of {stored}\n{logs}",
         served - stored
     );
 }

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 /// The protocol name.
 pub(super) const AUDIO: StreamProtocol = StreamProtocol::new("/tunemesh/stream/1");
@@ -32,6 +32,9 @@ pub const STALL: Duration = Duration::from_secs(30);
 /// Most group ranges one blob request may name (the request frame is
 /// 4 KiB: 16 bytes a range at most).
 pub const MAX_GROUP_RANGES: usize = 200;
+/// Most groups a blob request may have in flight beyond the last one
+/// acknowledged.
+pub const MAX_WINDOW: u32 = 64;
 /// Longest wait for the head after asking.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a peer may take to send its request on a new substream.
@@ -65,13 +68,61 @@ impl MeshStream {
 
     /// The chunk writer, once the head is sent.
     pub fn into_writer(self) -> ChunkWriter {
-        ChunkWriter(FramedWrite::new(self.0, codec()))
+        ChunkWriter(FramedWrite::new(Box::new(self.0), codec()))
+    }
+
+    /// For a blob: the chunk writer and the reader of the asker's
+    /// acknowledgements (see [`Acks`]).
+    pub fn into_blob_writer(self) -> (ChunkWriter, Acks) {
+        let (r, w) = futures::AsyncReadExt::split(self.0.into_inner());
+        let w = FramedWrite::new(Box::new(w.compat_write()) as Box<Writer>, codec());
+        (ChunkWriter(w), Acks(r))
     }
 }
 
+type Writer = dyn tokio::io::AsyncWrite + Send + Unpin;
+
 /// Writes a stream's chunks; [`ChunkWriter::finish`] sends the end marker.
 /// Dropped without it, the reader sees a cut stream.
-pub struct ChunkWriter(FramedWrite<Compat<libp2p::Stream>, LengthDelimitedCodec>);
+pub struct ChunkWriter(FramedWrite<Box<Writer>, LengthDelimitedCodec>);
+
+/// The serving side of a blob's flow control: how many groups the asker
+/// has stored (a u64, big-endian, sent after each write). The server sends
+/// a group only while fewer than the window are unacknowledged, so a cut
+/// asker loses at most the window.
+pub struct Acks(futures::io::ReadHalf<libp2p::Stream>);
+
+impl Acks {
+    /// The next acknowledgement: groups stored so far in this stream. An
+    /// asker silent for [`STALL`] has failed.
+    pub async fn next(&mut self) -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        match tokio::time::timeout(
+            STALL,
+            futures::AsyncReadExt::read_exact(&mut self.0, &mut b),
+        )
+        .await
+        {
+            Ok(r) => r.map(|()| u64::from_be_bytes(b)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the asker stopped acknowledging",
+            )),
+        }
+    }
+}
+
+/// The asking side of a blob's flow control: [`Acker::ack`] after each
+/// write says how many groups of this stream are stored.
+pub struct Acker(futures::io::WriteHalf<libp2p::Stream>);
+
+impl Acker {
+    /// Say that `groups` groups of this stream are stored.
+    pub async fn ack(&mut self, groups: u64) -> std::io::Result<()> {
+        futures::AsyncWriteExt::write_all(&mut self.0, &groups.to_be_bytes()).await?;
+        futures::AsyncWriteExt::flush(&mut self.0).await
+    }
+}
 
 impl ChunkWriter {
     /// Send one chunk (at most [`MAX_CHUNK`] bytes; an empty one is
@@ -146,6 +197,28 @@ pub(super) async fn open(
     peer: PeerId,
     open: &StreamOpen,
 ) -> Result<(StreamHead, ChunkReader), MeshError> {
+    let (head, s) = open_raw(control, peer, open).await?;
+    Ok((head, ChunkReader::new(s)))
+}
+
+/// Ask `peer` for a blob's groups: the head, the chunks (one group each),
+/// and the writer of acknowledgements, which the server waits for: it
+/// sends at most `open.blob.window` groups beyond the last acknowledged.
+pub(super) async fn open_blob(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    open: &StreamOpen,
+) -> Result<(StreamHead, ChunkReader, Acker), MeshError> {
+    let (head, s) = open_raw(control, peer, open).await?;
+    let (r, w) = futures::AsyncReadExt::split(s);
+    Ok((head, ChunkReader::from_io(r.compat()), Acker(w)))
+}
+
+async fn open_raw(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    open: &StreamOpen,
+) -> Result<(StreamHead, libp2p::Stream), MeshError> {
     let device = super::DeviceId(peer);
     let msg = proto::StreamOpen {
         track: open.track.as_bytes().to_vec(),
@@ -162,6 +235,7 @@ pub(super) async fn open(
             .iter()
             .flat_map(|b| b.groups.iter().flat_map(|r| [r.start, r.end]))
             .collect(),
+        window: open.blob.as_ref().map_or(0, |b| b.window),
     };
     let perr = |reason: String| MeshError::Protocol {
         peer: device,
@@ -204,7 +278,7 @@ pub(super) async fn open(
             complete: head.complete,
             via: head.via,
         };
-        return Ok((head, ChunkReader::new(s)));
+        return Ok((head, s));
     }
     Err(last.unwrap_or(MeshError::Closed))
 }
@@ -275,7 +349,12 @@ fn blob_want(open: &proto::StreamOpen) -> Result<Option<BlobWant>, &'static str>
         end = p[1];
         groups.push(p[0]..p[1]);
     }
-    Ok(Some(BlobWant { hash, groups }))
+    let window = open.window.clamp(1, MAX_WINDOW);
+    Ok(Some(BlobWant {
+        hash,
+        groups,
+        window,
+    }))
 }
 
 #[cfg(test)]

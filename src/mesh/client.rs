@@ -346,6 +346,16 @@ impl Client {
         audio::open(&mut self.control.clone(), peer.0, open).await
     }
 
+    /// Open a blob's groups from a member: the head, the chunks (a group
+    /// each) and the acknowledgement writer the server waits for.
+    pub async fn open_blob(
+        &self,
+        peer: &DeviceId,
+        open: &StreamOpen,
+    ) -> Result<(StreamHead, audio::ChunkReader, audio::Acker), MeshError> {
+        audio::open_blob(&mut self.control.clone(), peer.0, open).await
+    }
+
     // ----- internals -------------------------------------------------------
 
     /// The event loop's last published view.

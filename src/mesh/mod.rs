@@ -66,7 +66,7 @@ mod userops;
 mod wire;
 
 pub use audio::MAX_GROUP_RANGES;
-pub use audio::{ChunkReader, ChunkWriter, MeshStream};
+pub use audio::{Acker, Acks, ChunkReader, ChunkWriter, MeshStream};
 pub use client::Client;
 pub use ctl::{MAX_OUTBOARD_REPLY, MAX_RECIPES};
 pub use members::{Device, MembersError};

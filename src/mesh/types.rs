@@ -191,6 +191,9 @@ pub struct BlobWant {
     pub hash: Hash32,
     /// Group ranges (16 KiB groups, half-open), in order.
     pub groups: Vec<std::ops::Range<u64>>,
+    /// Groups the server may send beyond the last acknowledged (flow
+    /// control: what a cut asker loses at most).
+    pub window: u32,
 }
 
 /// Part of a snapshot trie: the children's hashes, or every entry below.

@@ -283,8 +283,10 @@ impl Mirror {
         if stream.write_head(&head).await.is_err() {
             return;
         }
-        let mut out = stream.into_writer();
+        let (mut out, mut acks) = stream.into_blob_writer();
         let src = Arc::new(src);
+        let window = u64::from(want.window);
+        let (mut sent, mut acked) = (0u64, 0u64);
         for g in &want.groups {
             let start = g.start.saturating_mul(blob::GROUP).min(len);
             let end = g.end.saturating_mul(blob::GROUP).min(len);
@@ -297,7 +299,7 @@ impl Mirror {
                     .blocking(move || m.read_at(&s, at, n))
                     .await;
                 let bytes = match read {
-                    Ok(Ok(b)) => b,
+                    Ok(Ok(b)) => Bytes::from(b),
                     Ok(Err(e)) => {
                         tracing::warn!("cannot read a blob for a member: {e}");
                         return; // no end marker: the member sees a cut stream
@@ -305,10 +307,23 @@ impl Mirror {
                     Err(_) => return,
                 };
                 at += bytes.len() as u64;
-                if out.send(Bytes::from(bytes)).await.is_err() {
-                    return;
+                // A group a chunk, each only while the asker has fewer than
+                // its window unacknowledged.
+                for off in (0..bytes.len()).step_by(blob::GROUP as usize) {
+                    while sent - acked >= window {
+                        match acks.next().await {
+                            Ok(a) if a <= sent => acked = acked.max(a),
+                            _ => return,
+                        }
+                    }
+                    let piece = bytes.slice(off..(off + blob::GROUP as usize).min(bytes.len()));
+                    let n = piece.len() as u64;
+                    if out.send(piece).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    self.inner.state.lock().unwrap().bytes_served += n;
                 }
-                self.inner.state.lock().unwrap().bytes_served += n as u64;
             }
         }
         let _ = out.finish().await;

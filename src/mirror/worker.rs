@@ -265,6 +265,10 @@ impl Mirror {
             let Some(rec) = st.records.get(r).cloned() else {
                 continue;
             };
+            // Finished since this round's plan was made.
+            if self.inner.store.has(&rec.hash) {
+                continue;
+            }
             let holders: Vec<DeviceId> = eligible
                 .iter()
                 .filter(|d| st.holders.get(&rec.hash).is_some_and(|h| h.contains(d)))
