@@ -57,17 +57,27 @@ fn bytes_under(dir: &Path) -> u64 {
     n
 }
 
-fn home_and_phone(lib: &Path, phone_tm: Tm) -> (Daemon, Daemon) {
-    let home = Daemon::start(
+fn start_home(lib: &Path) -> Daemon {
+    Daemon::start(
         Tm::new(),
         &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"],
-    );
-    let phone = Daemon::start(phone_tm, &["--role", "phone", "--name", "phone"]);
+    )
+}
+
+/// A phone-role device on `tm`, joined to `home`, once it lists `tracks`.
+fn join(home: &Daemon, tm: Tm, name: &str, tracks: u64) -> Daemon {
+    let d = Daemon::start(tm, &["--role", "phone", "--name", name]);
     let ticket = home.tm.ok(&["invite", "--quiet"]);
-    phone.tm.ok(&["join", ticket.trim()]);
-    wait_until("the phone to list the home's tracks", 30, || {
-        ok(&phone, "/api/tracks")["total"] == 10
+    d.tm.ok(&["join", ticket.trim()]);
+    wait_until("the new device to list the home's tracks", 30, || {
+        ok(&d, "/api/tracks")["total"] == tracks
     });
+    d
+}
+
+fn home_and_phone(lib: &Path, phone_tm: Tm) -> (Daemon, Daemon) {
+    let home = start_home(lib);
+    let phone = join(&home, phone_tm, "phone", 10);
     (home, phone)
 }
 
@@ -316,16 +326,8 @@ fn a_phone_killed_mid_download_resumes_without_fetching_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     tones(&lib, 16, 40);
-    let home = Daemon::start(
-        Tm::new(),
-        &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"],
-    );
-    let mut phone = Daemon::start(Tm::new(), &["--role", "phone"]);
-    let ticket = home.tm.ok(&["invite", "--quiet"]);
-    phone.tm.ok(&["join", ticket.trim()]);
-    wait_until("the phone to list the tones", 30, || {
-        ok(&phone, "/api/tracks")["total"] == 16
-    });
+    let home = start_home(&lib);
+    let mut phone = join(&home, Tm::new(), "phone", 16);
     let album = album_id(&phone, "Long Tones");
     phone.tm.ok(&["offline", "add", "album", &album]);
     // Cut at pseudo-random points while the copies arrive.
@@ -375,20 +377,8 @@ fn a_holder_whose_bytes_do_not_match_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     tones(&lib, 2, 8);
-    let home = Daemon::start(
-        Tm::new(),
-        &[lib.to_str().unwrap(), "--name", "home", "--no-upnp"],
-    );
-    let join = |name: &str| {
-        let d = Daemon::start(Tm::new(), &["--role", "phone", "--name", name]);
-        let ticket = home.tm.ok(&["invite", "--quiet"]);
-        d.tm.ok(&["join", ticket.trim()]);
-        wait_until("a device to list the tones", 30, || {
-            ok(&d, "/api/tracks")["total"] == 2
-        });
-        d
-    };
-    let laptop = join("laptop");
+    let home = start_home(&lib);
+    let laptop = join(&home, Tm::new(), "laptop", 2);
     let album = album_id(&laptop, "Long Tones");
     laptop.tm.ok(&["offline", "add", "album", &album]);
     wait_until("the laptop's copies", 60, || {
@@ -404,7 +394,7 @@ fn a_holder_whose_bytes_do_not_match_is_refused() {
         b[at] ^= 0x40;
         std::fs::write(e.path(), b).unwrap();
     }
-    let phone = join("phone");
+    let phone = join(&home, Tm::new(), "phone", 2);
     let htm = home.stop();
     phone.tm.ok(&["offline", "add", "album", &album]);
     wait_until("the laptop's bytes refused", 30, || {

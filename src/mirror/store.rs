@@ -42,30 +42,17 @@ impl Store {
         let (blobs, parts) = (dir.join("blobs"), dir.join("part"));
         fs::create_dir_all(&blobs)?;
         fs::create_dir_all(&parts)?;
-        let mut held = HashMap::new();
-        for e in fs::read_dir(&blobs)?.flatten() {
-            let Some(h) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Hash32>().ok())
-            else {
-                continue;
-            };
-            let Ok(m) = e.metadata() else { continue };
-            let used = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            held.insert(h, Held { len: m.len(), used });
-        }
-        let mut partial = HashMap::new();
-        for e in fs::read_dir(&parts)?.flatten() {
-            let Some(h) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Hash32>().ok())
-            else {
-                continue;
-            };
-            partial.insert(h, e.metadata().map_or(0, |m| m.len()));
-        }
+        let held = listed(&blobs)?
+            .into_iter()
+            .map(|(h, m)| {
+                let used = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                (h, Held { len: m.len(), used })
+            })
+            .collect();
+        let partial = listed(&parts)?
+            .into_iter()
+            .map(|(h, m)| (h, m.len()))
+            .collect();
         Ok(Store {
             blobs,
             parts,
@@ -223,6 +210,18 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The files of `dir` named by a hash, with their metadata (others are
+/// not ours and are left alone).
+fn listed(dir: &Path) -> io::Result<Vec<(Hash32, fs::Metadata)>> {
+    Ok(fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let h = e.file_name().to_str()?.parse::<Hash32>().ok()?;
+            Some((h, e.metadata().ok()?))
+        })
+        .collect())
 }
 
 /// A download in progress: its part file.
