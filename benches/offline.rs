@@ -13,8 +13,12 @@
 //!    and is killed (SIGKILL) at `--cuts` pseudo-random moments; bytes the
 //!    home sent beyond the bytes stored, against the total.
 //!
-//! The 1 Mbit/s ("3G") figure comes from the NAT lab test's offline phase
-//! (`cargo test --test nat_lab full_lab`, root), which prints its time.
+//! 4. The same pin through a 1 Mbit/s link ("3G": `tc tbf` both ways on a
+//!    veth pair to a home in its own network namespace; root only, says
+//!    SKIPPED otherwise), while a listener plays a queue of tracks the pin
+//!    would fetch last, each for its real duration: minutes to done, and
+//!    at every turn of the queue whether the next track's copy was already
+//!    here (playback never waited) and its first audio.
 
 mod common;
 
@@ -39,6 +43,9 @@ struct Args {
     /// Kills of the second phone during its download.
     #[arg(long, default_value_t = 10)]
     cuts: usize,
+    /// Run part 4 (the 1 Mbit/s link) alone.
+    #[arg(long)]
+    slow_link_only: bool,
 }
 
 fn main() {
@@ -49,6 +56,10 @@ fn main() {
 }
 
 fn phone(data: &Path) -> Res<Proc> {
+    phone_on(data, "/ip4/127.0.0.1/tcp/0")
+}
+
+fn phone_on(data: &Path, listen: &str) -> Res<Proc> {
     std::fs::create_dir_all(data)?;
     let _ = std::fs::remove_file(data.join("api.json"));
     let log = std::fs::OpenOptions::new()
@@ -66,7 +77,7 @@ fn phone(data: &Path) -> Res<Proc> {
             "127.0.0.1:0",
             "--no-mdns",
         ])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--listen", listen])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -142,9 +153,14 @@ fn run() -> Res<()> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
     let (target, _work, run_dir) = common::work_dirs("offline-bench")?;
     println!("tunemesh offline mirror bench ({})", common::loadavg());
-    per_gib(&corpus, &run_dir)?;
-    let lib = ensure_retagged(&corpus, &target.join("bench-libs"), args.tracks)?;
-    big_pin(&lib, &run_dir, args.tracks, args.cuts)
+    let libs = target.join("bench-libs");
+    if !args.slow_link_only {
+        per_gib(&corpus, &run_dir)?;
+        let lib = ensure_retagged(&corpus, &libs, args.tracks)?;
+        big_pin(&lib, &run_dir, args.tracks, args.cuts)?;
+    }
+    let lib = ensure_retagged(&corpus, &libs, args.tracks)?;
+    slow_link(&lib, &run_dir, args.tracks)
 }
 
 /// Part 1: the corpus pinned whole at the default bitrate.
@@ -273,11 +289,16 @@ fn ensure_retagged(corpus: &Path, libs: &Path, n: usize) -> Res<PathBuf> {
 
 /// First audio (three Ogg pages) of a track through the phone, seconds.
 fn first_audio(phone: &Path, id: &str) -> Res<f64> {
+    first_audio_at(phone, id, 160)
+}
+
+/// First audio of a track at `kbps` through the phone, seconds.
+fn first_audio_at(phone: &Path, id: &str, kbps: u32) -> Res<f64> {
     let (addr, token) = api(phone)?;
     let auth = format!("Bearer {token}");
     let f = common::http(
         &addr,
-        &format!("/stream/{id}?bitrate=160"),
+        &format!("/stream/{id}?bitrate={kbps}"),
         Some(&auth),
         true,
         false,
@@ -408,4 +429,258 @@ fn ms(v: &[f64]) -> String {
     let mut s: Vec<String> = v.iter().map(|x| format!("{:.0}", x * 1000.0)).collect();
     s.sort();
     s.join("/")
+}
+
+// ------------------------------------------------------ part 4: 1 Mbit/s
+
+/// A home in its own network namespace, joined to this one by a veth pair
+/// shaped to 1 Mbit/s each way (`tc tbf`, as the NAT lab's "3G"); the phone
+/// runs here, so its API stays on this namespace's loopback. The namespace
+/// (and with it both veth ends) goes on drop.
+struct SlowLink {
+    ns: String,
+}
+
+/// The home's and the phone's ends of the link.
+const HOME_IP: &str = "10.89.7.1";
+const PHONE_IP: &str = "10.89.7.2";
+
+impl SlowLink {
+    fn new() -> Result<SlowLink, String> {
+        // SAFETY: reads the process's effective uid.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        let tag = std::process::id();
+        let link = SlowLink {
+            ns: format!("tmob{tag}"),
+        };
+        let (ns, veth) = (link.ns.as_str(), format!("tmob{tag}"));
+        let shape = |dev: &str| {
+            vec![
+                "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+                "latency", "400ms",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+        };
+        let steps: Vec<(&str, Vec<String>)> = vec![
+            ("ip", sv(&["netns", "add", ns])),
+            ("ip", sv(&["-n", ns, "link", "set", "lo", "up"])),
+            (
+                "ip",
+                sv(&[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                ]),
+            ),
+            (
+                "ip",
+                sv(&["addr", "add", &format!("{PHONE_IP}/24"), "dev", &veth]),
+            ),
+            ("ip", sv(&["link", "set", &veth, "up"])),
+            (
+                "ip",
+                sv(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{HOME_IP}/24"),
+                    "dev",
+                    "eth0",
+                ]),
+            ),
+            ("ip", sv(&["-n", ns, "link", "set", "eth0", "up"])),
+            ("tc", shape(&veth)),
+            (
+                "ip",
+                [sv(&["netns", "exec", ns, "tc"]), shape("eth0")].concat(),
+            ),
+        ];
+        for (cmd, args) in steps {
+            let o = Command::new(cmd)
+                .args(&args)
+                .output()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            if !o.status.success() {
+                return Err(format!(
+                    "{cmd} {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+        }
+        Ok(link)
+    }
+
+    /// `tunemesh --data-dir DATA` inside the home's namespace.
+    fn tm(&self, data: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_tunemesh")])
+            .arg("--data-dir")
+            .arg(data);
+        c
+    }
+
+    fn cli(&self, data: &Path, args: &[&str]) -> Res<String> {
+        let o = self.tm(data).args(args).output().ctx("running tunemesh")?;
+        if !o.status.success() {
+            let e = String::from_utf8_lossy(&o.stderr);
+            return Err(format!("[home] tunemesh {args:?}: {e}").into());
+        }
+        Ok(String::from_utf8(o.stdout)?)
+    }
+
+    /// The home daemon, listening on its end of the link.
+    fn home(&self, data: &Path, lib: &Path) -> Res<Proc> {
+        std::fs::create_dir_all(data)?;
+        let log = std::fs::File::create(data.with_extension("log"))?;
+        let child = self
+            .tm(data)
+            .arg("serve")
+            .arg(lib)
+            .args(["--api", "127.0.0.1:0", "--no-mdns", "--no-upnp"])
+            .args(["--listen", &format!("/ip4/{HOME_IP}/tcp/0")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .ctx("starting the home")?;
+        let home = Proc(child);
+        wait("the home's API", 60, || Ok(data.join("api.json").exists()))?;
+        Ok(home)
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn sv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// One turn of the listener's queue.
+struct Turn {
+    /// The copy was on the phone when the track's turn came.
+    ready: bool,
+    /// First audio of the track then, seconds.
+    first: f64,
+}
+
+/// Part 4.
+fn slow_link(lib: &Path, run_dir: &Path, n: usize) -> Res<()> {
+    section(&format!(
+        "4. the same {n}-track pin through a 1 Mbit/s link (\"3G\"), a queue playing"
+    ));
+    let link = match SlowLink::new() {
+        Ok(l) => l,
+        Err(why) => {
+            println!("  *** SKIPPED part 4: {why}: it needs root and iproute2 (network namespaces, tc tbf) ***");
+            return Ok(());
+        }
+    };
+    let (h, p) = (run_dir.join("s-home"), run_dir.join("s-phone"));
+    let home = link.home(&h, lib)?;
+    wait("the home's scan", 1800, || {
+        let st: Value = serde_json::from_str(&link.cli(&h, &["status", "--json"])?)?;
+        Ok(st["tracks"].as_u64() == Some(n as u64))
+    })?;
+    let phone = phone_on(&p, &format!("/ip4/{PHONE_IP}/tcp/0"))?;
+    let ticket = link.cli(&h, &["invite", "--quiet"])?;
+    cli(&p, &["join", ticket.trim()])?;
+    wait("the phone's library", 300, || Ok(tracks(&p)?.len() == n))?;
+    let all = tracks(&p)?;
+    // The queue: the 40 tracks the pin would fetch last, last first.
+    let queue: Vec<(String, f64)> = all
+        .iter()
+        .rev()
+        .take(40)
+        .filter_map(|t| Some((t["id"].as_str()?.to_string(), t["duration_ms"].as_f64()?)))
+        .collect();
+    let set_queue = |current: usize| -> Res<()> {
+        let (addr, token) = api(&p)?;
+        let body = serde_json::json!({
+            "ids": queue.iter().map(|q| q.0.clone()).collect::<Vec<_>>(),
+            "current": current,
+        });
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let r = agent
+            .put(format!("http://{addr}/api/queue"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(body)?;
+        match r.status().as_u16() {
+            204 => Ok(()),
+            s => Err(format!("PUT /api/queue answered {s}").into()),
+        }
+    };
+    let offline_here = |id: &str| -> Res<bool> {
+        Ok(tracks(&p)?
+            .iter()
+            .any(|t| t["id"] == id && t["offline"] == true))
+    };
+    cli(&p, &["offline", "budget", "100GiB"])?;
+    set_queue(0)?;
+    let t0 = Instant::now();
+    cli(&p, &["offline", "add", "library"])?;
+    // The first track has no copy yet: it streams over the link.
+    let live = first_audio_at(&p, &queue[0].0, 96)?;
+    let mut at = 0;
+    let mut next_turn = Instant::now() + Duration::from_secs_f64(queue[0].1 / 1000.0);
+    let mut turns: Vec<Turn> = vec![];
+    let mut last = Instant::now();
+    wait("the pin over 1 Mbit/s", 3600, || {
+        if Instant::now() >= next_turn && at + 1 < queue.len() {
+            at += 1;
+            let ready = offline_here(&queue[at].0)?;
+            let first = first_audio_at(&p, &queue[at].0, 96)?;
+            set_queue(at)?;
+            next_turn = Instant::now() + Duration::from_secs_f64(queue[at].1 / 1000.0);
+            turns.push(Turn { ready, first });
+        }
+        let s = json(&p, &["offline", "status", "--json"])?;
+        if last.elapsed() > Duration::from_secs(60) {
+            last = Instant::now();
+            println!(
+                "  ... {:.0} min: {} of {n} here, queue turn {at}",
+                t0.elapsed().as_secs_f64() / 60.0,
+                s["tracks_done"]
+            );
+            common::flush();
+        }
+        Ok(s["done"] == true && s["tracks_done"].as_u64() == Some(n as u64))
+    })?;
+    let wall = t0.elapsed().as_secs_f64();
+    let used = json(&p, &["offline", "status", "--json"])?["used_bytes"]
+        .as_f64()
+        .unwrap_or(0.0);
+    drop((phone, home));
+    println!(
+        "  wall time                {:.1} min for {:.1} MiB: {:.2} Mbit/s of copies through the 1 Mbit/s link",
+        wall / 60.0,
+        used / 1048576.0,
+        used * 8.0 / wall / 1e6
+    );
+    let ready = turns.iter().filter(|t| t.ready).count();
+    let firsts: Vec<f64> = turns.iter().map(|t| t.first).collect();
+    println!(
+        "  queue                    first track streamed live: first audio {:.0} ms",
+        live * 1000.0
+    );
+    println!(
+        "  queue turns              {} during the pin; the next copy was here at {ready} of them (never waited: {})",
+        turns.len(),
+        if ready == turns.len() { "yes" } else { "no" }
+    );
+    println!(
+        "  first audio at a turn    median {:.0} ms, worst {:.0} ms",
+        common::median(firsts.clone()) * 1000.0,
+        firsts.iter().copied().fold(0.0, f64::max) * 1000.0
+    );
+    Ok(())
 }

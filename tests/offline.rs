@@ -7,7 +7,7 @@
 
 mod common;
 use common::daemon::*;
-use common::proc::{ffprobe_codec, ffprobe_seconds};
+use common::proc::{ffprobe_codec, ffprobe_seconds, have_ffprobe};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -118,6 +118,9 @@ fn plays(d: &Daemon, path: &str, dir: &Path, id: &str, want_secs: f64) {
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
     let f = dir.join(format!("{}.audio", blake3::hash(path.as_bytes()).to_hex()));
     std::fs::write(&f, &body).unwrap();
+    if !have_ffprobe() {
+        return;
+    }
     if blake3::hash(&body).to_hex().as_str() != id {
         assert_eq!(ffprobe_codec(&f), "opus", "{path}");
     }

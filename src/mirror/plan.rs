@@ -10,6 +10,10 @@
 //! A copy no pin keeps is dropped, unless it was fetched for the queue:
 //! those stay as a cache, least recently used evicted first, down to the
 //! prefetch budget.
+//!
+//! Order of fetching: the play queue's next tracks first (pinned or not,
+//! nearest first), then the pins in their order, so a queue never waits
+//! behind a big pin.
 
 use crate::mesh::Recipe;
 use crate::model::Hash32;
@@ -34,6 +38,9 @@ pub struct Want {
     pub estimate: u64,
     /// Pinned or prefetched.
     pub class: Class,
+    /// Its place among the play queue's next tracks (0: the next one),
+    /// when the queue is about to reach it.
+    pub ahead: Option<usize>,
 }
 
 /// What is known of a recipe's bytes.
@@ -50,7 +57,8 @@ pub struct Known {
 /// The plan for this round.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Recipes that fit and are not done, in order.
+    /// Recipes that fit and are not done, in the order to fetch them
+    /// (the queue's nearest first, then the pins in order).
     pub fetch: Vec<Want>,
     /// Blobs kept (done or to be fetched) for pins.
     pub pinned: HashSet<Hash32>,
@@ -136,6 +144,8 @@ pub fn plan(
             }
         }
     }
+    // Stable: pins keep their order behind the queue's tracks.
+    p.fetch.sort_by_key(|w| w.ahead.unwrap_or(usize::MAX));
     p
 }
 
@@ -186,6 +196,7 @@ mod tests {
             },
             estimate: 100,
             class,
+            ahead: None,
         }
     }
 
@@ -216,6 +227,26 @@ mod tests {
         // Nothing waits once the budget is big enough.
         let p = plan(&wants, known, 650, 0);
         assert!(p.over.is_empty() && p.short(650) == 0);
+    }
+
+    #[test]
+    fn the_queue_is_fetched_first_nearest_first_and_pins_keep_their_order() {
+        let mut wants: Vec<Want> = (0..4).map(|n| want(n, Class::Pinned)).collect();
+        // The queue's next track is pinned track 2; then comes an unpinned one.
+        wants[2].ahead = Some(0);
+        let mut queued = want(9, Class::Prefetch);
+        queued.ahead = Some(1);
+        wants.push(queued);
+        let p = plan(&wants, |_: &Recipe| None, 1000, 1000);
+        let order: Vec<TrackId> = p.fetch.iter().map(|w| w.recipe.track).collect();
+        let id = |n: u8| TrackId::of(&[n]);
+        assert_eq!(order, vec![id(2), id(9), id(0), id(1), id(3)]);
+        // The budget is still the pins' order: a queued pin that does not
+        // fit is not fetched first, it waits with the rest.
+        let p = plan(&wants, |_: &Recipe| None, 200, 1000);
+        let order: Vec<TrackId> = p.fetch.iter().map(|w| w.recipe.track).collect();
+        assert_eq!(order, vec![id(9), id(0), id(1)]);
+        assert_eq!(p.over.len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! forbids, a full disk) and goes on by itself when that changes.
 
 use super::fetch::Failed;
-use super::plan::{self, Known};
+use super::plan::{self, Class, Known, Want};
 use super::{Mirror, Rec};
 use crate::blob::Outboard;
 use crate::mesh::{BlobAnswer, DeviceId, Recipe, Request, Response, MAX_RECIPES};
@@ -25,6 +25,23 @@ const RETRY_CUT: Duration = Duration::from_secs(2);
 const RETRY_DISK: Duration = Duration::from_secs(15);
 /// A round runs at least this often.
 const TICK: Duration = Duration::from_secs(1);
+
+/// One recipe to fetch this round.
+struct Job {
+    recipe: Recipe,
+    /// The members it may come from (the policy's, or any for the queue).
+    from: Vec<DeviceId>,
+    /// Which slots it may take.
+    lane: Lane,
+}
+
+/// The download slots a job may take.
+enum Lane {
+    /// The play queue is about to reach it: one slot more than the pins.
+    Queue,
+    /// A pin's.
+    Pins,
+}
 
 impl Mirror {
     /// The loop, until the node stops.
@@ -57,35 +74,56 @@ impl Mirror {
         };
         self.evict(&p, s.prefetch_budget).await;
         let Some(todo) = self.todo(p) else { return };
-        let (eligible, blocked) = self.eligible(s.policy);
-        if eligible.is_empty() {
-            let why = match blocked {
-                Some(path) => format!(
-                    "waiting: members are reachable only over a {path} path, and the offline policy is {} (`tunemesh offline policy any` allows it)",
-                    s.policy.as_str()
-                ),
-                None => "waiting: no member is reachable".into(),
-            };
-            self.inner.state.lock().unwrap().waiting = Some(why);
+        let (allowed, everyone, blocked) = self.reachable(s.policy);
+        // A pin waits for a path the policy allows. The queue's read-ahead
+        // does not: it moves what playback would stream over that same path
+        // a minute later (the policy guards bulk downloads, not listening).
+        let jobs: Vec<Job> = todo
+            .iter()
+            .filter_map(|w| {
+                let from = match w.class {
+                    Class::Prefetch => &everyone,
+                    Class::Pinned => &allowed,
+                };
+                (!from.is_empty()).then(|| Job {
+                    recipe: w.recipe,
+                    from: from.clone(),
+                    lane: if w.ahead.is_some() {
+                        Lane::Queue
+                    } else {
+                        Lane::Pins
+                    },
+                })
+            })
+            .collect();
+        let pins_wait = todo.iter().any(|w| w.class == Class::Pinned) && allowed.is_empty();
+        let why = pins_wait.then(|| match blocked {
+            Some(path) => format!(
+                "waiting: members are reachable only over a {path} path, and the offline policy is {} (`tunemesh offline policy any` allows it)",
+                s.policy.as_str()
+            ),
+            None => "waiting: no member is reachable".into(),
+        });
+        self.inner.state.lock().unwrap().waiting = why;
+        if jobs.is_empty() {
             return;
         }
-        self.inner.state.lock().unwrap().waiting = None;
-        self.ask_records(&todo, &eligible).await;
-        self.start_downloads(&todo, &eligible);
+        self.ask_records(&jobs).await;
+        self.start_downloads(&jobs);
     }
 
     /// Store the plan; what to fetch now (`None`: nothing, or paused).
-    fn todo(&self, p: plan::Plan) -> Option<Vec<Recipe>> {
+    fn todo(&self, p: plan::Plan) -> Option<Vec<Want>> {
         let now = Instant::now();
         let mut st = self.inner.state.lock().unwrap();
         st.backoff.retain(|_, until| *until > now);
         st.failed.retain(|_, (_, until)| *until > now);
-        let todo: Vec<Recipe> = p
+        let todo: Vec<Want> = p
             .fetch
             .iter()
-            .map(|w| w.recipe)
-            .filter(|r| !st.downloading.contains_key(r))
-            .filter(|r| !st.backoff.contains_key(r) && !st.failed.contains_key(r))
+            .filter(|w| !st.downloading.contains_key(&w.recipe))
+            .filter(|w| !st.backoff.contains_key(&w.recipe) && !st.failed.contains_key(&w.recipe))
+            .cloned()
             .collect();
         st.plan = p;
         if let Some((why, until)) = &st.disk_error {
@@ -102,10 +140,14 @@ impl Mirror {
         Some(todo)
     }
 
-    /// Connected members whose path the policy allows (best first), and
-    /// the path of one the policy left out, if any.
-    fn eligible(&self, policy: super::Policy) -> (Vec<DeviceId>, Option<crate::mesh::PathKind>) {
-        let mut ok = vec![];
+    /// Connected members whose path the policy allows (best first), every
+    /// connected member (best first), and the path of one the policy left
+    /// out, if any.
+    fn reachable(
+        &self,
+        policy: super::Policy,
+    ) -> (Vec<DeviceId>, Vec<DeviceId>, Option<crate::mesh::PathKind>) {
+        let (mut ok, mut all) = (vec![], vec![]);
         let mut rtt = HashMap::new();
         let mut blocked = None;
         for p in self.inner.client.peers() {
@@ -115,36 +157,45 @@ impl Mirror {
             let Ok(d) = p.id.parse::<DeviceId>() else {
                 continue;
             };
+            if let Some(r) = p.rtt_ms {
+                rtt.insert(d, r);
+            }
+            all.push(d);
             if policy.allows(path) {
-                if let Some(r) = p.rtt_ms {
-                    rtt.insert(d, r);
-                }
                 ok.push(d);
             } else {
                 blocked = Some(path);
             }
         }
-        (by_round_trip(ok, &rtt), blocked)
+        (by_round_trip(ok, &rtt), by_round_trip(all, &rtt), blocked)
     }
 
-    /// Learn the records and holders of the first recipes that have no
-    /// holder among `eligible`.
-    async fn ask_records(&self, todo: &[Recipe], eligible: &[DeviceId]) {
-        let ask: Vec<Recipe> = {
+    /// Learn the records and holders of the first jobs that have no
+    /// holder they may fetch from, asking every member any of them may.
+    async fn ask_records(&self, jobs: &[Job]) {
+        let (ask, members): (Vec<Recipe>, Vec<DeviceId>) = {
             let st = self.inner.state.lock().unwrap();
-            todo.iter()
-                .filter(|r| {
-                    let held = st.records.get(r).and_then(|rec| st.holders.get(&rec.hash));
-                    !held.is_some_and(|h| h.iter().any(|d| eligible.contains(d)))
+            let lacking: Vec<&Job> = jobs
+                .iter()
+                .filter(|j| {
+                    let rec = st.records.get(&j.recipe);
+                    let held = rec.and_then(|rec| st.holders.get(&rec.hash));
+                    !held.is_some_and(|h| h.iter().any(|d| j.from.contains(d)))
                 })
                 .take(RECORD_BATCH.min(MAX_RECIPES))
-                .copied()
-                .collect()
+                .collect();
+            let mut members: Vec<DeviceId> = vec![];
+            for d in lacking.iter().flat_map(|j| &j.from) {
+                if !members.contains(d) {
+                    members.push(*d);
+                }
+            }
+            (lacking.iter().map(|j| j.recipe).collect(), members)
         };
         if ask.is_empty() {
             return;
         }
-        let replies = futures::future::join_all(eligible.iter().map(|d| {
+        let replies = futures::future::join_all(members.iter().map(|d| {
             let req = Request::GetBlobRecords(ask.clone());
             async move { (*d, self.inner.client.request(d, req).await) }
         }))
@@ -249,19 +300,25 @@ impl Mirror {
         self.inner.state.lock().unwrap().holders.insert(pick, ds);
     }
 
-    /// Start downloads of `todo` (in order) with a known holder, up to
-    /// [`PARALLEL`] at once, one per blob.
-    fn start_downloads(&self, todo: &[Recipe], eligible: &[DeviceId]) {
+    /// Start downloads of `jobs` (in order) with a known holder, up to
+    /// [`PARALLEL`] at once, one per blob; the queue's may take one slot
+    /// more, so a track about to play never waits for a pin's download.
+    fn start_downloads(&self, jobs: &[Job]) {
         let mut st = self.inner.state.lock().unwrap();
         let mut busy: HashSet<_> = st
             .downloading
             .keys()
             .filter_map(|r| st.records.get(r).map(|rec| rec.hash))
             .collect();
-        for r in todo {
-            if st.downloading.len() >= PARALLEL {
-                break;
+        for job in jobs {
+            let slots = match job.lane {
+                Lane::Queue => PARALLEL + 1,
+                Lane::Pins => PARALLEL,
+            };
+            if st.downloading.len() >= slots {
+                continue;
             }
+            let r = &job.recipe;
             let Some(rec) = st.records.get(r).cloned() else {
                 continue;
             };
@@ -269,7 +326,8 @@ impl Mirror {
             if self.inner.store.has(&rec.hash) {
                 continue;
             }
-            let holders: Vec<DeviceId> = eligible
+            let holders: Vec<DeviceId> = job
+                .from
                 .iter()
                 .filter(|d| st.holders.get(&rec.hash).is_some_and(|h| h.contains(d)))
                 .copied()

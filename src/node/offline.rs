@@ -13,6 +13,7 @@ use crate::mirror::{Class, Fallback, Pin, PinKind, Policy, Want};
 use crate::model::{AudioInfo, Track, TrackId};
 use crate::stream::Bitrate;
 use crate::userdata::{Item, PlaylistId};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,6 +257,20 @@ impl Node {
     /// Expand the pins and the queue into the mirror's wants.
     async fn replan(&self) {
         let me = self.device_id();
+        // The queue's next tracks, nearest first: fetched before the pins.
+        let ahead: Vec<CatalogTrack> = self
+            .user_state(|v| v.queue().map(|(_, q)| q.clone()))
+            .map(|q| {
+                q.tracks
+                    .iter()
+                    .skip(q.current as usize + 1)
+                    .take(PREFETCH_AHEAD)
+                    .filter_map(|t| self.inner.catalog.track(t))
+                    .filter(|t| !t.holders.contains(&me))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let place = |t: &TrackId| ahead.iter().position(|a| a.id == *t);
         let mut order: Vec<(CatalogTrack, u32, Class)> = vec![];
         let mut seen: HashMap<TrackId, usize> = HashMap::new();
         let rank = |k: u32| if k == 0 { u32::MAX } else { k };
@@ -275,18 +290,10 @@ impl Node {
                 }
             }
         }
-        let queue = self.user_state(|v| v.queue().map(|(_, q)| q.clone()));
-        if let Some(q) = queue {
-            let ahead = q
-                .tracks
-                .iter()
-                .skip(q.current as usize + 1)
-                .take(PREFETCH_AHEAD);
-            for t in ahead.filter_map(|t| self.inner.catalog.track(t)) {
-                if !t.holders.contains(&me) && !seen.contains_key(&t.id) {
-                    seen.insert(t.id, order.len());
-                    order.push((t, Bitrate::DEFAULT.wire(), Class::Prefetch));
-                }
+        for t in ahead.iter() {
+            if let Entry::Vacant(e) = seen.entry(t.id) {
+                e.insert(order.len());
+                order.push((t.clone(), Bitrate::DEFAULT.wire(), Class::Prefetch));
             }
         }
         let sizes = match self
@@ -307,6 +314,7 @@ impl Node {
                     recipe: Recipe { track: t.id, kbps },
                     estimate: estimate(kbps, ms, size),
                     class,
+                    ahead: place(&t.id),
                 }
             })
             .collect();
